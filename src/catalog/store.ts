@@ -1,0 +1,256 @@
+/**
+ * The catalog store: the sink every source writes slim records into, and the one
+ * place snapshots are built, published and persisted.
+ *
+ * - Sources get their own `SourceSink`; records are kept per source so two sources
+ *   never clobber each other, and a source's relist replaces only its own records.
+ * - Changes are coalesced: bursts (a 10k-object relist) give one snapshot.
+ * - Nothing live is published until every registered source has synced once; until
+ *   then a persisted snapshot (if any) is what downstream sees.
+ * - Rejected objects are logged once per object and reason, and counted.
+ */
+import { EventEmitter } from 'node:events';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Logger } from '../util/log.js';
+import type { Node, Snapshot } from './types.js';
+import { emptySnapshot } from './types.js';
+import type { SlimPolicy, SlimService, SlimSlice } from './convert.js';
+import { buildSnapshot, sameContent } from './build.js';
+import { saveSnapshot } from './persist.js';
+
+export type RecordKind = 'service' | 'slice' | 'node' | 'policy';
+type RecordOf<K extends RecordKind> = K extends 'service' ? SlimService : K extends 'slice' ? SlimSlice : K extends 'node' ? Node : SlimPolicy;
+
+export type SourceState = 'starting' | 'synced' | 'degraded' | 'stopped';
+
+/** What a source may do to the catalog. */
+export interface SourceSink {
+  upsert<K extends RecordKind>(kind: K, key: string, record: RecordOf<K>): void;
+  remove(kind: RecordKind, key: string): void;
+  /** Replace every record of `kind` from this source (a relist / file re-read). */
+  replaceAll<K extends RecordKind>(kind: K, records: ReadonlyMap<string, RecordOf<K>>): void;
+  /** An object that failed validation (or was deleted after failing): logged once, counted. */
+  reject(kind: RecordKind, ref: string, reason: string): void;
+  /** The object `ref` is valid again (or gone): forget its rejection. */
+  clearRejection(kind: RecordKind, ref: string): void;
+  setState(state: SourceState, detail?: string): void;
+  /** Count a raw watch/list event (for the sync-events metric). */
+  event(kind: RecordKind, type: 'add' | 'update' | 'delete' | 'relist' | 'error'): void;
+}
+
+export interface CatalogStoreOptions {
+  logger: Logger;
+  registry: Registry;
+  /** Where snapshots are persisted; undefined = no persistence (render/catalog commands). */
+  stateDir?: string;
+  /** Coalescing delay for bursts of changes (ms). */
+  coalesceMs?: number;
+}
+
+interface SourceEntry {
+  name: string;
+  state: SourceState;
+  detail?: string;
+  /** Listed completely at least once (a later outage keeps its last records). */
+  everSynced: boolean;
+  records: { [K in RecordKind]: Map<string, RecordOf<K>> };
+}
+
+export interface CatalogStoreEvents {
+  snapshot: [Snapshot];
+}
+
+/** Normalise a rejection reason into a bounded-cardinality metric label. */
+export function reasonClass(reason: string): string {
+  return reason.replace(/"[^"]*"/g, '').replace(/\[\d+\]/g, '[]').replace(/-?\d+(\.\d+)?/g, 'N').replace(/\s+/g, ' ').trim().slice(0, 80);
+}
+
+export class CatalogStore extends EventEmitter<CatalogStoreEvents> {
+  private readonly sources = new Map<string, SourceEntry>();
+  private readonly rejections = new Map<string, string>();
+  private current: Snapshot = emptySnapshot();
+  private revision = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private persisting: Promise<void> = Promise.resolve();
+  private persistPending: Snapshot | undefined;
+  private readonly log: Logger;
+  private readonly coalesceMs: number;
+  private readonly m: {
+    services: Gauge; endpoints: Gauge; nodes: Gauge; rejected: Counter; events: Counter; sourceState: Gauge;
+    origin: Gauge; persistErrors: Counter; snapshots: Counter; filtered: Gauge;
+  };
+
+  constructor(private readonly opts: CatalogStoreOptions) {
+    super();
+    this.log = opts.logger.child({ subsystem: 'catalog' });
+    this.coalesceMs = opts.coalesceMs ?? 50;
+    const r = opts.registry;
+    this.m = {
+      services: new Gauge({ name: 'edgeway_catalog_services', help: 'Services in the current snapshot', registers: [r] }),
+      endpoints: new Gauge({ name: 'edgeway_catalog_endpoints', help: 'Endpoints in the current snapshot', registers: [r] }),
+      nodes: new Gauge({ name: 'edgeway_catalog_nodes', help: 'Nodes in the current snapshot', registers: [r] }),
+      filtered: new Gauge({ name: 'edgeway_catalog_services_filtered', help: 'Services excluded by the service filter', registers: [r] }),
+      rejected: new Counter({ name: 'edgeway_catalog_objects_rejected_total', help: 'API objects rejected by validation', labelNames: ['kind', 'reason'], registers: [r] }),
+      events: new Counter({ name: 'edgeway_catalog_sync_events_total', help: 'List/watch events received from sources', labelNames: ['source', 'kind', 'type'], registers: [r] }),
+      sourceState: new Gauge({ name: 'edgeway_catalog_source_state', help: 'Source state (1 for the current state)', labelNames: ['source', 'state'], registers: [r] }),
+      origin: new Gauge({ name: 'edgeway_catalog_snapshot_origin', help: 'Origin of the served snapshot (1 for the current origin: live or persisted)', labelNames: ['origin'], registers: [r] }),
+      persistErrors: new Counter({ name: 'edgeway_catalog_persist_errors_total', help: 'Failed snapshot writes', registers: [r] }),
+      snapshots: new Counter({ name: 'edgeway_catalog_snapshots_total', help: 'Snapshots published', labelNames: ['origin'], registers: [r] }),
+    };
+  }
+
+  /** The snapshot downstream should use now. */
+  get snapshot(): Snapshot {
+    return this.current;
+  }
+
+  /** True once every registered source has synced at least once. */
+  get synced(): boolean {
+    return this.sources.size > 0 && [...this.sources.values()].every((s) => s.everSynced);
+  }
+
+  /** Ready = live and synced, or serving a persisted snapshot. */
+  readiness(): { ready: boolean; detail: string } {
+    if (this.current.origin === 'live' && this.current.revision > 0) return { ready: true, detail: `live revision ${this.current.revision}` };
+    if (this.current.origin === 'persisted') return { ready: true, detail: `serving persisted snapshot (${this.current.builtAt}); sources not synced` };
+    const waiting = [...this.sources.values()].filter((s) => s.state !== 'synced').map((s) => `${s.name}=${s.state}${s.detail ? ` (${s.detail})` : ''}`);
+    return { ready: false, detail: `waiting for sources: ${waiting.join(', ') || 'none registered'}` };
+  }
+
+  sourceStates(): { name: string; state: SourceState; detail?: string }[] {
+    return [...this.sources.values()].map((s) => ({ name: s.name, state: s.state, ...(s.detail ? { detail: s.detail } : {}) }));
+  }
+
+  /** Serve a persisted snapshot until the sources sync (called once at start). */
+  usePersisted(snap: Snapshot): void {
+    if (this.current.origin === 'live' && this.current.revision > 0) return;
+    this.revision = Math.max(this.revision, 1);
+    this.current = { ...snap, origin: 'persisted', revision: this.revision };
+    this.publish(this.current);
+  }
+
+  /** Register a source and get its sink. */
+  sink(name: string): SourceSink {
+    if (this.sources.has(name)) throw new Error(`source ${name} registered twice`);
+    const entry: SourceEntry = {
+      name,
+      state: 'starting',
+      everSynced: false,
+      records: { service: new Map(), slice: new Map(), node: new Map(), policy: new Map() },
+    };
+    this.sources.set(name, entry);
+    this.setStateMetric(entry);
+    const changed = (): void => this.schedule();
+    return {
+      upsert: (kind, key, record) => { (entry.records[kind] as Map<string, unknown>).set(key, record); changed(); },
+      remove: (kind, key) => { if (entry.records[kind].delete(key)) changed(); },
+      replaceAll: (kind, records) => {
+        (entry.records as Record<RecordKind, Map<string, unknown>>)[kind] = new Map(records);
+        changed();
+      },
+      reject: (kind, ref, reason) => {
+        const k = `${name}\0${kind}\0${ref}`;
+        if (this.rejections.get(k) === reason) return;
+        this.rejections.set(k, reason);
+        this.m.rejected.inc({ kind, reason: reasonClass(reason) });
+        this.log.warn({ source: name, kind, object: ref, reason }, 'object rejected');
+      },
+      clearRejection: (kind, ref) => { this.rejections.delete(`${name}\0${kind}\0${ref}`); },
+      setState: (state, detail) => {
+        const was = entry.state;
+        entry.state = state;
+        entry.detail = detail;
+        if (state === 'synced') entry.everSynced = true;
+        this.setStateMetric(entry);
+        if (was !== state) this.log.info({ source: name, state, detail }, 'source state');
+        changed();
+      },
+      event: (kind, type) => { this.m.events.inc({ source: name, kind, type }); },
+    };
+  }
+
+  private setStateMetric(entry: SourceEntry): void {
+    for (const s of ['starting', 'synced', 'degraded', 'stopped'] as const) {
+      this.m.sourceState.set({ source: entry.name, state: s }, entry.state === s ? 1 : 0);
+    }
+  }
+
+  private schedule(): void {
+    if (this.timer) return;
+    this.timer = setTimeout(() => { this.timer = undefined; this.rebuild(); }, this.coalesceMs);
+  }
+
+  /** Build now (tests, and commands that want the final state without waiting). */
+  flush(): void {
+    if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
+    this.rebuild();
+  }
+
+  private rebuild(): void {
+    // Until every source has listed once, a partial view must not replace the
+    // persisted one (it would withdraw services that are merely not listed yet).
+    if (!this.synced) return;
+    const all = [...this.sources.values()];
+    const info = { filtered: 0 };
+    const next = buildSnapshot(
+      {
+        services: all.flatMap((s) => [...s.records.service.values()]),
+        slices: all.flatMap((s) => [...s.records.slice.values()]),
+        nodes: dedupeNodes(all.flatMap((s) => [...s.records.node.values()])),
+        policies: all.flatMap((s) => [...s.records.policy.values()]),
+      },
+      this.revision + 1,
+      new Date().toISOString(),
+      info,
+    );
+    this.m.filtered.set(info.filtered);
+    if (this.current.origin === 'live' && this.current.revision > 0 && sameContent(this.current, next)) return;
+    this.revision++;
+    this.current = next;
+    this.publish(next);
+    this.persist(next);
+  }
+
+  private publish(snap: Snapshot): void {
+    this.m.services.set(snap.services.length);
+    this.m.endpoints.set(snap.services.reduce((n, s) => n + s.endpoints.length, 0));
+    this.m.nodes.set(snap.nodes.length);
+    this.m.origin.set({ origin: 'live' }, snap.origin === 'live' ? 1 : 0);
+    this.m.origin.set({ origin: 'persisted' }, snap.origin === 'persisted' ? 1 : 0);
+    this.m.snapshots.inc({ origin: snap.origin });
+    this.log.info({ revision: snap.revision, origin: snap.origin, services: snap.services.length, nodes: snap.nodes.length }, 'catalog snapshot');
+    this.emit('snapshot', snap);
+  }
+
+  /** Serialised writes; only the newest pending snapshot is written after the one in flight. */
+  private persist(snap: Snapshot): void {
+    const dir = this.opts.stateDir;
+    if (!dir) return;
+    const first = this.persistPending === undefined;
+    this.persistPending = snap;
+    if (!first) return;
+    this.persisting = this.persisting.then(async () => {
+      const s = this.persistPending;
+      this.persistPending = undefined;
+      if (!s) return;
+      try {
+        await saveSnapshot(dir, s);
+      } catch (err) {
+        this.m.persistErrors.inc();
+        this.log.error({ err, stateDir: dir }, 'persisting the catalog failed; the previous copy is kept');
+      }
+    });
+  }
+
+  /** Wait for pending writes, stop timers. */
+  async close(): Promise<void> {
+    if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
+    await this.persisting;
+  }
+}
+
+function dedupeNodes(nodes: Node[]): Node[] {
+  const m = new Map<string, Node>();
+  for (const n of nodes) m.set(n.name, n);
+  return [...m.values()];
+}

@@ -1,0 +1,119 @@
+/**
+ * The configuration contract (DESIGN.md "Contract"). Every key is optional; the
+ * defaults here are the ones README.md documents. Unknown keys are rejected so a
+ * typo never silently falls back to a default.
+ */
+import { z } from 'zod';
+
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[0-9.]+|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port (IPv6 as [addr]:port)');
+
+const cidr = z
+  .string()
+  .regex(/^([0-9.]+\/\d{1,2}|[0-9a-fA-F:]+\/\d{1,3})$/, 'expected a CIDR such as 10.0.0.0/8 or fd00::/8');
+
+const port = z.number().int().min(1).max(65535);
+
+export const kubernetesSourceSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    /** Path to a kubeconfig; empty = $KUBECONFIG, ~/.kube/config, then in-cluster. */
+    kubeconfig: z.string().default(''),
+    /** Plain API URL without auth, e.g. KubeEdge's metaServer http://127.0.0.1:10550. */
+    apiServer: z.string().url().or(z.literal('')).default(''),
+    /** Initial backoff after an informer failure; doubles up to maxBackoffMs. */
+    minBackoffMs: z.number().int().min(10).default(500),
+    maxBackoffMs: z.number().int().min(100).default(30_000),
+  })
+  .strict();
+
+export const staticSourceSchema = z
+  .object({
+    paths: z.array(z.string().min(1)).default([]),
+    /** Poll interval for file changes (fs.watch misses renames on some editors). */
+    pollMs: z.number().int().min(50).default(1000),
+  })
+  .strict();
+
+export const relayNodeSchema = z
+  .object({
+    nodeName: z.string().min(1),
+    advertiseAddress: z.array(z.string().min(1)).default([]),
+    /** Peer id of the relay when known in advance (else learnt on first dial). */
+    peerId: z.string().optional(),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    nodeName: z.string().min(1).optional(),
+    clusterDomain: z
+      .string()
+      .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/, 'expected a DNS domain such as cluster.local')
+      .default('cluster.local'),
+    stateDir: z.string().min(1).default('/var/lib/edgeway'),
+    log: z
+      .object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') })
+      .strict()
+      .default({ level: 'info' }),
+    sources: z
+      .object({
+        kubernetes: kubernetesSourceSchema.default(kubernetesSourceSchema.parse({})),
+        static: staticSourceSchema.default(staticSourceSchema.parse({})),
+      })
+      .strict()
+      .default({ kubernetes: kubernetesSourceSchema.parse({}), static: staticSourceSchema.parse({}) }),
+    serviceFilter: z
+      .object({ mode: z.enum(['FilterIfLabelExists', 'FilterIfLabelDoesNotExists']).default('FilterIfLabelExists') })
+      .strict()
+      .default({ mode: 'FilterIfLabelExists' }),
+    dataplane: z
+      .object({
+        mode: z.enum(['auto', 'ebpf', 'nftables', 'iptables', 'none']).default('auto'),
+        /** Endpoints inside these CIDRs are reached by kernel DNAT even when on another node. */
+        routableCIDRs: z.array(cidr).default([]),
+        /** Local port remote (other-LAN) endpoints are redirected to: the tunnel ingress. */
+        tunnelIngressPort: port.default(20007),
+        /** Local port of the userspace proxy for policies that need L7 (header/cookie hash). */
+        proxyPort: port.default(20008),
+        /** Minimum time between two kernel syncs; bursts in between are coalesced. */
+        minSyncIntervalMs: z.number().int().min(0).default(250),
+        /** Period of the drift check (our table gone or altered → full resync). */
+        driftCheckIntervalMs: z.number().int().min(100).default(30_000),
+      })
+      .strict()
+      .default(() => ({ mode: 'auto' as const, routableCIDRs: [], tunnelIngressPort: 20007, proxyPort: 20008, minSyncIntervalMs: 250, driftCheckIntervalMs: 30_000 })),
+    dns: z
+      .object({
+        enabled: z.boolean().default(true),
+        listen: z.array(hostPort).default(['169.254.96.16:53']),
+        /** Dummy interface that carries the DNS address; created and removed by the agent. */
+        interface: z.string().min(1).max(15).default('edgeway0'),
+        upstreams: z.array(hostPort).default([]),
+        ttl: z.number().int().min(0).max(86_400).default(30),
+        cacheSize: z.number().int().min(0).default(10_000),
+      })
+      .strict()
+      .default(() => ({ enabled: true, listen: ['169.254.96.16:53'], interface: 'edgeway0', upstreams: [], ttl: 30, cacheSize: 10_000 })),
+    tunnel: z
+      .object({
+        enabled: z.boolean().default(true),
+        listenPort: port.default(20006),
+        psk: z.object({ path: z.string().default('') }).strict().default({ path: '' }),
+        relayNodes: z.array(relayNodeSchema).default([]),
+        mdns: z.boolean().default(false),
+      })
+      .strict()
+      .default(() => ({ enabled: true, listenPort: 20006, psk: { path: '' }, relayNodes: [], mdns: false })),
+    metrics: z
+      .object({ listen: hostPort.or(z.literal('')).default('127.0.0.1:9464') })
+      .strict()
+      .default({ listen: '127.0.0.1:9464' }),
+  })
+  .strict();
+
+/** Config file as written (every key optional). */
+export type ConfigInput = z.input<typeof configSchema>;
+/** Config after defaults; `nodeName` is always resolved by the loader. */
+export type Config = z.output<typeof configSchema> & { nodeName: string };
