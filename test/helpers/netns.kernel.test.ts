@@ -1,0 +1,34 @@
+// Tests of the lab helper itself. IP plan: 10.250.0.1/24 (a) <-> 10.250.0.2/24 (b).
+import { afterAll, describe, expect, it } from 'vitest';
+import { fileURLToPath } from 'node:url';
+import { Lab, kernelSkipReason, run } from './netns.js';
+
+const skip = kernelSkipReason();
+if (skip) console.warn(`skipping lab helper tests: ${skip}`);
+const fixture = (f: string): string => fileURLToPath(new URL(`./fixtures/${f}`, import.meta.url));
+
+describe.skipIf(!!skip)('Lab', () => {
+  const lab = new Lab();
+  afterAll(() => lab.destroy());
+
+  it('links two namespaces, runs a backend, and counts answers by backend id', async () => {
+    const a = await lab.ns('a');
+    const b = await lab.ns('b');
+    await lab.link(a, '10.250.0.1/24', b, '10.250.0.2/24');
+    const srv = lab.spawn(b, process.execPath, [fixture('echo-server.mjs'), '--id', 'b1', '--port', '7000']);
+    await srv.waitFor(/^listening/);
+    const r = await lab.exec(a, process.execPath, [fixture('whoami-client.mjs'), '--host', '10.250.0.2', '--port', '7000', '--n', '5']);
+    expect(JSON.parse(r.stdout)).toEqual({ counts: { b1: 5 }, errors: 0 });
+    const refused = await lab.exec(a, process.execPath, [fixture('whoami-client.mjs'), '--host', '10.250.0.2', '--port', '7001', '--n', '2']);
+    expect(JSON.parse(refused.stdout)).toMatchObject({ errors: 2, firstError: 'ECONNREFUSED' });
+  });
+
+  it('destroy removes every namespace it made', async () => {
+    const other = new Lab();
+    const ns = await other.ns('x');
+    other.spawn(ns, 'sleep', ['30']);
+    await other.destroy();
+    const list = (await run('ip', ['netns', 'list'])).stdout;
+    expect(list).not.toContain(ns);
+  });
+});
