@@ -1,0 +1,34 @@
+/**
+ * The seam between the userspace proxy (which owns the ingress listeners and the
+ * endpoint choice) and the tunnel (which reaches endpoints on nodes in other LANs).
+ * The proxy dials `local`/`routable` endpoints itself and hands `remote` ones to a
+ * RemoteDialer; the tunnel implements it. Absent tunnel → remote endpoints fail fast.
+ */
+import type { Duplex } from 'node:stream';
+import type { Protocol } from '../catalog/types.js';
+
+export interface RemoteTarget {
+  /** Node that hosts the endpoint (the far agent checks it is itself). */
+  readonly nodeName: string;
+  readonly protocol: Protocol;
+  /** Service `namespace/name` and service port, for the far side's check and metrics. */
+  readonly serviceKey: string;
+  readonly servicePort: number;
+  readonly ip: string;
+  readonly port: number;
+}
+
+/** A UDP flow through the tunnel: datagrams keep their boundaries. */
+export interface DatagramSession {
+  send(datagram: Uint8Array): void;
+  onMessage(cb: (datagram: Uint8Array) => void): void;
+  onClose(cb: (err?: Error) => void): void;
+  close(): void;
+}
+
+export interface RemoteDialer {
+  /** Open a byte stream to a TCP endpoint on another node (half-close supported). */
+  dialStream(target: RemoteTarget, signal?: AbortSignal): Promise<Duplex>;
+  /** Open a datagram session to a UDP endpoint on another node. */
+  openDatagramSession(target: RemoteTarget, signal?: AbortSignal): Promise<DatagramSession>;
+}
