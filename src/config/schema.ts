@@ -73,17 +73,23 @@ export const configSchema = z
         mode: z.enum(['auto', 'ebpf', 'nftables', 'iptables', 'none']).default('auto'),
         /** Endpoints inside these CIDRs are reached by kernel DNAT even when on another node. */
         routableCIDRs: z.array(cidr).default([]),
-        /** Local port remote (other-LAN) endpoints are redirected to: the tunnel ingress. */
-        tunnelIngressPort: port.default(20007),
-        /** Local port of the userspace proxy for policies that need L7 (header/cookie hash). */
-        proxyPort: port.default(20008),
+        /**
+         * Local ports the kernel redirects userspace-served service ports to (remote
+         * endpoints through the tunnel, L7 policies, iptables mode): one port per
+         * service port, allocated by the plan. Keep it outside the NodePort range.
+         */
+        userspacePorts: z
+          .string()
+          .regex(/^\d{1,5}-\d{1,5}$/, 'expected a port range such as 20100-24999')
+          .refine((r) => { const [a, b] = r.split('-').map(Number) as [number, number]; return a >= 1 && b <= 65535 && a <= b; }, 'range must be ascending within 1-65535')
+          .default('20100-24999'),
         /** Minimum time between two kernel syncs; bursts in between are coalesced. */
         minSyncIntervalMs: z.number().int().min(0).default(250),
         /** Period of the drift check (our table gone or altered → full resync). */
         driftCheckIntervalMs: z.number().int().min(100).default(30_000),
       })
       .strict()
-      .default(() => ({ mode: 'auto' as const, routableCIDRs: [], tunnelIngressPort: 20007, proxyPort: 20008, minSyncIntervalMs: 250, driftCheckIntervalMs: 30_000 })),
+      .default(() => ({ mode: 'auto' as const, routableCIDRs: [], userspacePorts: '20100-24999', minSyncIntervalMs: 250, driftCheckIntervalMs: 30_000 })),
     dns: z
       .object({
         enabled: z.boolean().default(true),
