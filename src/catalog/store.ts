@@ -62,7 +62,7 @@ export interface CatalogStoreEvents {
 
 /** Normalise a rejection reason into a bounded-cardinality metric label. */
 export function reasonClass(reason: string): string {
-  return reason.replace(/"[^"]*"/g, '').replace(/\[\d+\]/g, '[]').replace(/-?\d+(\.\d+)?/g, 'N').replace(/\s+/g, ' ').trim().slice(0, 80);
+  return reason.replace(/"[^"]*"/g, '').replace(/\[\d+\]/g, '[]').replace(/\d+(\.\d+)?/g, 'N').replace(/\s+/g, ' ').trim().slice(0, 80);
 }
 
 export class CatalogStore extends EventEmitter<CatalogStoreEvents> {
