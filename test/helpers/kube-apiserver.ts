@@ -75,6 +75,10 @@ export interface RequestRecord {
   readonly watch: boolean;
   readonly resourceVersion?: string;
   readonly status: number;
+  /** `?limit=` of a list (probes), when sent. */
+  readonly limit?: number;
+  /** The Authorization header, when sent. */
+  readonly authorization?: string;
 }
 
 interface WatchEvent {
@@ -239,9 +243,9 @@ export class KubeApiServer {
     this.failures.push({ path, status, times: opts.times ?? 1, ...(opts.watch !== undefined ? { watch: opts.watch } : {}) });
   }
 
-  /** Number of list (non-watch) requests whose path starts with `path`. */
+  /** Number of successful full lists (not watches, not `limit` probes) whose path starts with `path`. */
   listCount(path: string): number {
-    return this.requests.filter((r) => !r.watch && r.method === 'GET' && r.path.startsWith(path) && r.status === 200).length;
+    return this.requests.filter((r) => !r.watch && r.limit === undefined && r.method === 'GET' && r.path.startsWith(path) && r.status === 200).length;
   }
 
   // ---- test controls: lifecycle ----
@@ -346,7 +350,12 @@ export class KubeApiServer {
     const watch = url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1';
     const rvParam = url.searchParams.get('resourceVersion') ?? undefined;
     const log = (code: number): void => {
-      this.requests.push({ method: req.method ?? 'GET', path, watch, status: code, ...(rvParam !== undefined ? { resourceVersion: rvParam } : {}) });
+      const auth = req.headers.authorization;
+      this.requests.push({
+        method: req.method ?? 'GET', path, watch, status: code,
+        ...(rvParam !== undefined ? { resourceVersion: rvParam } : {}), ...(auth ? { authorization: auth } : {}),
+        ...(url.searchParams.has('limit') ? { limit: Number(url.searchParams.get('limit')) } : {}),
+      });
     };
     if (req.method !== 'GET') {
       log(405);
