@@ -91,6 +91,8 @@ export class KubernetesSource implements Source {
   private readonly units: Unit[];
   private abort = new AbortController();
   private readonly log: Logger;
+  /** Optional resources already reported as forbidden (warned once). */
+  private readonly forbidden = new Set<string>();
 
   constructor(private readonly sink: SourceSink, private readonly opts: KubernetesSourceOptions) {
     this.log = opts.logger.child({ subsystem: 'source', source: 'kubernetes' });
@@ -202,7 +204,14 @@ export class KubernetesSource implements Source {
         await getJson(this.kc!, `${c.path}?limit=1`, this.abort.signal);
         return c;
       } catch (err) {
-        if (!(err instanceof KubeApiError) || err.statusCode !== 404) throw err;
+        if (!(err instanceof KubeApiError)) throw err;
+        // An optional resource we may not read (RBAC without Istio rules) is treated as absent, not as an outage.
+        if (spec.optional && err.statusCode === 403) {
+          if (!this.forbidden.has(c.path)) this.log.warn({ resource: spec.name, path: c.path }, `${c.label}: access forbidden; treated as not served (check RBAC)`);
+          this.forbidden.add(c.path);
+          continue;
+        }
+        if (err.statusCode !== 404) throw err;
       }
     }
     return undefined;

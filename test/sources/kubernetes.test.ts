@@ -253,6 +253,17 @@ describe('KubernetesSource', () => {
     expect(h.api.requests.some((r) => r.path === '/api/v1/endpoints' && r.watch)).toBe(true);
   });
 
+  it('treats DestinationRules it may not read (403) as not served', async () => {
+    const h = await setup({
+      api: { istio: 'v1' },
+      objects: world(),
+      source: async (a) => { a.failNext('/apis/networking.istio.io/', 403, { times: 1000 }); return {}; },
+    });
+    expect(h.store.sourceStates()[0]?.detail).toContain('destinationrules not served');
+    expect(svcOf(snap(), 'web')?.lbPolicy).toBeUndefined();
+    expect(h.logs.some((l) => l.includes('access forbidden'))).toBe(true);
+  });
+
   it('treats an absent DestinationRule CRD as normal, and picks it up once served', async () => {
     const h = await setup({ objects: world() });
     expect(h.states.some((s) => s.state === 'degraded')).toBe(false);
