@@ -117,7 +117,7 @@ export class KubernetesSource implements Source {
     this.running = true;
     this.abort = new AbortController();
     this.setState('starting', 'waiting for the initial lists');
-    for (const u of this.units) void this.launch(u);
+    for (const u of this.units) this.relaunch(u);
   }
 
   /** Stop every informer; records already given stay in the catalog. */
@@ -134,6 +134,11 @@ export class KubernetesSource implements Source {
       u.informer = undefined;
     }
     this.setState('stopped');
+  }
+
+  /** Start (or restart) a unit; an unexpected throw counts as a failure of that unit, never an unhandled rejection. */
+  private relaunch(u: Unit): void {
+    this.launch(u).catch((err: unknown) => this.fail(u, u.generation, err));
   }
 
   private async launch(u: Unit): Promise<void> {
@@ -159,7 +164,7 @@ export class KubernetesSource implements Source {
       u.applied = new Map();
       u.backoff.reset();
       this.sink.replaceAll(u.spec.record, new Map());
-      u.timer = setTimeout(() => void this.launch(u), this.recheckMs);
+      u.timer = setTimeout(() => this.relaunch(u), this.recheckMs);
       this.updateState();
       return;
     }
@@ -266,7 +271,7 @@ export class KubernetesSource implements Source {
     this.sink.event(u.spec.record, 'error');
     this.log.warn({ resource: u.spec.name, err: message, attempt: u.backoff.attempts, retryInMs: delay }, 'kubernetes informer failed; restarting');
     this.updateState();
-    u.timer = setTimeout(() => void this.launch(u), delay);
+    u.timer = setTimeout(() => this.relaunch(u), delay);
   }
 
   private updateState(): void {
