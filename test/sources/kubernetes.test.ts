@@ -121,8 +121,7 @@ describe('KubernetesSource', () => {
 
   it('reports synced only after every informer listed', async () => {
     // Hold the node list back with failures: services and slices list fine, the source must stay unsynced.
-    const h = await setup({ objects: world(), wait: false });
-    h.api.failNext('/api/v1/nodes', 503, { times: 3, watch: false });
+    const h = await setup({ objects: world(), wait: false, source: async (api) => { api.failNext('/api/v1/nodes', 503, { times: 3, watch: false }); return {}; } });
     await until(() => h.api.listCount('/api/v1/services') >= 1 && h.states.some((s) => s.state === 'degraded'), 'services listed and nodes failing');
     expect(h.store.synced).toBe(false);
     expect(h.states.find((s) => s.state === 'degraded')?.detail).toMatch(/^nodes: .*503/);
@@ -188,6 +187,17 @@ describe('KubernetesSource', () => {
     const rewatch = h.api.requests.filter((r) => r.watch).slice(-3);
     expect(rewatch.every((r) => Number(r.resourceVersion) > 0)).toBe(true);
     expect(h.states.some((s) => s.state === 'degraded')).toBe(false);
+  });
+
+  it('recovers from watch sockets reset mid-stream without losing changes', async () => {
+    const h = await setup({ objects: world() });
+    await until(() => h.api.openWatches === 3, 'watches open');
+    h.api.dropWatches({ abrupt: true });
+    h.api.delete(service('web', ''));
+    h.api.create(node('edge-9', '192.168.50.9'));
+    await until(() => !svcOf(snap(), 'web') && snap().nodes.some((n) => n.name === 'edge-9'), 'changes after the reset');
+    await until(() => state() === 'synced' && h.api.openWatches === 3, 'synced with watches reopened');
+    expect(snap().services.map((x) => x.name)).toEqual(['db']);
   });
 
   it.each([
