@@ -5,15 +5,32 @@
  * and always killed by `stop()`/`kill()`.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const pexec = promisify(execFile);
 
-/** Build dist/ when it is older than src/ (what `npm test` does in its pretest step). */
+function newest(dir: string): number {
+  let t = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
+  }
+  return t;
+}
+
+/**
+ * Compile dist/ when it is missing or older than src/ (CI and `npm test` build
+ * first, so this is a no-op there). Only the compiler runs: never `npm ci` while
+ * other test files are running.
+ */
 export async function ensureBuilt(): Promise<void> {
-  await pexec(process.execPath, ['scripts/ensure-ready.mjs'], { cwd: root, timeout: 120_000 });
+  const main = join(root, 'dist/cli/main.js');
+  if (existsSync(main) && statSync(main).mtimeMs >= newest(join(root, 'src'))) return;
+  await pexec(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: root, timeout: 120_000 });
 }
 
 /** Run a CLI command to completion. */
