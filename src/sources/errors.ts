@@ -5,3 +5,15 @@ export class SourceError extends Error {
     this.name = 'SourceError';
   }
 }
+
+/**
+ * A failed Kubernetes API request. `statusCode` is the HTTP status (undefined when
+ * the server could not be reached); the informer code of `@kubernetes/client-node`
+ * reads the same property name (410 → relist).
+ */
+export class KubeApiError extends SourceError {
+  constructor(message: string, readonly statusCode?: number, options?: { cause?: unknown }) {
+    super('ERR_KUBE_API', message, options);
+    this.name = 'KubeApiError';
+  }
+}

@@ -1,12 +1,28 @@
 /**
- * Kubernetes source — placeholder with the final interface; the informer-based
- * implementation replaces this file.
+ * Kubernetes source: `@kubernetes/client-node` informers for core/v1 Services,
+ * discovery.k8s.io/v1 EndpointSlices (core/v1 Endpoints where slices are not
+ * served, as on KubeEdge's metaServer), core/v1 Nodes, and Istio DestinationRules
+ * when that CRD is served (absence is normal).
+ *
+ * One "unit" per record kind owns one informer at a time:
+ * - every (re)list replaces the unit's records wholesale (`sink.replaceAll`), so
+ *   objects deleted while disconnected, or across a 410 Gone, are not lost or kept;
+ * - the informer's own add/update callbacks after a list are deduplicated by
+ *   resourceVersion (the list already applied them);
+ * - an informer that emits `error` is dead for good (client-node stops on anything
+ *   but 410): it is replaced by a fresh one after a per-unit backoff;
+ * - the source is `synced` once every unit has listed, `degraded` (with the
+ *   failing units in the detail) while one is failing.
  */
+import { makeInformer, type Informer, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from '../util/log.js';
-import type { SourceSink } from '../catalog/store.js';
-import type { ServiceFilterMode } from '../catalog/convert.js';
+import type { RecordKind, SourceSink, SourceState } from '../catalog/store.js';
+import { objectRef, type ServiceFilterMode } from '../catalog/convert.js';
+import { Backoff } from '../util/backoff.js';
+import { applyDelete, applyUpsert, convertObject, KIND_TO_RECORD, type ApiKind } from './dispatch.js';
 import type { Source } from './source.js';
-import { SourceError } from './errors.js';
+import { KubeApiError } from './errors.js';
+import { getJson, loadKubeConfig, toPlainObject } from './kube-client.js';
 
 export interface KubernetesSourceOptions {
   kubeconfig: string;
@@ -15,14 +31,294 @@ export interface KubernetesSourceOptions {
   logger: Logger;
   minBackoffMs: number;
   maxBackoffMs: number;
+  /** How often an optional resource that is not served (the DestinationRule CRD) is looked for again. Default 60 s. */
+  recheckMs?: number;
+}
+
+/** One API resource a unit may watch; units try their candidates in order. */
+interface Candidate {
+  readonly kind: ApiKind;
+  readonly path: string;
+  readonly label: string;
+}
+
+interface UnitSpec {
+  readonly name: string;
+  readonly record: RecordKind;
+  readonly candidates: readonly Candidate[];
+  /** Absence of every candidate is normal (the unit then contributes nothing). */
+  readonly optional: boolean;
+}
+
+const UNITS: readonly UnitSpec[] = [
+  { name: 'services', record: 'service', optional: false, candidates: [{ kind: 'Service', path: '/api/v1/services', label: 'core/v1 Services' }] },
+  {
+    name: 'endpoints', record: 'slice', optional: false, candidates: [
+      { kind: 'EndpointSlice', path: '/apis/discovery.k8s.io/v1/endpointslices', label: 'discovery.k8s.io/v1 EndpointSlices' },
+      { kind: 'Endpoints', path: '/api/v1/endpoints', label: 'core/v1 Endpoints' },
+    ],
+  },
+  { name: 'nodes', record: 'node', optional: false, candidates: [{ kind: 'Node', path: '/api/v1/nodes', label: 'core/v1 Nodes' }] },
+  {
+    name: 'destinationrules', record: 'policy', optional: true, candidates: (['v1', 'v1beta1', 'v1alpha3'] as const).map((v) => ({
+      kind: 'DestinationRule' as const, path: `/apis/networking.istio.io/${v}/destinationrules`, label: `networking.istio.io/${v} DestinationRules`,
+    })),
+  },
+];
+
+type UnitStatus = 'pending' | 'listed' | 'failed' | 'absent';
+
+interface Unit {
+  readonly spec: UnitSpec;
+  status: UnitStatus;
+  detail?: string;
+  current?: Candidate;
+  informer?: Informer<KubernetesObject>;
+  /** Bumped on every (re)start and on failure: callbacks of an older informer are ignored. */
+  generation: number;
+  readonly backoff: Backoff;
+  timer?: NodeJS.Timeout;
+  /** objectRef → resourceVersion of what was last given to the sink. */
+  applied: Map<string, string>;
 }
 
 export class KubernetesSource implements Source {
   readonly name = 'kubernetes';
-  constructor(private readonly sink: SourceSink, private readonly opts: KubernetesSourceOptions) {}
-  async start(): Promise<void> {
-    this.sink.setState('degraded', 'kubernetes source not built yet');
-    throw new SourceError('ERR_KUBE_CONFIG', 'the kubernetes source is not built yet');
+  private kc: KubeConfig | undefined;
+  private running = false;
+  private everSynced = false;
+  private lastState = '';
+  private readonly units: Unit[];
+  private abort = new AbortController();
+  private readonly log: Logger;
+  /** Optional resources already reported as forbidden (warned once). */
+  private readonly forbidden = new Set<string>();
+
+  constructor(private readonly sink: SourceSink, private readonly opts: KubernetesSourceOptions) {
+    this.log = opts.logger.child({ subsystem: 'source', source: 'kubernetes' });
+    this.units = UNITS.map((spec) => ({ spec, status: 'pending', generation: 0, backoff: new Backoff(opts.minBackoffMs, opts.maxBackoffMs), applied: new Map() }));
   }
-  async stop(): Promise<void> {}
+
+  /**
+   * Load credentials and start every informer; resolves without waiting for the
+   * lists (the API may be down: units retry on their own). Throws SourceError
+   * ERR_KUBE_CONFIG when no usable credentials exist. Idempotent.
+   */
+  async start(): Promise<void> {
+    if (this.running) return;
+    try {
+      const { kc, via } = loadKubeConfig(this.opts);
+      this.kc = kc;
+      this.log.info({ via, server: kc.getCurrentCluster()?.server }, 'kubernetes source starting');
+    } catch (err) {
+      this.setState('degraded', (err as Error).message);
+      throw err;
+    }
+    this.running = true;
+    this.abort = new AbortController();
+    this.setState('starting', 'waiting for the initial lists');
+    for (const u of this.units) this.relaunch(u);
+  }
+
+  /** Stop every informer; records already given stay in the catalog. */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    this.abort.abort();
+    for (const u of this.units) {
+      if (u.timer) clearTimeout(u.timer);
+      u.generation++;
+      // client-node's stop() aborts the watch and emits a spurious `error`; the
+      // generation bump above makes our handler ignore it.
+      await u.informer?.stop().catch(() => undefined);
+      u.informer = undefined;
+    }
+    this.setState('stopped');
+  }
+
+  /** Start (or restart) a unit; an unexpected throw counts as a failure of that unit, never an unhandled rejection. */
+  private relaunch(u: Unit): void {
+    this.launch(u).catch((err: unknown) => this.fail(u, u.generation, err));
+  }
+
+  private async launch(u: Unit): Promise<void> {
+    if (!this.running) return;
+    const gen = ++u.generation;
+    u.timer = undefined;
+    const wasAbsent = u.status === 'absent';
+    if (u.status !== 'failed') u.status = 'pending';
+    let cand: Candidate | undefined;
+    try {
+      cand = await this.resolve(u.spec);
+    } catch (err) {
+      this.fail(u, gen, err);
+      return;
+    }
+    if (!this.running || gen !== u.generation) return;
+    if (!cand) {
+      if (!wasAbsent) {
+        this.log.info({ resource: u.spec.name, recheckMs: this.recheckMs }, `${u.spec.candidates[0]!.label.replace(/^[^ ]+ /, '')} not served by the API; not an error, looking again periodically`);
+      }
+      u.status = 'absent';
+      u.current = undefined;
+      u.applied = new Map();
+      u.backoff.reset();
+      this.sink.replaceAll(u.spec.record, new Map());
+      u.timer = setTimeout(() => this.relaunch(u), this.recheckMs);
+      this.updateState();
+      return;
+    }
+    if (u.current?.path !== cand.path) {
+      const fallback = cand !== u.spec.candidates[0];
+      this.log.info({ resource: u.spec.name, path: cand.path }, fallback ? `using ${cand.label} (${u.spec.candidates[0]!.label} not served)` : `watching ${cand.label}`);
+    }
+    u.current = cand;
+    const inf = makeInformer<KubernetesObject>(this.kc!, cand.path, () => this.list(u, gen, cand));
+    u.informer = inf;
+    const live = (): boolean => this.running && gen === u.generation;
+    const upsert = (raw: KubernetesObject, type: 'add' | 'update'): void => {
+      if (!live()) return;
+      const o = toPlainObject(raw);
+      const ref = objectRef(o);
+      const rv = resourceVersion(o);
+      if (rv !== undefined && u.applied.get(ref) === rv) return; // already applied by the list
+      u.applied.set(ref, rv ?? '');
+      this.sink.event(u.spec.record, type);
+      applyUpsert(this.sink, cand.kind, o, this.opts.filterMode);
+    };
+    inf.on('add', (o) => upsert(o, 'add'));
+    inf.on('update', (o) => upsert(o, 'update'));
+    inf.on('delete', (raw) => {
+      if (!live()) return;
+      const o = toPlainObject(raw);
+      u.applied.delete(objectRef(o));
+      this.sink.event(u.spec.record, 'delete');
+      applyDelete(this.sink, cand.kind, o);
+    });
+    inf.on('error', (err) => this.fail(u, gen, err));
+    inf.start().catch((err: unknown) => this.fail(u, gen, err));
+  }
+
+  /** Which candidate the API serves (probing with `limit=1`); undefined = none (optional units only). */
+  private async resolve(spec: UnitSpec): Promise<Candidate | undefined> {
+    if (spec.candidates.length === 1 && !spec.optional) return spec.candidates[0];
+    for (const [i, c] of spec.candidates.entries()) {
+      const last = i === spec.candidates.length - 1;
+      if (last && !spec.optional) return c; // the fallback of a required unit: its list reports errors
+      try {
+        await getJson(this.kc!, `${c.path}?limit=1`, this.abort.signal);
+        return c;
+      } catch (err) {
+        if (!(err instanceof KubeApiError)) throw err;
+        // An optional resource we may not read (RBAC without Istio rules) is treated as absent, not as an outage.
+        if (spec.optional && err.statusCode === 403) {
+          if (!this.forbidden.has(c.path)) this.log.warn({ resource: spec.name, path: c.path }, `${c.label}: access forbidden; treated as not served (check RBAC)`);
+          this.forbidden.add(c.path);
+          continue;
+        }
+        if (err.statusCode !== 404) throw err;
+      }
+    }
+    return undefined;
+  }
+
+  /** The informer's list function: fetch, replace the unit's records, mark listed. */
+  private async list(u: Unit, gen: number, cand: Candidate): Promise<KubernetesListObject<KubernetesObject>> {
+    const body = (await getJson(this.kc!, cand.path, this.abort.signal)) as { metadata?: { resourceVersion?: string }; items?: unknown };
+    if (!this.running || gen !== u.generation) throw new Error('superseded');
+    if (!Array.isArray(body.items)) throw new KubeApiError(`GET ${cand.path}: list without items`, 200);
+    const records = new Map<string, never>();
+    const applied = new Map<string, string>();
+    // Items without metadata.name would crash the informer's cache: rejected here, not handed on.
+    const items: KubernetesObject[] = [];
+    for (const raw of body.items) {
+      const o = toPlainObject(raw);
+      const ref = objectRef(o);
+      if (typeof (o as KubernetesObject | null)?.metadata?.name !== 'string') {
+        this.sink.reject(u.spec.record, ref, 'metadata.name missing');
+        continue;
+      }
+      items.push(o as KubernetesObject);
+      applied.set(ref, resourceVersion(o) ?? '');
+      const c = convertObject(cand.kind, o, this.opts.filterMode);
+      if (!c.ok) { this.sink.reject(c.kind, c.ref, c.reason); continue; }
+      this.sink.clearRejection(c.kind, ref);
+      if (c.record !== null) records.set(c.key, c.record as never);
+    }
+    // Objects gone since the last list: forget their rejections too.
+    for (const ref of u.applied.keys()) if (!applied.has(ref)) this.sink.clearRejection(KIND_TO_RECORD[cand.kind], ref);
+    u.applied = applied;
+    this.sink.replaceAll(u.spec.record, records);
+    this.sink.event(u.spec.record, 'relist');
+    u.status = 'listed';
+    u.detail = undefined;
+    u.backoff.reset();
+    this.log.debug({ resource: u.spec.name, items: items.length, resourceVersion: body.metadata?.resourceVersion }, 'listed');
+    this.updateState();
+    return { ...(body as KubernetesListObject<KubernetesObject>), items };
+  }
+
+  private fail(u: Unit, gen: number, err: unknown): void {
+    if (!this.running || gen !== u.generation) return;
+    u.generation++; // late callbacks of the dead informer are ignored from here on
+    const dead = u.informer;
+    u.informer = undefined;
+    void dead?.stop().catch(() => undefined);
+    const message = errorMessage(err);
+    const delay = u.backoff.next();
+    u.status = 'failed';
+    u.detail = message;
+    this.sink.event(u.spec.record, 'error');
+    this.log.warn({ resource: u.spec.name, err: message, attempt: u.backoff.attempts, retryInMs: delay }, 'kubernetes informer failed; restarting');
+    this.updateState();
+    u.timer = setTimeout(() => this.relaunch(u), delay);
+  }
+
+  private updateState(): void {
+    const failed = this.units.filter((u) => u.status === 'failed');
+    if (failed.length > 0) {
+      this.setState('degraded', failed.map((u) => `${u.spec.name}: ${u.detail ?? 'failed'}`).join('; '));
+      return;
+    }
+    if (this.units.every((u) => u.status === 'listed' || u.status === 'absent')) {
+      this.everSynced = true;
+      const notes = this.units.flatMap((u) => {
+        if (u.status === 'absent') return [`${u.spec.name} not served`];
+        if (u.current && u.current !== u.spec.candidates[0]) return [`${u.spec.name} from ${u.current.label}`];
+        return [];
+      });
+      this.setState('synced', notes.length ? notes.join('; ') : undefined);
+      return;
+    }
+    // Before the first full sync say what is still missing; afterwards a unit that
+    // restarts (a CRD that appeared) keeps the current state until it has listed.
+    if (!this.everSynced) {
+      this.setState('starting', `waiting for ${this.units.filter((u) => u.status === 'pending').map((u) => u.spec.name).join(', ')}`);
+    }
+  }
+
+  private setState(state: SourceState, detail?: string): void {
+    const key = `${state}\0${detail ?? ''}`;
+    if (key === this.lastState) return;
+    this.lastState = key;
+    this.sink.setState(state, detail);
+  }
+
+  private get recheckMs(): number {
+    return this.opts.recheckMs ?? 60_000;
+  }
+}
+
+function resourceVersion(o: unknown): string | undefined {
+  const rv = (o as { metadata?: { resourceVersion?: unknown } } | null)?.metadata?.resourceVersion;
+  return typeof rv === 'string' ? rv : undefined;
+}
+
+function errorMessage(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { statusCode?: unknown }).statusCode;
+    const cause = (err as { cause?: { code?: unknown } }).cause?.code;
+    return `${err.message}${typeof code === 'number' && !err.message.includes(String(code)) ? ` (HTTP ${code})` : ''}${typeof cause === 'string' && !err.message.includes(cause) ? ` (${cause})` : ''}`;
+  }
+  return String(err);
 }

@@ -1,0 +1,121 @@
+/**
+ * Kubernetes API access for the source: which credentials to use, and plain JSON
+ * GETs through the same agent and headers `@kubernetes/client-node`'s Watch uses.
+ *
+ * Lists are fetched raw rather than through the generated typed client on purpose:
+ * the typed client deserialises into class instances (Date timestamps) and drops
+ * fields its model does not know, so list objects and watch objects (plain JSON)
+ * would differ. Raw lists give the converters one shape, exactly the wire's.
+ */
+import { existsSync } from 'node:fs';
+import { request as httpRequest, type Agent as HttpAgent } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
+import { KubeApiError, SourceError } from './errors.js';
+
+export interface KubeAuthOptions {
+  /** Plain API URL without auth (KubeEdge's metaServer), e.g. http://127.0.0.1:10550. */
+  apiServer: string;
+  /** Path to a kubeconfig file. */
+  kubeconfig: string;
+}
+
+const SERVICEACCOUNT_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
+
+/**
+ * Credentials, in order: `apiServer` (no auth), `kubeconfig` file, then
+ * $KUBECONFIG / ~/.kube/config, then the in-cluster service account. Throws
+ * SourceError ERR_KUBE_CONFIG when none applies or the file is unusable (the
+ * client would otherwise silently fall back to http://localhost:8080).
+ */
+export function loadKubeConfig(opts: KubeAuthOptions): { kc: KubeConfig; via: string } {
+  const kc = new KubeConfig();
+  try {
+    if (opts.apiServer) {
+      const url = new URL(opts.apiServer);
+      // client-node refuses plain http unless skipTLSVerify is set; for https keep verification on.
+      kc.loadFromOptions({
+        clusters: [{ name: 'api', server: opts.apiServer.replace(/\/+$/, ''), skipTLSVerify: url.protocol === 'http:' }],
+        users: [{ name: 'anonymous' }],
+        contexts: [{ name: 'api', cluster: 'api', user: 'anonymous' }],
+        currentContext: 'api',
+      });
+      return { kc, via: `apiServer ${opts.apiServer}` };
+    }
+    if (opts.kubeconfig) {
+      kc.loadFromFile(opts.kubeconfig);
+      if (!kc.getCurrentCluster()) throw new Error('no current context/cluster');
+      return { kc, via: `kubeconfig ${opts.kubeconfig}` };
+    }
+    const envFile = process.env.KUBECONFIG?.split(':').find((f) => f);
+    const homeFile = join(homedir(), '.kube', 'config');
+    if (!envFile && !existsSync(homeFile) && !existsSync(SERVICEACCOUNT_TOKEN)) {
+      throw new Error('no apiServer or kubeconfig configured, no $KUBECONFIG or ~/.kube/config, and not running in a cluster');
+    }
+    kc.loadFromDefault();
+    if (!kc.getCurrentCluster()) throw new Error('no current context/cluster');
+    return { kc, via: envFile ? `$KUBECONFIG ${envFile}` : existsSync(homeFile) ? `kubeconfig ${homeFile}` : 'in-cluster service account' };
+  } catch (err) {
+    if (err instanceof SourceError) throw err;
+    throw new SourceError('ERR_KUBE_CONFIG', `kubernetes source: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** GET `path` from the current cluster and parse the JSON body. Throws KubeApiError. */
+export async function getJson(kc: KubeConfig, path: string, signal: AbortSignal, timeoutMs = 60_000): Promise<unknown> {
+  const cluster = kc.getCurrentCluster();
+  if (!cluster) throw new SourceError('ERR_KUBE_CONFIG', 'kubernetes source: no current cluster');
+  const url = new URL(cluster.server + path);
+  const init = (await kc.applyToFetchOptions({})) as { agent?: unknown; headers?: unknown };
+  const headers: Record<string, string> = { accept: 'application/json' };
+  if (init.headers && typeof (init.headers as Iterable<unknown>)[Symbol.iterator] === 'function') {
+    for (const [k, v] of init.headers as Iterable<[string, string]>) headers[k] = v;
+  }
+  const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'GET', headers, agent: init.agent as HttpAgent | undefined, signal, timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', (err) => reject(new KubeApiError(`GET ${path}: ${err.message}`, undefined, { cause: err })));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        const code = res.statusCode ?? 0;
+        if (code !== 200) {
+          let message = res.statusMessage ?? '';
+          try { message = String((JSON.parse(text) as { message?: unknown }).message ?? message); } catch { /* not a Status body */ }
+          reject(new KubeApiError(`GET ${path}: HTTP ${code}${message ? ` ${message}` : ''}`, code));
+          return;
+        }
+        try {
+          resolve(JSON.parse(text));
+        } catch (err) {
+          reject(new KubeApiError(`GET ${path}: response is not JSON`, code, { cause: err }));
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`timed out after ${timeoutMs} ms`)));
+    req.on('error', (err) => reject(new KubeApiError(`GET ${path}: ${err.message}`, undefined, { cause: err })));
+    req.end();
+  });
+}
+
+/**
+ * Objects as plain JSON: list items from a typed client are class instances with
+ * Date timestamps, watch objects are plain. Converters read fields by name, so the
+ * shapes only need to agree on values; this makes them identical.
+ */
+export function toPlainObject(o: unknown): unknown {
+  if (o === null || typeof o !== 'object') return o;
+  if (isPlain(o)) return o;
+  return JSON.parse(JSON.stringify(o)) as unknown;
+}
+
+function isPlain(v: unknown): boolean {
+  if (v === null || typeof v !== 'object') return true;
+  if (Array.isArray(v)) return v.every(isPlain);
+  const proto = Object.getPrototypeOf(v) as unknown;
+  if (proto !== Object.prototype && proto !== null) return false;
+  return Object.values(v as Record<string, unknown>).every(isPlain);
+}
