@@ -7,7 +7,6 @@ import type { Config } from '../config/schema.js';
 import { CatalogStore } from '../catalog/store.js';
 import type { Snapshot } from '../catalog/types.js';
 import { StaticSource } from '../sources/static.js';
-import { KubernetesSource } from '../sources/kubernetes.js';
 import type { Source } from '../sources/source.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { createRegistry, type Registry } from '../metrics/registry.js';
@@ -26,7 +25,7 @@ export async function configFromArgs(values: Record<string, unknown>, extra: Con
 }
 
 /** Build the sources the config enables, each with its own sink on `store`. */
-export function createSources(config: Config, store: CatalogStore, logger: Logger): Source[] {
+export async function createSources(config: Config, store: CatalogStore, logger: Logger): Promise<Source[]> {
   const sources: Source[] = [];
   const filterMode = config.serviceFilter.mode;
   if (config.sources.static.paths.length > 0) {
@@ -34,6 +33,8 @@ export function createSources(config: Config, store: CatalogStore, logger: Logge
   }
   const k = config.sources.kubernetes;
   if (k.enabled) {
+    // Loaded only when enabled: the client library costs ~0.3-1.5 s of start-up.
+    const { KubernetesSource } = await import('../sources/kubernetes.js');
     sources.push(new KubernetesSource(store.sink('kubernetes'), {
       kubeconfig: k.kubeconfig, apiServer: k.apiServer, filterMode, logger, minBackoffMs: k.minBackoffMs, maxBackoffMs: k.maxBackoffMs,
     }));
@@ -49,7 +50,7 @@ export function createSources(config: Config, store: CatalogStore, logger: Logge
 export async function loadCatalogOnce(config: Config, logger: Logger, timeoutMs = 15_000): Promise<{ snapshot: Snapshot; registry: Registry }> {
   const registry = createRegistry({ defaultMetrics: false });
   const store = new CatalogStore({ logger, registry, coalesceMs: 0 });
-  const sources = createSources(config, store, logger);
+  const sources = await createSources(config, store, logger);
   if (sources.length === 0) throw new Error('no source enabled: set sources.static.paths or sources.kubernetes.enabled');
   try {
     for (const s of sources) {

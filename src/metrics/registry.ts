@@ -9,6 +9,11 @@ export { Registry };
 
 export function createRegistry(opts: { defaultMetrics?: boolean } = {}): Registry {
   const reg = new Registry();
-  if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: reg, prefix: 'edgeway_process_' });
+  if (opts.defaultMetrics ?? true) {
+    collectDefaultMetrics({ register: reg, prefix: 'edgeway_process_' });
+    // prom-client names three gauges `*_total`, which Prometheus reserves for counters
+    // (promtool's linter rejects them). Drop them; the same figures are not needed.
+    for (const n of ['handles', 'requests', 'resources']) reg.removeSingleMetric(`edgeway_process_nodejs_active_${n}_total`);
+  }
   return reg;
 }

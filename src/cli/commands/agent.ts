@@ -43,7 +43,7 @@ ${configHelp}
       logger.info({ listen: `${metrics.address.address}:${metrics.address.port}` }, 'metrics listening');
     }
 
-    const sources: Source[] = createSources(config, store, logger);
+    const sources: Source[] = await createSources(config, store, logger);
     if (sources.length === 0) {
       logger.error('no source enabled: set sources.static.paths or sources.kubernetes.enabled');
       await metrics?.close();
