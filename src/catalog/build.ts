@@ -38,6 +38,14 @@ function mergePorts(a: Endpoint, b: Endpoint): Endpoint['ports'] {
   return out;
 }
 
+/** One service from its records (slices of every source, the matching policy). Pure. */
+export function buildService(s: SlimService, slices: readonly SlimSlice[], policy: SlimPolicy | undefined): Service {
+  const { filtered: _f, ...rest } = s;
+  const svc: Service = { ...rest, endpoints: s.type === 'ExternalName' ? [] : mergeEndpoints(slices) };
+  if (policy) Object.assign(svc, { lbPolicy: policy.policy });
+  return svc;
+}
+
 /** Build a snapshot from records. `revision` and `builtAt` are supplied by the caller (the store). */
 export function buildSnapshot(records: CatalogRecords, revision: number, builtAt: string, info?: BuildInfo): Snapshot {
   const slicesBySvc = new Map<string, SlimSlice[]>();
@@ -54,11 +62,7 @@ export function buildSnapshot(records: CatalogRecords, revision: number, builtAt
   let filtered = 0;
   for (const s of records.services) {
     if (s.filtered) { filtered++; continue; }
-    const { filtered: _f, ...rest } = s;
-    const svc: Service = { ...rest, endpoints: s.type === 'ExternalName' ? [] : mergeEndpoints(slicesBySvc.get(s.key) ?? []) };
-    const pol = policyBySvc.get(s.key);
-    if (pol) Object.assign(svc, { lbPolicy: pol.policy });
-    services.push(svc);
+    services.push(buildService(s, slicesBySvc.get(s.key) ?? [], policyBySvc.get(s.key)));
   }
   if (info) info.filtered = filtered;
   services.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));

@@ -12,10 +12,11 @@
 import { EventEmitter } from 'node:events';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../util/log.js';
-import type { Node, Snapshot } from './types.js';
+import type { Node, Service, Snapshot } from './types.js';
 import { emptySnapshot } from './types.js';
 import type { SlimPolicy, SlimService, SlimSlice } from './convert.js';
-import { buildSnapshot, sameContent } from './build.js';
+import { buildService } from './build.js';
+import { SNAPSHOT_VERSION } from './types.js';
 import { saveSnapshot } from './persist.js';
 
 export type RecordKind = 'service' | 'slice' | 'node' | 'policy';
@@ -45,6 +46,8 @@ export interface CatalogStoreOptions {
   stateDir?: string;
   /** Coalescing delay for bursts of changes (ms). */
   coalesceMs?: number;
+  /** Minimum time between two snapshot writes (ms, default 1000); the newest snapshot is always written. */
+  persistIntervalMs?: number;
 }
 
 interface SourceEntry {
@@ -69,10 +72,28 @@ export class CatalogStore extends EventEmitter<CatalogStoreEvents> {
   private readonly sources = new Map<string, SourceEntry>();
   private readonly rejections = new Map<string, string>();
   private current: Snapshot = emptySnapshot();
+  /**
+   * Incremental build state: records indexed by the service they belong to, the
+   * services built so far, and what changed since the last build. One endpoint
+   * change rebuilds one service, so its cost does not grow with the catalog.
+   */
+  private readonly byService = {
+    service: new Map<string, Map<string, SlimService>>(),
+    slice: new Map<string, Map<string, SlimSlice>>(),
+    policy: new Map<string, Map<string, SlimPolicy>>(),
+  };
+  private readonly built = new Map<string, Service>();
+  private readonly filteredKeys = new Set<string>();
+  private sortedKeys: string[] = [];
+  private readonly dirty = new Set<string>();
+  private nodesDirty = true;
   private revision = 0;
   private timer: NodeJS.Timeout | undefined;
   private persisting: Promise<void> = Promise.resolve();
   private persistPending: Snapshot | undefined;
+  private persistGap: NodeJS.Timeout | undefined;
+  private persistGapDone: (() => void) | undefined;
+  private closing = false;
   private readonly log: Logger;
   private readonly coalesceMs: number;
   private readonly m: {
@@ -142,11 +163,14 @@ export class CatalogStore extends EventEmitter<CatalogStoreEvents> {
     this.setStateMetric(entry);
     const changed = (): void => this.schedule();
     return {
-      upsert: (kind, key, record) => { (entry.records[kind] as Map<string, unknown>).set(key, record); changed(); },
-      remove: (kind, key) => { if (entry.records[kind].delete(key)) changed(); },
+      upsert: (kind, key, record) => { if (this.put(entry, kind, key, record)) changed(); },
+      remove: (kind, key) => { if (this.put(entry, kind, key, undefined)) changed(); },
       replaceAll: (kind, records) => {
-        (entry.records as Record<RecordKind, Map<string, unknown>>)[kind] = new Map(records);
-        changed();
+        let any = false;
+        const map = entry.records[kind] as Map<string, unknown>;
+        for (const key of [...map.keys()]) if (!records.has(key)) any = this.put(entry, kind, key, undefined) || any;
+        for (const [key, rec] of records) any = this.put(entry, kind, key, rec) || any;
+        if (any) changed();
       },
       reject: (kind, ref, reason) => {
         const k = `${name}\0${kind}\0${ref}`;
@@ -167,6 +191,66 @@ export class CatalogStore extends EventEmitter<CatalogStoreEvents> {
       },
       event: (kind, type) => { this.m.events.inc({ source: name, kind, type }); },
     };
+  }
+
+  /** Set (or delete, with undefined) one record; keeps the indexes and the dirty set. Returns whether anything changed. */
+  private put(entry: SourceEntry, kind: RecordKind, key: string, rec: unknown): boolean {
+    const map = entry.records[kind] as Map<string, unknown>;
+    const old = map.get(key);
+    if (old === rec) return false;
+    if (rec === undefined) map.delete(key);
+    else map.set(key, rec);
+    if (kind === 'node') { this.nodesDirty = true; return true; }
+    const id = `${entry.name}\0${key}`;
+    const index = this.byService[kind] as Map<string, Map<string, unknown>>;
+    for (const [r, add] of [[old, false], [rec, true]] as const) {
+      if (r === undefined) continue;
+      const svcKey = serviceKeyOf(kind, r);
+      this.dirty.add(svcKey);
+      let m = index.get(svcKey);
+      if (add) {
+        if (!m) index.set(svcKey, (m = new Map()));
+        m.set(id, r);
+      } else if (m) {
+        m.delete(id);
+        if (m.size === 0) index.delete(svcKey);
+      }
+    }
+    return true;
+  }
+
+  /** Rebuild the dirty services; returns whether the published content changed. */
+  private rebuildDirty(): boolean {
+    let changed = false;
+    for (const key of this.dirty) {
+      // Several sources may define one service: the first by source name wins (deterministic).
+      const defs = [...(this.byService.service.get(key) ?? new Map<string, SlimService>()).entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1));
+      const def = defs[0]?.[1];
+      const prev = this.built.get(key);
+      if (def?.filtered) this.filteredKeys.add(key);
+      else this.filteredKeys.delete(key);
+      if (!def || def.filtered) {
+        if (prev) { this.built.delete(key); this.removeKey(key); changed = true; }
+        continue;
+      }
+      const pols = [...(this.byService.policy.get(key)?.entries() ?? [])].sort((a, b) => (a[0] < b[0] ? -1 : 1));
+      const next = buildService(def, [...(this.byService.slice.get(key)?.values() ?? [])], pols.at(-1)?.[1]);
+      if (prev && JSON.stringify(prev) === JSON.stringify(next)) continue;
+      if (!prev) this.insertKey(key);
+      this.built.set(key, next);
+      changed = true;
+    }
+    this.dirty.clear();
+    return changed;
+  }
+
+  private insertKey(key: string): void {
+    this.sortedKeys.splice(lowerBound(this.sortedKeys, key), 0, key);
+  }
+
+  private removeKey(key: string): void {
+    const i = lowerBound(this.sortedKeys, key);
+    if (this.sortedKeys[i] === key) this.sortedKeys.splice(i, 1);
   }
 
   private setStateMetric(entry: SourceEntry): void {
@@ -190,22 +274,31 @@ export class CatalogStore extends EventEmitter<CatalogStoreEvents> {
     // Until every source has listed once, a partial view must not replace the
     // persisted one (it would withdraw services that are merely not listed yet).
     if (!this.synced) return;
-    const all = [...this.sources.values()];
-    const info = { filtered: 0 };
-    const next = buildSnapshot(
-      {
-        services: all.flatMap((s) => [...s.records.service.values()]),
-        slices: all.flatMap((s) => [...s.records.slice.values()]),
-        nodes: dedupeNodes(all.flatMap((s) => [...s.records.node.values()])),
-        policies: all.flatMap((s) => [...s.records.policy.values()]),
-      },
-      this.revision + 1,
-      new Date().toISOString(),
-      info,
-    );
-    this.m.filtered.set(info.filtered);
-    if (this.current.origin === 'live' && this.current.revision > 0 && sameContent(this.current, next)) return;
+    const servicesChanged = this.rebuildDirty();
+    let nodes = this.current.nodes;
+    let nodesChanged = false;
+    if (this.nodesDirty) {
+      this.nodesDirty = false;
+      const byName = new Map<string, Node>();
+      for (const src of [...this.sources.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+        for (const n of src.records.node.values()) if (!byName.has(n.name)) byName.set(n.name, n);
+      }
+      const next = [...byName.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      nodesChanged = JSON.stringify(next) !== JSON.stringify(this.current.nodes);
+      nodes = next;
+    }
+    this.m.filtered.set(this.filteredKeys.size);
+    const first = !(this.current.origin === 'live' && this.current.revision > 0);
+    if (!first && !servicesChanged && !nodesChanged) return;
     this.revision++;
+    const next: Snapshot = {
+      version: SNAPSHOT_VERSION,
+      revision: this.revision,
+      builtAt: new Date().toISOString(),
+      origin: 'live',
+      services: this.sortedKeys.map((k) => this.built.get(k)!),
+      nodes,
+    };
     this.current = next;
     this.publish(next);
     this.persist(next);
@@ -222,7 +315,11 @@ export class CatalogStore extends EventEmitter<CatalogStoreEvents> {
     this.emit('snapshot', snap);
   }
 
-  /** Serialised writes; only the newest pending snapshot is written after the one in flight. */
+  /**
+   * Serialised writes; only the newest pending snapshot is written after the one in
+   * flight, and writes are spaced by `persistIntervalMs` so a churning 50k-service
+   * catalog is not serialised to disk on every endpoint change.
+   */
   private persist(snap: Snapshot): void {
     const dir = this.opts.stateDir;
     if (!dir) return;
@@ -239,18 +336,33 @@ export class CatalogStore extends EventEmitter<CatalogStoreEvents> {
         this.m.persistErrors.inc();
         this.log.error({ err, stateDir: dir }, 'persisting the catalog failed; the previous copy is kept');
       }
+      if (!this.closing) await new Promise<void>((r) => { this.persistGap = setTimeout(r, this.opts.persistIntervalMs ?? 1000); this.persistGapDone = r; });
     });
   }
 
   /** Wait for pending writes, stop timers. */
   async close(): Promise<void> {
     if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
+    this.closing = true;
+    if (this.persistGap) { clearTimeout(this.persistGap); this.persistGapDone?.(); }
     await this.persisting;
   }
 }
 
-function dedupeNodes(nodes: Node[]): Node[] {
-  const m = new Map<string, Node>();
-  for (const n of nodes) m.set(n.name, n);
-  return [...m.values()];
+function serviceKeyOf(kind: RecordKind, r: unknown): string {
+  if (kind === 'slice') { const x = r as SlimSlice; return `${x.namespace}/${x.serviceName}`; }
+  if (kind === 'policy') { const x = r as SlimPolicy; return `${x.namespace}/${x.name}`; }
+  return (r as SlimService).key;
+}
+
+/** First index whose element is >= key (binary search in a sorted array). */
+function lowerBound(a: readonly string[], key: string): number {
+  let lo = 0;
+  let hi = a.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (a[mid]! < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
