@@ -7,7 +7,7 @@
 import type net from 'node:net';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../../util/log.js';
-import { loadNative, type NativeLoad, type OriginalDst } from './addon.js';
+import { loadNative, type NativeLoad, type OriginalDst, type SockmapStats } from './addon.js';
 import { HandoverError, NativeUnavailableError } from './errors.js';
 import type { ForwardOptions, ForwardResult, Forwarder, ForwarderKind } from './forwarder.js';
 import { NativeEngine, SockmapForwarder, SpliceForwarder } from './native-forwarders.js';
@@ -126,6 +126,11 @@ export class Accelerators {
     const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
     if (typeof fd !== 'number' || fd < 0) return null;
     return this.getOrigDst(fd);
+  }
+
+  /** Counters of the sockmap verdict program (summed over CPUs), when loaded. */
+  sockmapStats(): SockmapStats | undefined {
+    return this.engine?.sockmap?.stats();
   }
 
   /** Connections currently carried by the native pool. */

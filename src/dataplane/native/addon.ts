@@ -49,7 +49,7 @@ export interface NativeAddon {
   readonly abi: number;
   Pool: new (threads: number, onDone: PoolCompletion) => NativePool;
   Sockmap: new (objectPath: string) => NativeSockmap;
-  /** null when the connection was not redirected/DNATed. */
+  /** The pre-NAT destination; equals the local address for a tracked, untranslated connection; null without a conntrack entry. */
   getOriginalDst(fd: number): OriginalDst | null;
 }
 
