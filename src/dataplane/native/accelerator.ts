@@ -6,6 +6,7 @@
  */
 import type net from 'node:net';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Config } from '../../config/schema.js';
 import type { Logger } from '../../util/log.js';
 import { loadNative, type NativeLoad, type OriginalDst, type SockmapStats } from './addon.js';
 import { HandoverError, NativeUnavailableError } from './errors.js';
@@ -180,4 +181,24 @@ class FallbackForwarder implements Forwarder {
 /** Convenience for callers that only want the pick (tests, bench). */
 export function pickForwarder(accel: Accelerators, preference: AcceleratorPreference = 'auto'): Forwarder {
   return accel.pick(preference);
+}
+
+/** Build from the `accelerator` config section (composition roots: agent, gateway). */
+export function acceleratorsFromConfig(
+  cfg: Config['accelerator'],
+  deps: { registry?: Registry; logger?: Logger } = {},
+): { accelerators: Accelerators; forwarder: Forwarder } {
+  const accelerators = new Accelerators({
+    ...deps,
+    threads: cfg.threads,
+    pipeSize: cfg.pipeSize,
+    sockmap: cfg.sockmap,
+    ...(cfg.mode === 'node' ? { native: { addonReason: 'disabled by configuration (accelerator.mode: node)' } } : {}),
+  });
+  return { accelerators, forwarder: accelerators.pick(cfg.mode) };
+}
+
+/** One line per path for `edgeway doctor`: `splice: yes` / `sockmap: no (reason)`. */
+export function describeAccelerators(status: readonly AcceleratorStatus[]): string[] {
+  return status.map((s) => `${s.kind}: ${s.available ? 'yes' : `no (${s.reason ?? 'unknown'})`}`);
 }
