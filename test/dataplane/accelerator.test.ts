@@ -23,7 +23,7 @@ function fakeAddon(opts: { spliceErrno?: number; sockmapLoad?: string }): Native
   return { abi: 1, Pool, Sockmap: Sockmap as unknown as new (p: string) => NativeSockmap, getOriginalDst: () => null };
 }
 
-let cleanup: (() => Promise<void> | void)[] = [];
+const cleanup: (() => Promise<void> | void)[] = [];
 afterEach(async () => { for (const c of cleanup.splice(0).reverse()) await c(); });
 
 describe('Accelerators', () => {
