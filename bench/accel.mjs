@@ -179,7 +179,7 @@ async function main() {
       try {
         await p.start();
         const b = bulk(p);
-        const r = load(['rate', p.host, String(p.echo), String(RATE_SECS), '32'], RATE_SECS + 30);
+        const r = load(['rate', p.host, String(p.echo), String(RATE_SECS), '8'], RATE_SECS + 30);
         const l = load(['rr', p.host, String(p.echo), String(RR_COUNT)], 60);
         samples[name].push({ ...b, rate: r.rate, rateErrors: r.errors, p50: l.p50, p99: l.p99 });
         console.error(`round ${round + 1} ${name}: ${b.gbps.toFixed(2)} GB/s, ${r.rate.toFixed(0)} conn/s, p50 ${l.p50.toFixed(1)} µs`);

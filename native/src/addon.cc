@@ -4,6 +4,7 @@
 #include <napi.h>
 #include <string.h>
 
+#include <functional>
 #include <memory>
 #include <stdexcept>
 
@@ -112,42 +113,51 @@ class PoolWrap : public Napi::ObjectWrap<PoolWrap> {
   }
 
   // new Pool(threads, onDone(id, bytesAB, bytesBA, errno, where))
-  explicit PoolWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PoolWrap>(info) {
+  explicit PoolWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PoolWrap>(info), env_(info.Env()) {
     Napi::Env env = info.Env();
     if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsFunction())
       throw Napi::TypeError::New(env, "Pool(threads, onDone)");
-    tsfn_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "edgeway-native-pool", 0, 1);
-    tsfn_.Unref(env);  // only pairs in flight keep the event loop alive
-    auto tsfn = tsfn_;
-    pool_ = std::make_unique<Pool>(info[0].As<Napi::Number>().Int32Value(), [this, tsfn](const Completion& c) mutable {
+    state_ = std::make_shared<State>();
+    state_->tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "edgeway-native-pool", 0, 1);
+    state_->tsfn.Unref(env);  // only pairs in flight keep the event loop alive
+    // The completion path holds the shared state, never `this`: calls still queued
+    // in the threadsafe function may run after this object is collected.
+    std::shared_ptr<State> st = state_;
+    pool_ = std::make_unique<Pool>(info[0].As<Napi::Number>().Int32Value(), [st](const Completion& c) {
       auto* copy = new Completion(c);
-      napi_status st = tsfn.NonBlockingCall(copy, [this](Napi::Env env, Napi::Function fn, Completion* done) {
+      napi_status status = st->tsfn.NonBlockingCall(copy, [st](Napi::Env env, Napi::Function fn, Completion* done) {
         Napi::Value where = done->where ? Napi::Value(Napi::String::New(env, done->where)) : env.Null();
-        Settled(env);
+        if (st->inflight > 0 && --st->inflight == 0) st->tsfn.Unref(env);
         fn.Call({Napi::Number::New(env, double(done->id)), Napi::Number::New(env, double(done->bytes_ab)),
                  Napi::Number::New(env, double(done->bytes_ba)), Napi::Number::New(env, done->err), where});
         delete done;
       });
-      if (st != napi_ok) delete copy;
+      if (status != napi_ok) delete copy;
     });
-    env.AddCleanupHook([this]() { Shutdown(); });
+    hook_ = env.AddCleanupHook(std::function<void()>([this]() { Shutdown(); }));
+    hooked_ = true;
   }
 
-  ~PoolWrap() override { Shutdown(); }
+  ~PoolWrap() override {
+    if (hooked_) hook_.Remove(env_);
+    Shutdown();
+  }
 
  private:
+  struct State {
+    Napi::ThreadSafeFunction tsfn;
+    int inflight = 0;  // main thread only
+  };
+
   void Started(Napi::Env env) {
-    if (inflight_++ == 0) tsfn_.Ref(env);
-  }
-  void Settled(Napi::Env env) {
-    if (inflight_ > 0 && --inflight_ == 0) tsfn_.Unref(env);
+    if (state_->inflight++ == 0) state_->tsfn.Ref(env);
   }
 
   void Shutdown() {
     if (!pool_) return;
-    pool_->Close();
+    pool_->Close();  // joins the threads: no completion is produced after this
     pool_.reset();
-    tsfn_.Release();
+    state_->tsfn.Release();
   }
 
   void CheckOpen(Napi::Env env) {
@@ -196,9 +206,11 @@ class PoolWrap : public Napi::ObjectWrap<PoolWrap> {
     return Napi::Number::New(info.Env(), pool_ ? pool_->active() : 0);
   }
 
+  Napi::Env env_;
+  std::shared_ptr<State> state_;
   std::unique_ptr<Pool> pool_;
-  Napi::ThreadSafeFunction tsfn_;
-  int inflight_ = 0;
+  Napi::Env::CleanupHook<std::function<void()>> hook_;
+  bool hooked_ = false;
 };
 
 Napi::Value GetOriginalDstJs(const Napi::CallbackInfo& info) {
