@@ -8,7 +8,7 @@ import { Accelerators } from '../dist/dataplane/native/accelerator.js';
 import { connectPaused } from '../dist/dataplane/native/forwarder.js';
 
 const [kind, ...maps] = process.argv.slice(2);
-const accel = new Accelerators({ threads: 2 });
+const accel = new Accelerators({ threads: Number(process.env.THREADS ?? 2), pipeSize: Number(process.env.PIPE_SIZE ?? 1 << 20) });
 if (kind !== 'node' && !accel.get(kind)) {
   console.error(`forwarder ${kind} unavailable: ${accel.status.map((s) => `${s.kind}=${s.reason ?? 'ok'}`).join(' ')}`);
   process.exit(1);

@@ -11,6 +11,7 @@
 // and echo :7000.
 //
 // Usage: npm run bench accel   (needs root, iperf3, haproxy, socat, nft; `npm run build`)
+// Env: ROUNDS, BULK_SECS, RATE_SECS, RR_COUNT, PATHS=splice,sockmap (direct always runs).
 import { spawn, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -172,7 +173,8 @@ async function main() {
   await waitOut(echo, /listening/);
   await new Promise((r) => setTimeout(r, 300));
   void srvIperf;
-  const all = paths();
+  const wanted = process.env.PATHS?.split(',');
+  const all = Object.fromEntries(Object.entries(paths()).filter(([k]) => !wanted || k === 'direct' || wanted.includes(k)));
   const samples = Object.fromEntries(Object.keys(all).map((k) => [k, []]));
   for (let round = 0; round < ROUNDS; round++) {
     for (const [name, p] of Object.entries(all)) {
@@ -202,6 +204,7 @@ async function main() {
     samples: s.length,
   }));
   const base = rows.find((r) => r.name === 'direct');
+  if (process.env.PATHS) { console.log(rows.map((r) => `${r.name}: ${r.gbps.toFixed(2)} GB/s (${(r.gbps / base.gbps).toFixed(2)}x), ${r.rate.toFixed(0)} conn/s, p50 ${r.p50.toFixed(1)} us`).join('\n')); return; }
   const fmt = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
   const lines = [
     `| path | bulk GB/s | × direct | new conn/s | × direct | RR p50 µs | +p50 µs | RR p99 µs | machine CPU s/GB | proxy CPU s/GB |`,
