@@ -5,7 +5,8 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
-import { Accelerators } from '../../src/dataplane/native/accelerator.js';
+import { Accelerators, acceleratorsFromConfig, describeAccelerators } from '../../src/dataplane/native/accelerator.js';
+import { configSchema } from '../../src/config/schema.js';
 import type { NativeAddon, NativePool, NativeSockmap } from '../../src/dataplane/native/addon.js';
 import { ForwardHarness, receiveAll, sendRandom, withTimeout } from './forward-harness.js';
 
@@ -65,5 +66,23 @@ describe('Accelerators', () => {
   it('originalDst needs the addon', () => {
     const accel = new Accelerators({ native: { addonReason: 'absent' } });
     expect(() => accel.originalDst({} as never)).toThrow(/needs the native addon/);
+  });
+
+  it('config `accelerator.mode: node` never uses the addon; doctor lines say why', () => {
+    const cfg = configSchema.parse({ accelerator: { mode: 'node' } }).accelerator;
+    expect(cfg).toEqual({ mode: 'node', threads: 2, pipeSize: 1 << 20, sockmap: true });
+    const { accelerators, forwarder } = acceleratorsFromConfig(cfg);
+    cleanup.push(() => accelerators.close());
+    expect(forwarder.kind).toBe('node');
+    expect(describeAccelerators(accelerators.status)).toEqual([
+      'splice: no (disabled by configuration (accelerator.mode: node))',
+      'sockmap: no (disabled by configuration (accelerator.mode: node))',
+      'node: yes',
+    ]);
+  });
+
+  it('config rejects an unknown mode and an oversized pipe', () => {
+    expect(() => configSchema.parse({ accelerator: { mode: 'dpdk' } })).toThrow();
+    expect(() => configSchema.parse({ accelerator: { pipeSize: 4 << 20 } })).toThrow();
   });
 });
