@@ -15,7 +15,9 @@ export class ForwardHarness {
   proxy!: net.Server;
   /** Handler for the next backend connections (set per test). */
   onBackend: BackendHandler = (s) => s.pipe(s);
-  /** Settled forward() results, in completion order. */
+  /** AbortSignal handed to the next forward() calls (cancellation tests). */
+  signal?: AbortSignal;
+  /** forward() results, in accept order. */
   readonly results: Promise<ForwardResult>[] = [];
   private readonly sockets = new Set<net.Socket>();
 
@@ -26,7 +28,7 @@ export class ForwardHarness {
     this.proxy = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (client) => {
       this.track(client);
       const r = connectPaused({ host: '127.0.0.1', port: (this.backend.address() as net.AddressInfo).port })
-        .then((up) => { this.track(up); return this.forwarder.forward(client, up); }, (err: Error) => { client.destroy(); throw err; });
+        .then((up) => { this.track(up); return this.forwarder.forward(client, up, this.signal ? { signal: this.signal } : {}); }, (err: Error) => { client.destroy(); throw err; });
       r.catch(() => undefined);
       this.results.push(r);
     });

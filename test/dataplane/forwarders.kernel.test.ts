@@ -10,7 +10,7 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Accelerators } from '../../src/dataplane/native/accelerator.js';
-import { ForwardError } from '../../src/dataplane/native/errors.js';
+import { ForwardCancelledError, ForwardError } from '../../src/dataplane/native/errors.js';
 import type { Forwarder, ForwardResult } from '../../src/dataplane/native/forwarder.js';
 import { kernelSkipReason } from '../helpers/netns.js';
 import { fdCounts, ForwardHarness, receiveAll, sendRandom, sha256, waitFor, withTimeout } from './forward-harness.js';
@@ -170,4 +170,49 @@ describe.each(paths)('forwarder compliance: $name', ({ name, forwarder, skip }) 
     // The client writes before the hand-over but never FINs early: no fallback needed.
     expect(new Set(results.map((r) => r.kind))).toEqual(new Set([name === 'addon-absent' ? 'node' : name]));
   }, 120_000);
+});
+
+describe.each(paths.filter((p) => p.name !== 'addon-absent'))('forwarder cancellation: $name', ({ name, forwarder, skip }) => {
+  it.skipIf(skip)('an aborted forward closes both sockets and rejects with ForwardCancelledError', async () => {
+    const h = new ForwardHarness(forwarder!);
+    await h.start();
+    try {
+      const ac = new AbortController();
+      h.signal = ac.signal;
+      // The ends are allowHalfOpen: a closed proxy side shows as FIN ('end') or reset ('close').
+      const ended = (s: net.Socket): Promise<void> => new Promise<void>((r) => { s.once('end', () => r()); s.once('close', () => r()); s.resume(); });
+      const backendClosed = new Promise<void>((resolve) => { h.onBackend = (s) => { s.write('hi'); void ended(s).then(resolve); }; });
+      const c = await h.connect();
+      await new Promise<void>((r) => c.once('data', () => r()));
+      const clientClosed = ended(c);
+      ac.abort();
+      await expect(withTimeout(h.results[0]!, 10_000, 'forward result')).rejects.toBeInstanceOf(ForwardCancelledError);
+      await withTimeout(Promise.all([clientClosed, backendClosed]), 10_000, `${name}: both ends closed`);
+    } finally {
+      await h.close();
+    }
+  });
+});
+
+describe.skipIf(kernelSkipReason() ?? (accel.get('splice') ? undefined : statusOf('splice')))('Accelerators.close() with pairs in flight', () => {
+  it('cancels them, closes their sockets and stops the threads', async () => {
+    const own = new Accelerators();
+    const h = new ForwardHarness(own.pick('auto'));
+    await h.start();
+    try {
+      h.onBackend = (s) => { s.write('hi'); };
+      const clients = await Promise.all(Array.from({ length: 10 }, () => h.connect()));
+      await Promise.all(clients.map((c) => new Promise<void>((r) => c.once('data', () => r()))));
+      expect(own.nativeActive).toBe(10);
+      const closed = Promise.all(clients.map((c) => new Promise<void>((r) => { c.once('end', () => r()); c.once('close', () => r()); })));
+      own.close();
+      const settled = await withTimeout(Promise.allSettled(h.results), 10_000, 'results');
+      for (const r of settled) expect(r.status === 'rejected' && r.reason instanceof ForwardCancelledError).toBe(true);
+      await withTimeout(closed, 10_000, 'clients closed');
+      expect(own.nativeActive).toBe(0);
+    } finally {
+      own.close();
+      await h.close();
+    }
+  });
 });
