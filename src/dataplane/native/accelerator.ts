@@ -19,7 +19,11 @@ export type AcceleratorPreference = 'auto' | ForwarderKind;
 
 /**
  * Order for `auto`, fastest first, from bench/accel.mjs on kernel 6.18 (see
- * bench/results/accel.md): splice beat sockmap on bulk throughput here, so it leads.
+ * bench/results/accel.md; two runs, median of 3 rounds each, noisy shared box):
+ * bulk × direct splice 0.60 / 0.97 vs sockmap 0.32 / 0.51, machine CPU per GB
+ * splice 4.4 / 3.4 s vs sockmap 8.5 / 6.6 s (the sockmap egress redirect goes through
+ * the psock backlog workqueue); connection rates were equal within noise. So
+ * splice leads; sockmap stays available by preference (`accelerator.mode: sockmap`).
  */
 export const AUTO_ORDER: readonly ForwarderKind[] = ['splice', 'sockmap', 'node'];
 
