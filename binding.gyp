@@ -1,3 +1,21 @@
 {
-  "targets": []
+  "targets": [
+    {
+      "target_name": "edgeway_native",
+      "sources": [
+        "native/src/addon.cc",
+        "native/src/pool.cc",
+        "native/src/sockmap.cc",
+        "native/src/origdst.cc"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('path').dirname(require.resolve('node-addon-api/package.json'))\")"
+      ],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-O2"],
+      "libraries": ["-lbpf", "-lpthread"]
+    }
+  ]
 }

@@ -112,6 +112,23 @@ export const configSchema = z
       })
       .strict()
       .default(() => ({ enabled: true, listenPort: 20006, psk: { path: '' }, relayNodes: [], mdns: false })),
+    /**
+     * How the userspace proxy moves bytes (src/dataplane/native): `auto` takes the
+     * fastest available path per connection (splice, sockmap, Node streams), a kind
+     * starts there and falls back to slower ones; `node` never uses the addon.
+     */
+    accelerator: z
+      .object({
+        mode: z.enum(['auto', 'splice', 'sockmap', 'node']).default('auto'),
+        /** epoll threads of the native pool, shared by every connection. */
+        threads: z.number().int().min(1).max(64).default(2),
+        /** splice pipe size per direction (F_SETPIPE_SZ; the kernel caps it at fs.pipe-max-size). */
+        pipeSize: z.number().int().min(4096).max(1 << 20).default(1 << 20),
+        /** Load the sockmap BPF program (needs CAP_BPF and CAP_NET_ADMIN). */
+        sockmap: z.boolean().default(true),
+      })
+      .strict()
+      .default(() => ({ mode: 'auto' as const, threads: 2, pipeSize: 1 << 20, sockmap: true })),
     metrics: z
       .object({ listen: hostPort.or(z.literal('')).default('127.0.0.1:9464') })
       .strict()

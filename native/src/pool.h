@@ -1,0 +1,62 @@
+// A small fixed pool of epoll threads that serve every forwarded pair: splice(2)
+// through two pipes, or (for sockmap pairs) waiting for the end of each direction
+// while the kernel moves the bytes. No thread per connection.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace edgeway {
+
+class Sockmap;
+
+struct Completion {
+  uint64_t id;
+  uint64_t bytes_ab;  // a → b
+  uint64_t bytes_ba;  // b → a
+  int err;            // 0, or a positive errno; ECANCELED when cancelled
+  const char* where;  // step that failed (static string), or nullptr
+};
+
+using CompletionFn = std::function<void(const Completion&)>;
+
+class Worker;
+
+class Pool {
+ public:
+  // `done` is called on a worker thread, exactly once per pair.
+  Pool(int threads, CompletionFn done);
+  ~Pool();
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  // Forwards between two connected TCP sockets with splice. The fds are dup'ed:
+  // the caller keeps its own and closes them after the completion. Returns the
+  // pair id, or 0 with *err set.
+  uint64_t Splice(int fd_a, int fd_b, int pipe_size, int* err);
+  // Links the pair into `sockmap` and watches it until both directions ended.
+  // Returns 0 with *err set when linking failed (nothing changed then).
+  uint64_t SockmapPair(std::shared_ptr<Sockmap> sockmap, int fd_a, int fd_b, int* err);
+  // Stops forwarding the pair; its completion reports ECANCELED.
+  void Cancel(uint64_t id);
+  // Stops every thread; pairs still running complete with ECANCELED. Idempotent.
+  void Close();
+  int active() const { return active_.load(); }
+
+ private:
+  friend class Worker;
+  uint64_t Submit(struct PairSpec spec, int* err);
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::atomic<uint64_t> next_{1};
+  std::atomic<int> active_{0};
+  CompletionFn done_;
+  bool closed_ = false;
+  std::mutex close_mu_;
+};
+
+}  // namespace edgeway

@@ -1,0 +1,147 @@
+/**
+ * splice and sockmap forwarders on the addon's epoll thread pool. The JS socket
+ * objects stay referenced here until the native side is done (a collected
+ * net.Socket closes its fd under the pool's feet), and are destroyed after.
+ */
+import { constants as osConstants } from 'node:os';
+import type net from 'node:net';
+import type { NativeAddon, NativePool, NativeSockmap } from './addon.js';
+import { ForwardCancelledError, ForwardError, HandoverError } from './errors.js';
+import { readEnded, resetSocket, socketFd, type ForwardOptions, type ForwardResult, type Forwarder } from './forwarder.js';
+
+const ECANCELED = osConstants.errno.ECANCELED;
+const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
+
+interface Pending {
+  kind: 'splice' | 'sockmap';
+  client: net.Socket;
+  upstream: net.Socket;
+  resolve: (r: ForwardResult) => void;
+  reject: (e: Error) => void;
+  cleanup: () => void;
+}
+
+export interface NativeEngineOptions {
+  /** epoll threads serving every pair (default 2: this machine's core count). */
+  threads?: number;
+  /** Pipe size per direction for splice (F_SETPIPE_SZ; default 1 MiB). */
+  pipeSize?: number;
+}
+
+/** One pool of epoll threads shared by the splice and sockmap forwarders. */
+export class NativeEngine {
+  private readonly pool: NativePool;
+  private readonly pending = new Map<number, Pending>();
+  readonly pipeSize: number;
+  sockmap?: NativeSockmap;
+
+  constructor(readonly addon: NativeAddon, opts: NativeEngineOptions = {}) {
+    this.pipeSize = opts.pipeSize ?? 1 << 20;
+    this.pool = new addon.Pool(opts.threads ?? 2, (id, ab, ba, errno, where) => this.done(id, ab, ba, errno, where));
+  }
+
+  /** Load the sockmap object; throws (with the failing step) when the kernel refuses. */
+  enableSockmap(objectPath: string): void {
+    if (!this.sockmap) this.sockmap = new this.addon.Sockmap(objectPath);
+  }
+
+  get active(): number {
+    return this.pending.size;
+  }
+
+  async start(kind: 'splice' | 'sockmap', client: net.Socket, upstream: net.Socket, opts: ForwardOptions): Promise<ForwardResult> {
+    if (kind === 'sockmap' && !this.sockmap) throw new HandoverError(kind, 'sockmap not loaded');
+    takeOver(kind, client, upstream);
+    const fdA = socketFd(client);
+    const fdB = socketFd(upstream);
+    if (fdA === undefined || fdB === undefined) throw new HandoverError(kind, 'socket has no file descriptor');
+    let id: number;
+    try {
+      id = kind === 'splice' ? this.pool.splice(fdA, fdB, this.pipeSize) : this.pool.sockmap(this.sockmap!, fdA, fdB);
+    } catch (err) {
+      throw new HandoverError(kind, `${kind} hand-over failed: ${(err as Error).message}`, { cause: err });
+    }
+    return new Promise<ForwardResult>((resolve, reject) => {
+      const onAbort = (): void => this.pool.cancel(id);
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      // Node does not read these sockets any more, but must still hear about
+      // errors it may raise (none expected) rather than crash on them.
+      const swallow = (): void => undefined;
+      client.on('error', swallow);
+      upstream.on('error', swallow);
+      this.pending.set(id, {
+        kind, client, upstream, resolve, reject,
+        cleanup: () => opts.signal?.removeEventListener('abort', onAbort),
+      });
+      if (opts.signal?.aborted) onAbort();
+    });
+  }
+
+  private done(id: number, ab: number, ba: number, errno: number, where: string | null): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    p.cleanup();
+    const bytesIn = ab;
+    const bytesOut = ba;
+    if (errno === 0) {
+      p.client.destroy();
+      p.upstream.destroy();
+      p.resolve({ kind: p.kind, bytesIn, bytesOut });
+    } else if (errno === ECANCELED) {
+      p.client.destroy();
+      p.upstream.destroy();
+      p.reject(new ForwardCancelledError(p.kind, bytesIn, bytesOut));
+    } else {
+      resetSocket(p.client);
+      resetSocket(p.upstream);
+      const name = errnoNames.get(errno) ?? `errno ${errno}`;
+      p.reject(new ForwardError(p.kind, `${p.kind} ${where ?? ''}: ${name}`, bytesIn, bytesOut, name));
+    }
+  }
+
+  /** Cancel every pair, stop the threads, detach the BPF program. Idempotent. */
+  close(): void {
+    this.pool.close();
+    this.sockmap?.close();
+    this.sockmap = undefined;
+  }
+}
+
+/**
+ * Make sure Node will not read either socket again, and has not read from them
+ * (bytes it holds would be lost to the native side): stop libuv reading if it had
+ * started, then refuse sockets with buffered bytes or a consumed FIN. Callers that
+ * follow the forwarder.ts preconditions always pass.
+ */
+function takeOver(kind: string, client: net.Socket, upstream: net.Socket): void {
+  for (const sock of [client, upstream]) {
+    if (sock.destroyed) throw new HandoverError(kind, 'socket already destroyed');
+    sock.pause();
+    // pause() alone does not stop libuv: it keeps reading up to the highWaterMark.
+    const h = (sock as unknown as { _handle?: { reading?: boolean; readStop?: () => number } })._handle;
+    if (h?.reading) {
+      h.reading = false;
+      h.readStop?.();
+    }
+    if (sock.readableLength > 0) throw new HandoverError(kind, 'Node already read bytes from the socket (accept with pauseOnConnect, pause upstream before connect)');
+    if (readEnded(sock)) throw new HandoverError(kind, 'Node already consumed a FIN');
+    if (sock.writableLength > 0) throw new HandoverError(kind, 'socket has unsent writes queued in Node');
+  }
+}
+
+export class SpliceForwarder implements Forwarder {
+  readonly kind = 'splice' as const;
+  constructor(private readonly engine: NativeEngine) {}
+  forward(client: net.Socket, upstream: net.Socket, opts: ForwardOptions = {}): Promise<ForwardResult> {
+    return this.engine.start('splice', client, upstream, opts);
+  }
+}
+
+export class SockmapForwarder implements Forwarder {
+  readonly kind = 'sockmap' as const;
+  constructor(private readonly engine: NativeEngine) {}
+  forward(client: net.Socket, upstream: net.Socket, opts: ForwardOptions = {}): Promise<ForwardResult> {
+    return this.engine.start('sockmap', client, upstream, opts);
+  }
+}
