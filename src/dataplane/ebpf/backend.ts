@@ -121,19 +121,23 @@ export class BpftoolBackend implements BpfBackend {
 
   private run(args: readonly string[], input?: string): Promise<string> {
     return new Promise((resolve, reject) => {
-      const child = spawn(this.bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+      const child = spawn(this.bin, args, { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
       let stdout = '';
       let stderr = '';
       const timer = setTimeout(() => child.kill('SIGKILL'), this.timeoutMs);
-      child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-      child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+      child.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); });
+      child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
       child.on('error', (e) => { clearTimeout(timer); reject(new BpfCommandError(`${this.bin} ${args.join(' ')}: ${e.message}`, { cause: e })); });
       child.on('close', (code) => {
         clearTimeout(timer);
         if (code === 0) resolve(stdout);
         else reject(new BpfCommandError(`${this.bin} ${args.slice(0, 4).join(' ')}… exited ${code}: ${stderr.trim().split('\n').filter((l) => !l.startsWith('Warning') && !l.includes('libbpf_strict') && !l.includes('--legacy')).join(' ').slice(0, 2000)}`));
       });
-      child.stdin.end(input ?? '');
+      if (child.stdin) {
+        // bpftool exiting early (a failed batch line) surfaces as its exit code, not EPIPE.
+        child.stdin.on('error', () => undefined);
+        child.stdin.end(input);
+      }
     });
   }
 }

@@ -94,7 +94,12 @@ export class SocketLb {
       rmSync(this.progDir, { recursive: true, force: true });
       const reuse = mapsPinned ? new Map(Object.values(MAPS).map((m) => [m, join(this.mapDir, m)])) : undefined;
       if (!mapsPinned) for (const m of Object.values(MAPS)) rmSync(join(this.mapDir, m), { force: true });
-      await this.bpf.loadAll(this.object, this.progDir, this.mapDir, reuse);
+      // bpftool pins every map of the object, reused ones too: pin into a scratch
+      // directory and keep only what is new, so existing pins are never touched.
+      const scratch = join(this.pinDir, 'loading');
+      rmSync(scratch, { recursive: true, force: true });
+      await this.bpf.loadAll(this.object, this.progDir, reuse ? scratch : this.mapDir, reuse);
+      rmSync(scratch, { recursive: true, force: true });
       mode = mapsPinned ? 'reloaded' : 'fresh';
     }
     await this.reconcileAttachments();
