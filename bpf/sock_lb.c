@@ -5,7 +5,8 @@
  * unconnected UDP), so the flow never goes through per-packet NAT. Replies and
  * getpeername() report the service address the application dialled.
  *
- * One object holds the eight cgroup/sock_addr programs so they share maps; every
+ * One object holds the eight cgroup/sock_addr programs and a sock_release
+ * program that drops reverse entries of closed sockets, so they share maps; every
  * hook always lets the syscall proceed (SYS_PROCEED): a miss leaves the address
  * alone and the nftables data path handles the flow as before.
  */
@@ -64,6 +65,13 @@ SEC("cgroup/getpeername6")
 int ew_sock6_getpeer(struct bpf_sock_addr *ctx)
 {
 	ew_rev6(ctx);
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/sock_release")
+int ew_sock_release(struct bpf_sock *ctx)
+{
+	ew_release(ctx);
 	return SYS_PROCEED;
 }
 

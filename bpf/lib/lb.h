@@ -230,4 +230,30 @@ static __always_inline void ew_rev6(struct bpf_sock_addr *ctx)
 	ew_count(EW_STAT_REV_HIT);
 }
 
+/*
+ * A connected socket is going away: drop its reverse entry now instead of
+ * waiting for LRU eviction (which would otherwise churn the map at high connect
+ * rates). Unconnected UDP entries (one per destination) are left to the LRU.
+ */
+static __always_inline void ew_release(struct bpf_sock *sk)
+{
+	if (!ew_proto_ok(sk->protocol))
+		return;
+	if (sk->family == 2 /* AF_INET */) {
+		struct ew_rev4_key_v1 k = {
+			.cookie = bpf_get_socket_cookie(sk),
+			.addr = sk->dst_ip4,
+			.port = sk->dst_port,
+		};
+		bpf_map_delete_elem(&ew_rev4_v1, &k);
+	} else if (sk->family == 10 /* AF_INET6 */) {
+		struct ew_rev6_key_v1 k = {
+			.cookie = bpf_get_socket_cookie(sk),
+			.addr = { sk->dst_ip6[0], sk->dst_ip6[1], sk->dst_ip6[2], sk->dst_ip6[3] },
+			.port = sk->dst_port,
+		};
+		bpf_map_delete_elem(&ew_rev6_v1, &k);
+	}
+}
+
 #endif

@@ -99,10 +99,10 @@ describe.skipIf(skip !== undefined)('socket-LB (cgroup sock_addr hooks)', () => 
     }
   });
 
-  it('attaches all eight programs to the test cgroup only', async () => {
+  it('attaches all nine programs to the test cgroup only', async () => {
     const attached = await new BpftoolBackend().attachments(cgroup);
-    expect(attached.map((a) => a.name).sort()).toEqual(['ew_sock4_connect', 'ew_sock4_getpeer', 'ew_sock4_recvmsg', 'ew_sock4_sendmsg', 'ew_sock6_connect', 'ew_sock6_getpeer', 'ew_sock6_recvmsg', 'ew_sock6_sendmsg']);
-    expect(lb.status().attached).toBe(8);
+    expect(attached.map((a) => a.name).sort()).toEqual(['ew_sock4_connect', 'ew_sock4_getpeer', 'ew_sock4_recvmsg', 'ew_sock4_sendmsg', 'ew_sock6_connect', 'ew_sock6_getpeer', 'ew_sock6_recvmsg', 'ew_sock6_sendmsg', 'ew_sock_release']);
+    expect(lb.status().attached).toBe(9);
   });
 
   it.each([
@@ -119,6 +119,11 @@ describe.skipIf(skip !== undefined)('socket-LB (cgroup sock_addr hooks)', () => 
     expect(r.peers).toEqual({ [peer]: 60 });
     expect(await nftCounters(client)).toBe(0);
     expect(await nftCounters(backendNs)).toBe(0);
+    if (!args.includes('--udp')) {
+      // Closed TCP sockets left no reverse entry behind (sock_release hook).
+      const rev = await new BpftoolBackend().dump(lb.mapPin(peer.includes(':') ? 'rev6' : 'rev4'));
+      expect(rev.length).toBe(0);
+    }
   });
 
   it('leaves processes outside the test cgroup alone', async () => {
@@ -140,7 +145,7 @@ describe.skipIf(skip !== undefined)('socket-LB (cgroup sock_addr hooks)', () => 
     expect(stats.translated).toBeGreaterThanOrEqual(240n);
     expect(stats.rev_hit).toBeGreaterThan(0n);
     const text = await registry.metrics();
-    expect(text).toMatch(/edgeway_ebpf_programs_attached 8/);
+    expect(text).toMatch(/edgeway_ebpf_programs_attached 9/);
     expect(text).toMatch(/edgeway_ebpf_translations_total\{outcome="translated"\} \d{3,}/);
     expect(text).toMatch(/edgeway_ebpf_map_entries\{map="ew_be4_v1"\} 9/);
   });
@@ -167,7 +172,7 @@ describe.skipIf(skip !== undefined)('socket-LB (cgroup sock_addr hooks)', () => 
     lb = new SocketLb({ bpffsRoot, pinDir, cgroup });
     expect(await lb.start()).toBe('restored');
     expect(await lb.apply(fullPlan())).toBe(0);
-    expect(lb.status()).toMatchObject({ attached: 8, frontends: 5, backends: 15 });
+    expect(lb.status()).toMatchObject({ attached: 9, frontends: 5, backends: 15 });
 
     const seen = hold.lines.length;
     await new Promise((r) => setTimeout(r, 500));
@@ -186,14 +191,14 @@ describe.skipIf(skip !== undefined)('socket-LB (cgroup sock_addr hooks)', () => 
     expect(await again.start()).toBe('reloaded');
     expect(await again.apply(fullPlan())).toBe(0);
     // The old programs (pins gone) were replaced, not stacked.
-    expect((await new BpftoolBackend().attachments(cgroup)).length).toBe(8);
+    expect((await new BpftoolBackend().attachments(cgroup)).length).toBe(9);
     const r = await whoami([`--host ${VIP4}`, '--port 80', '--n 10']);
     expect(r.errors, r.firstError).toBe(0);
     lb = again;
   });
 
   it('cleanup removes programs, attachments and pins', async () => {
-    expect(listPins(pinDir).length).toBe(16);
+    expect(listPins(pinDir).length).toBe(17);
     await lb.cleanup();
     expect(await new BpftoolBackend().attachments(cgroup)).toEqual([]);
     expect(existsSync(pinDir)).toBe(false);

@@ -80,6 +80,7 @@ export const PROGRAMS = [
   { name: 'ew_sock6_sendmsg', attachType: 'cgroup_udp6_sendmsg' },
   { name: 'ew_sock6_recvmsg', attachType: 'cgroup_udp6_recvmsg' },
   { name: 'ew_sock6_getpeer', attachType: 'cgroup_inet6_getpeername' },
+  { name: 'ew_sock_release', attachType: 'cgroup_inet_sock_release' },
 ] as const;
 
 export type FieldValue = number | bigint | string;
