@@ -161,6 +161,20 @@ describe.skipIf(skip !== undefined)('socket-LB (cgroup sock_addr hooks)', () => 
     expect(await lb.apply(fullPlan())).toBeGreaterThan(0);
   });
 
+  it('reconcile repairs a detached program and a deleted service entry', async () => {
+    const bpf = new BpftoolBackend();
+    await bpf.detach(cgroup, 'cgroup_inet4_connect', lb.progPin('ew_sock4_connect'));
+    const master = (await bpf.dump(lb.mapPin('svc4'))).find((e) => e.key.readUInt16LE(8) === 0)!;
+    await bpf.mapOps([{ op: 'delete', map: lb.mapPin('svc4'), key: master.key }]);
+    expect((await whoami([`--host ${VIP4}`, '--port 80', '--n 1'])).firstError).toBe('ENETUNREACH');
+    expect(await lb.reconcile()).toBe(1);
+    expect((await bpf.attachments(cgroup)).length).toBe(9);
+    const r = await whoami([`--host ${VIP4}`, '--port 80', '--n 5']);
+    const r2 = await whoami([`--host ${VIP4_AFF}`, '--port 80', '--n 5']);
+    expect(r.errors + r2.errors).toBe(0);
+    expect(await lb.reconcile()).toBe(0);
+  });
+
   it('agent restart: a new instance restores from the pins, writes nothing, and flows keep going', async () => {
     const hold = lab.spawn(client, process.execPath, [HOLD, '--host', VIP4, '--port', '80', '--interval', '50'], process.env, { cgroup });
     const first = await hold.waitFor(/^reply /);

@@ -56,6 +56,7 @@ export class SocketLb {
   private dirty = true;
   private attachedCount = 0;
   private fallbacks = new Map<FallbackReason, number>();
+  private lastPlan?: Plan;
   private readonly metrics?: ReturnType<typeof createMetrics>;
 
   constructor(opts: SocketLbOptions = {}) {
@@ -114,6 +115,7 @@ export class SocketLb {
    */
   async apply(plan: Plan): Promise<number> {
     if (this.dirty) await this.restore();
+    this.lastPlan = plan;
     const desired = desiredFrontends(plan);
     this.fallbacks = new Map(desired.fallbacks);
     const { ops, next } = computeSync(this.state, desired.frontends);
@@ -129,10 +131,15 @@ export class SocketLb {
     return ops.length;
   }
 
-  /** Re-attach programs someone detached and re-read the maps. Idempotent. */
-  async reconcile(): Promise<void> {
+  /**
+   * Repair drift: re-attach programs someone detached, re-read the maps and
+   * rewrite whatever differs from the last applied plan. Idempotent; returns the
+   * number of map operations the repair needed.
+   */
+  async reconcile(): Promise<number> {
     await this.reconcileAttachments();
     await this.restore();
+    return this.lastPlan ? this.apply(this.lastPlan) : 0;
   }
 
   /** Stop managing; attachments, pins and maps stay so traffic keeps flowing. */
