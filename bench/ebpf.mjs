@@ -38,13 +38,22 @@ const inNs = (ns, ...args) => sh('ip', ['netns', 'exec', ns, ...args]);
 const inNsInput = (ns, input, ...args) => sh('ip', ['netns', 'exec', ns, ...args], { input });
 
 let server;
+let iperf;
 let lb;
 async function cleanup() {
   if (server) server.kill('SIGKILL');
+  if (iperf) iperf.kill('SIGKILL');
   if (lb) await lb.cleanup().catch((e) => console.error('socket-LB cleanup:', e.message));
   for (const ns of [nsA, nsS, nsN]) spawnSync('ip', ['netns', 'del', ns]);
   for (let i = 0; i < 20 && existsSync(cgroup); i++) { try { rmdirSync(cgroup); } catch { await new Promise((r) => setTimeout(r, 100)); } }
   if (existsSync(bpffsRoot)) { spawnSync('umount', [bpffsRoot]); try { rmdirSync(bpffsRoot); } catch { /* reported below */ } }
+}
+
+/** Bulk throughput with iperf3 (2 s, one stream), in Gbit/s. */
+function bulk(ns, host, inCgroup) {
+  const argv = ['netns', 'exec', ns, 'iperf3', '-c', host, '-p', '5201', '-t', '2', '-J'];
+  const out = inCgroup ? sh('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec ip "$@"', cgroup, ...argv]) : sh('ip', argv);
+  return JSON.parse(out).end.sum_received.bits_per_second / 1e9;
 }
 
 function client(ns, host, port, threads, inCgroup, udpOps = 0) {
@@ -74,17 +83,18 @@ try {
   }
   for (const ns of [nsA, nsN]) inNs(ns, 'sysctl', '-qw', 'net.ipv4.ip_local_port_range=1024 65000', 'net.ipv4.tcp_tw_reuse=1');
   inNs(nsS, 'sysctl', '-qw', 'net.core.somaxconn=4096');
-  inNsInput(nsN, 'table ip ewbench {\n chain out {\n  type nat hook output priority -100;\n  ip daddr 10.96.0.10 tcp dport 80 dnat to 10.2.2.2:9000\n }\n}\n', 'nft', '-f', '-');
+  inNsInput(nsN, 'table ip ewbench {\n chain out {\n  type nat hook output priority -100;\n  ip daddr 10.96.0.10 tcp dport 80 dnat to 10.2.2.2:9000\n  ip daddr 10.96.0.10 tcp dport 5201 dnat to 10.2.2.2:5201\n }\n}\n', 'nft', '-f', '-');
 
   server = spawn('ip', ['netns', 'exec', nsS, tool, 'server', '9000', '2'], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise((resolve, reject) => { server.stdout.once('data', resolve); server.once('exit', reject); });
 
+  iperf = spawn('ip', ['netns', 'exec', nsS, 'iperf3', '-s', '-p', '5201'], { stdio: 'ignore' });
   mkdirSync(cgroup);
   lb = new SocketLb({ bpffsRoot, pinDir: join(bpffsRoot, 'edgeway'), cgroup });
   await lb.start();
   await lb.apply({
     nodeName: 'bench', revision: 1, userspacePortExhausted: [],
-    servicePorts: ['TCP', 'UDP'].map((protocol) => ({ id: `default/svc:80/${protocol}`, serviceKey: 'default/svc', namespace: 'default', name: 'svc', portName: '', protocol, port: 80, clusterIPs: ['10.96.0.10'], endpoints: [{ ip: '10.2.1.2', family: 4, port: 9000, class: 'local', ready: true }], policy: { kind: 'random' }, target: 'kernel' })),
+    servicePorts: [['TCP', 80, 9000], ['UDP', 80, 9000], ['TCP', 5201, 5201]].map(([protocol, port, target]) => ({ id: `default/svc:${port}/${protocol}`, serviceKey: 'default/svc', namespace: 'default', name: 'svc', portName: '', protocol, port, clusterIPs: ['10.96.0.10'], endpoints: [{ ip: '10.2.1.2', family: 4, port: target, class: 'local', ready: true }], policy: { kind: 'random' }, target: 'kernel' })),
   });
 
   const modes = [
@@ -93,7 +103,7 @@ try {
     { name: 'socket-LB', ns: nsA, host: '10.96.0.10', port: 80, cg: true },
     { name: 'nft DNAT', ns: nsN, host: '10.96.0.10', port: 80, cg: false },
   ];
-  const samples = Object.fromEntries(modes.map((m) => [m.name, { rate: [], p50: [], p99: [], p50min: [], cpu: [], udp: [], errors: 0 }]));
+  const samples = Object.fromEntries(modes.map((m) => [m.name, { rate: [], p50: [], p99: [], p50min: [], cpu: [], udp: [], gbps: [], errors: 0 }]));
   // Warm-up, then interleaved rounds: rate (THREADS loops) and latency (1 loop).
   for (const m of modes) client(m.ns, m.host, m.port, 1, m.cg);
   for (let r = 0; r < ROUNDS; r++) {
@@ -103,6 +113,7 @@ try {
       const s = samples[m.name];
       // connect() of a UDP socket sends nothing: the hook's cost alone (NAT has none here).
       if (m.name !== 'nft DNAT') s.udp.push(client(m.ns, m.host, m.port, 1, m.cg, 30_000).min_ns);
+      if (m.name !== 'direct+hooks') s.gbps.push(bulk(m.ns, m.name === 'socket-LB' || m.name === 'nft DNAT' ? '10.96.0.10' : m.host, m.cg));
       s.rate.push(rate.rate); s.cpu.push(rate.cpu_us / Math.max(1, rate.conns)); s.p50.push(lat.p50_us); s.p99.push(lat.p99_us); s.errors += rate.errors + lat.errors;
       process.stderr.write(`round ${r + 1} ${m.name}: ${rate.rate.toFixed(0)} conn/s, ${(rate.cpu_us / Math.max(1, rate.conns)).toFixed(1)} µs CPU/conn, p50 ${lat.p50_us} µs\n`);
     }
@@ -112,16 +123,16 @@ try {
   const baseCpu = median(samples.direct.cpu);
   const rows = modes.map((m) => {
     const s = samples[m.name];
-    return { mode: m.name, connsPerSec: Math.round(median(s.rate)), ratio: +(median(s.rate) / base).toFixed(3), cpuUsPerConn: +median(s.cpu).toFixed(2), cpuRatio: +(median(s.cpu) / baseCpu).toFixed(3), udpConnectNs: s.udp.length ? Math.round(Math.min(...s.udp)) : null, bestConnsPerSec: Math.round(Math.max(...s.rate)), bestRatio: +(Math.max(...s.rate) / Math.max(...samples.direct.rate)).toFixed(3), p50usMin: Math.min(...s.p50), p50us: median(s.p50), p99us: median(s.p99), errors: s.errors, rates: s.rate.map(Math.round) };
+    return { mode: m.name, connsPerSec: Math.round(median(s.rate)), ratio: +(median(s.rate) / base).toFixed(3), cpuUsPerConn: +median(s.cpu).toFixed(2), cpuRatio: +(median(s.cpu) / baseCpu).toFixed(3), udpConnectNs: s.udp.length ? Math.round(Math.min(...s.udp)) : null, bestConnsPerSec: Math.round(Math.max(...s.rate)), bestRatio: +(Math.max(...s.rate) / Math.max(...samples.direct.rate)).toFixed(3), p50usMin: Math.min(...s.p50), gbps: s.gbps.length ? +median(s.gbps).toFixed(2) : null, gbpsRatio: s.gbps.length ? +(median(s.gbps) / median(samples.direct.gbps)).toFixed(3) : null, p50us: median(s.p50), p99us: median(s.p99), errors: s.errors, rates: s.rate.map(Math.round) };
   });
   const md = [
     `# bench/ebpf — new TCP connections/s and first-packet latency`,
     '',
-    `${ROUNDS} interleaved rounds × ${SECONDS} s; rate with ${THREADS} client threads, latency (connect → first reply byte) with 1; medians and bests (max rate, min latency: load from other processes only ever makes a trial slower). Shared 2-core box: noisy. Client CPU per connection = user+sys of the load generator, where output-path hooks, conntrack and NAT run. UDP connect(): socket+connect+close of a UDP socket, no packet sent: the hook's own cost.`,
+    `${ROUNDS} interleaved rounds × ${SECONDS} s; rate with ${THREADS} client threads, latency (connect → first reply byte) with 1; medians and bests (max rate, min latency: load from other processes only ever makes a trial slower). Shared 2-core box: noisy. Client CPU per connection = user+sys of the load generator, where output-path hooks, conntrack and NAT run. UDP connect(): socket+connect+close of a UDP socket, no packet sent: the hook's own cost. Bulk: iperf3, one stream, 2 s.`,
     '',
-    '| mode | conns/s (median) | × direct | conns/s (best) | × direct | client CPU µs/conn | × direct | p50 µs (median / best) | p99 µs | UDP connect() ns (best) | errors |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.mode} | ${r.connsPerSec} | ${r.ratio.toFixed(2)} | ${r.bestConnsPerSec} | ${r.bestRatio.toFixed(2)} | ${r.cpuUsPerConn} | ${r.cpuRatio.toFixed(2)} | ${r.p50us} / ${r.p50usMin} | ${r.p99us} | ${r.udpConnectNs ?? '–'} | ${r.errors} |`),
+    '| mode | conns/s (median) | × direct | conns/s (best) | × direct | client CPU µs/conn | × direct | p50 µs (median / best) | p99 µs | UDP connect() ns (best) | bulk Gbit/s | × direct | errors |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.mode} | ${r.connsPerSec} | ${r.ratio.toFixed(2)} | ${r.bestConnsPerSec} | ${r.bestRatio.toFixed(2)} | ${r.cpuUsPerConn} | ${r.cpuRatio.toFixed(2)} | ${r.p50us} / ${r.p50usMin} | ${r.p99us} | ${r.udpConnectNs ?? '–'} | ${r.gbps ?? '–'} | ${r.gbpsRatio?.toFixed(2) ?? '–'} | ${r.errors} |`),
     '',
     `socket-LB translations counted by the per-CPU map: ${stats.translated}`,
   ].join('\n');
