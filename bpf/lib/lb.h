@@ -11,6 +11,7 @@
 #include <linux/in.h>
 #include <stdbool.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "maps.h"
 
 #define SYS_REJECT 0
@@ -109,11 +110,15 @@ static __always_inline void *ew_select(void *ctx, void *svc_map, void *key, __u1
 	return be;
 }
 
-/* Translate a v4 destination in place; records the reverse entry for the socket. */
-static __always_inline bool ew_xlate4(struct bpf_sock_addr *ctx)
+/*
+ * Choose a backend for the v4 service vip:ctx->user_port and record the reverse
+ * entry for the socket. The caller writes the address (user_ip4, or the last word
+ * of a v4-mapped user_ip6).
+ */
+static __always_inline struct ew_backend4_v1 *ew_xlate4_core(struct bpf_sock_addr *ctx, __be32 vip)
 {
 	struct ew_svc4_key_v1 key = {
-		.vip = ctx->user_ip4,
+		.vip = vip,
 		.dport = (__be16)ctx->user_port,
 		.proto = (__u8)ctx->protocol,
 	};
@@ -121,10 +126,10 @@ static __always_inline bool ew_xlate4(struct bpf_sock_addr *ctx)
 	struct ew_backend4_v1 *be;
 
 	if (!ew_proto_ok(ctx->protocol))
-		return false;
+		return NULL;
 	be = ew_select(ctx, &ew_svc4_v1, &key, &key.slot, &ew_be4_v1, &svc);
 	if (!be || !svc)
-		return false;
+		return NULL;
 
 	struct ew_rev4_key_v1 rkey = {
 		.cookie = bpf_get_socket_cookie(ctx),
@@ -137,31 +142,53 @@ static __always_inline bool ew_xlate4(struct bpf_sock_addr *ctx)
 		.svc_id = svc->svc_id,
 	};
 	bpf_map_update_elem(&ew_rev4_v1, &rkey, &rval, BPF_ANY);
-
-	ctx->user_ip4 = be->addr;
-	ctx->user_port = (__u32)be->port;
 	ew_count(EW_STAT_TRANSLATED);
-	return true;
+	return be;
 }
 
-/* Restore the service address a socket dialled (getpeername, recvmsg). */
-static __always_inline void ew_rev4(struct bpf_sock_addr *ctx)
+static __always_inline void ew_xlate4(struct bpf_sock_addr *ctx)
+{
+	struct ew_backend4_v1 *be = ew_xlate4_core(ctx, ctx->user_ip4);
+
+	if (!be)
+		return;
+	ctx->user_ip4 = be->addr;
+	ctx->user_port = (__u32)be->port;
+}
+
+/* The service address behind a v4 peer of this socket, if we translated it. */
+static __always_inline struct ew_rev4_v1 *ew_rev4_core(struct bpf_sock_addr *ctx, __be32 addr)
 {
 	struct ew_rev4_key_v1 rkey = {
 		.cookie = bpf_get_socket_cookie(ctx),
-		.addr = ctx->user_ip4,
+		.addr = addr,
 		.port = (__be16)ctx->user_port,
 	};
 	struct ew_rev4_v1 *rval;
 
 	if (!ew_proto_ok(ctx->protocol))
-		return;
+		return NULL;
 	rval = bpf_map_lookup_elem(&ew_rev4_v1, &rkey);
+	if (rval)
+		ew_count(EW_STAT_REV_HIT);
+	return rval;
+}
+
+/* Restore the service address a socket dialled (getpeername, recvmsg). */
+static __always_inline void ew_rev4(struct bpf_sock_addr *ctx)
+{
+	struct ew_rev4_v1 *rval = ew_rev4_core(ctx, ctx->user_ip4);
+
 	if (!rval)
 		return;
 	ctx->user_ip4 = rval->vip;
 	ctx->user_port = (__u32)rval->port;
-	ew_count(EW_STAT_REV_HIT);
+}
+
+/* ::ffff:a.b.c.d — a dual-stack (AF_INET6) socket talking IPv4. */
+static __always_inline bool ew_v4mapped(const struct bpf_sock_addr *ctx)
+{
+	return ctx->user_ip6[0] == 0 && ctx->user_ip6[1] == 0 && ctx->user_ip6[2] == bpf_htonl(0xffff);
 }
 
 static __always_inline bool ew_xlate6(struct bpf_sock_addr *ctx)
@@ -175,6 +202,16 @@ static __always_inline bool ew_xlate6(struct bpf_sock_addr *ctx)
 
 	if (!ew_proto_ok(ctx->protocol))
 		return false;
+	if (ew_v4mapped(ctx)) {
+		/* v4 services serve dual-stack sockets too (as Cilium does). */
+		struct ew_backend4_v1 *be4 = ew_xlate4_core(ctx, ctx->user_ip6[3]);
+
+		if (!be4)
+			return false;
+		ctx->user_ip6[3] = be4->addr;
+		ctx->user_port = (__u32)be4->port;
+		return true;
+	}
 	/* user_ip6 must be read as 4-byte words (verifier rule). */
 	key.vip[0] = ctx->user_ip6[0];
 	key.vip[1] = ctx->user_ip6[1];
@@ -215,6 +252,15 @@ static __always_inline void ew_rev6(struct bpf_sock_addr *ctx)
 
 	if (!ew_proto_ok(ctx->protocol))
 		return;
+	if (ew_v4mapped(ctx)) {
+		struct ew_rev4_v1 *rval4 = ew_rev4_core(ctx, ctx->user_ip6[3]);
+
+		if (!rval4)
+			return;
+		ctx->user_ip6[3] = rval4->vip;
+		ctx->user_port = (__u32)rval4->port;
+		return;
+	}
 	rkey.addr[0] = ctx->user_ip6[0];
 	rkey.addr[1] = ctx->user_ip6[1];
 	rkey.addr[2] = ctx->user_ip6[2];
@@ -243,6 +289,14 @@ static __always_inline void ew_release(struct bpf_sock *sk)
 		struct ew_rev4_key_v1 k = {
 			.cookie = bpf_get_socket_cookie(sk),
 			.addr = sk->dst_ip4,
+			.port = sk->dst_port,
+		};
+		bpf_map_delete_elem(&ew_rev4_v1, &k);
+	} else if (sk->family == 10 /* AF_INET6 */ && sk->dst_ip6[0] == 0 && sk->dst_ip6[1] == 0 &&
+		   sk->dst_ip6[2] == bpf_htonl(0xffff)) {
+		struct ew_rev4_key_v1 k = {
+			.cookie = bpf_get_socket_cookie(sk),
+			.addr = sk->dst_ip6[3],
 			.port = sk->dst_port,
 		};
 		bpf_map_delete_elem(&ew_rev4_v1, &k);
