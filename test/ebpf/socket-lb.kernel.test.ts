@@ -84,6 +84,8 @@ describe.skipIf(skip !== undefined)('socket-LB (cgroup sock_addr hooks)', () => 
     mkdirSync(cgroup);
     lb = new SocketLb({ bpffsRoot, pinDir, cgroup, registry });
     expect(await lb.start()).toBe('fresh');
+    // Fresh (empty) maps: nothing attached until the first apply filled them.
+    expect(await new BpftoolBackend().attachments(cgroup)).toEqual([]);
     expect(await lb.apply(fullPlan())).toBeGreaterThan(0);
   });
 
@@ -213,6 +215,24 @@ describe.skipIf(skip !== undefined)('socket-LB (cgroup sock_addr hooks)', () => 
     const r = await whoami([`--host ${VIP4}`, '--port 80', '--n 10']);
     expect(r.errors, r.firstError).toBe(0);
     lb = again;
+  });
+
+  it('pins lost (fresh bpffs): old programs keep serving until a fresh load replaces them', async () => {
+    const bpf = new BpftoolBackend();
+    const oldIds = (await bpf.attachments(cgroup)).map((a) => a.id).sort();
+    await run('umount', [bpffsRoot]);
+    const fresh = new SocketLb({ bpffsRoot, pinDir, cgroup });
+    expect(await fresh.start()).toBe('fresh');
+    // The old attachments (and the maps they hold) still serve before the first apply.
+    expect((await bpf.attachments(cgroup)).map((a) => a.id).sort()).toEqual(oldIds);
+    expect((await whoami([`--host ${VIP4}`, '--port 80', '--n 5'])).errors).toBe(0);
+    expect(await fresh.apply(fullPlan())).toBeGreaterThan(0);
+    const now = await bpf.attachments(cgroup);
+    expect(now.length).toBe(9);
+    expect(now.some((a) => oldIds.includes(a.id))).toBe(false);
+    const r = await whoami([`--host ${VIP4}`, '--port 80', '--n 10']);
+    expect(r.errors, r.firstError).toBe(0);
+    lb = fresh;
   });
 
   it('cleanup removes programs, attachments and pins', async () => {

@@ -57,6 +57,8 @@ export class SocketLb {
   private attachedCount = 0;
   private fallbacks = new Map<FallbackReason, number>();
   private lastPlan?: Plan;
+  /** Fresh maps are empty: attach only once the first apply filled them. */
+  private attachPending = false;
   private readonly metrics?: ReturnType<typeof createMetrics>;
 
   constructor(opts: SocketLbOptions = {}) {
@@ -103,7 +105,11 @@ export class SocketLb {
       rmSync(scratch, { recursive: true, force: true });
       mode = mapsPinned ? 'reloaded' : 'fresh';
     }
-    await this.reconcileAttachments();
+    // Fresh maps are empty: attaching now would only produce misses, and would
+    // detach a previous instance's programs (pins lost with a container's bpffs)
+    // before the new maps can serve. Attach after the first apply instead.
+    this.attachPending = mode === 'fresh';
+    if (!this.attachPending) await this.reconcileAttachments();
     await this.restore();
     this.log.info({ mode, pinDir: this.pinDir, cgroup: this.cgroup, frontends: this.state.frontends.size }, 'socket-LB started');
     return mode;
@@ -126,6 +132,10 @@ export class SocketLb {
       throw err;
     }
     this.state = next;
+    if (this.attachPending) {
+      await this.reconcileAttachments();
+      this.attachPending = false;
+    }
     this.updateGauges();
     if (ops.length) this.log.debug({ ops: ops.length, frontends: next.frontends.size }, 'socket-LB maps updated');
     return ops.length;
@@ -137,7 +147,7 @@ export class SocketLb {
    * number of map operations the repair needed.
    */
   async reconcile(): Promise<number> {
-    await this.reconcileAttachments();
+    if (!this.attachPending) await this.reconcileAttachments();
     await this.restore();
     return this.lastPlan ? this.apply(this.lastPlan) : 0;
   }
