@@ -3,5 +3,6 @@ export { SocketLb, type SocketLbOptions, type SocketLbStatus, type StartMode } f
 export { BpftoolBackend, type BpfBackend, type MapOp, type MapEntry, type PerCpuEntry, type CgroupAttachment } from './backend.js';
 export { probeSocketLb, findCgroup2Root, DEFAULT_OBJECT, type SocketLbProbe } from './host.js';
 export { desiredFrontends, type FallbackReason } from './sync.js';
+export { EbpfDataplane, socketLbDecision, type PlanDataplane, type SocketLbLifecycle, type DataplaneMode } from './combined.js';
 export { SOCK_LB_ABI } from './layout.js';
 export * from './errors.js';

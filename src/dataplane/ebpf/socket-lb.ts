@@ -15,6 +15,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Plan } from '../../plan/types.js';
 import { silentLogger, type Logger } from '../../util/log.js';
 import { BpftoolBackend, type BpfBackend, type MapOp } from './backend.js';
+import type { SocketLbLifecycle } from './combined.js';
 import { BpfObjectMissingError, EbpfUnsupportedError } from './errors.js';
 import { DEFAULT_OBJECT, checkPinPath, ensureBpffs, findCgroup2Root, mkdirp } from './host.js';
 import { LAYOUTS, MAPS, PROGRAMS, STATS, decode, encode, type MapKey, type StatName, type StructDef } from './layout.js';
@@ -44,7 +45,7 @@ export interface SocketLbStatus {
 /** What start() found in bpffs. */
 export type StartMode = 'fresh' | 'restored' | 'reloaded';
 
-export class SocketLb {
+export class SocketLb implements SocketLbLifecycle {
   readonly object: string;
   readonly bpffsRoot: string;
   readonly pinDir: string;
