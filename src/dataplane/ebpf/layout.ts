@@ -53,6 +53,10 @@ export const LAYOUTS = {
   rev6: { name: 'ew_rev6_v1', size: 24, fields: [f('vip', 0, 'ip6'), f('port', 16, 'port'), f('pad', 18, 'u16'), f('svc_id', 20, 'u32')] },
 } as const satisfies Record<string, StructDef>;
 
+/** Scalar keys/values (backend ids, counter indices and per-CPU counters), host-endian. */
+export const U32: StructDef = { name: '__u32', size: 4, fields: [f('v', 0, 'u32')] };
+export const U64: StructDef = { name: '__u64', size: 8, fields: [f('v', 0, 'u64')] };
+
 /** Map names in the object (and pin file names). */
 export const MAPS = {
   svc4: 'ew_svc4_v1',

@@ -18,7 +18,7 @@ import { BpftoolBackend, type BpfBackend, type MapOp } from './backend.js';
 import type { SocketLbLifecycle } from './combined.js';
 import { BpfObjectMissingError, EbpfUnsupportedError } from './errors.js';
 import { DEFAULT_OBJECT, checkPinPath, ensureBpffs, findCgroup2Root, mkdirp } from './host.js';
-import { LAYOUTS, MAPS, PROGRAMS, STATS, decode, encode, type MapKey, type StatName, type StructDef } from './layout.js';
+import { LAYOUTS, MAPS, PROGRAMS, STATS, U32, U64, decode, encode, type MapKey, type StatName, type StructDef } from './layout.js';
 import { computeSync, desiredFrontends, emptyState, frontendKey, type FallbackReason, type LbState, type SyncOp } from './sync.js';
 
 export interface SocketLbOptions {
@@ -185,9 +185,9 @@ export class SocketLb implements SocketLbLifecycle {
   async stats(): Promise<Record<StatName, bigint>> {
     const out = Object.fromEntries(STATS.map((s) => [s, 0n])) as Record<StatName, bigint>;
     for (const e of await this.bpf.dumpPerCpu(this.mapPin('stats'))) {
-      const idx = e.key.readUInt32LE(0);
+      const idx = Number(decode(U32, e.key).v);
       const name = STATS[idx];
-      if (name) out[name] = e.values.reduce((a, v) => a + v.readBigUInt64LE(0), 0n);
+      if (name) out[name] = e.values.reduce((a, v) => a + BigInt(decode(U64, v).v ?? 0), 0n);
     }
     return out;
   }
@@ -238,7 +238,7 @@ export class SocketLb implements SocketLbLifecycle {
       }
       const beDef = family === 4 ? LAYOUTS.backend4 : LAYOUTS.backend6;
       for (const e of await this.bpf.dump(this.mapPin(family === 4 ? 'backend4' : 'backend6'))) {
-        const id = e.key.readUInt32LE(0);
+        const id = Number(decode(U32, e.key).v);
         const v = decode(beDef, e.value);
         state.backends.set(id, { id, family, ip: String(v.addr), port: Number(v.port), proto: Number(v.proto) });
       }
@@ -277,9 +277,7 @@ export class SocketLb implements SocketLbLifecycle {
 }
 
 function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
+  return encode(U32, { v: n });
 }
 
 function keyLayout(m: MapKey): StructDef | undefined {
