@@ -4,15 +4,16 @@
  * (scripts/build-bpf.sh) and bpftool; skips with a reason otherwise.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_OBJECT } from '../../src/dataplane/ebpf/host.js';
+import { ensureObject } from './object.js';
 import { FIELD_SIZE, LAYOUTS, MAPS, PROGRAMS, decode, encode, type StructDef } from '../../src/dataplane/ebpf/layout.js';
 
 interface BtfType { id: number; kind: string; name: string; size?: number; type_id?: number; nr_elems?: number; members?: { name: string; type_id: number; bits_offset: number }[] }
 
 function btf(): Map<number, BtfType> | string {
-  if (!existsSync(DEFAULT_OBJECT)) return `no ${DEFAULT_OBJECT} (run scripts/build-bpf.sh)`;
+  const missing = ensureObject();
+  if (missing) return missing;
   try {
     const out = JSON.parse(execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', DEFAULT_OBJECT], { encoding: 'utf8' })) as { types: BtfType[] };
     return new Map(out.types.map((t) => [t.id, t]));

@@ -16,7 +16,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
 import { SocketLb, listPins } from '../../src/dataplane/ebpf/socket-lb.js';
 import { BpftoolBackend } from '../../src/dataplane/ebpf/backend.js';
-import { DEFAULT_OBJECT, findCgroup2Root } from '../../src/dataplane/ebpf/host.js';
+import { findCgroup2Root } from '../../src/dataplane/ebpf/host.js';
+import { ensureObject } from './object.js';
 import { Lab, kernelSkipReason, run } from '../helpers/netns.js';
 import { ep, plan, svcPort } from './plans.js';
 import type { Plan } from '../../src/plan/types.js';
@@ -28,7 +29,7 @@ const VIP4_AFF = '10.96.0.11';
 const VIP6 = 'fd00:96::10';
 const BACKENDS = [['b1', 8081], ['b2', 8082], ['b3', 8083]] as const;
 
-const skip = kernelSkipReason() ?? (existsSync(DEFAULT_OBJECT) ? undefined : `no ${DEFAULT_OBJECT} (run scripts/build-bpf.sh)`) ?? (findCgroup2Root() ? undefined : 'no cgroup v2');
+const skip = kernelSkipReason() ?? (findCgroup2Root() ? undefined : 'no cgroup v2') ?? ensureObject();
 if (skip) console.warn(`skipping socket-LB kernel tests: ${skip}`);
 
 function fullPlan(backends: readonly (readonly [string, number])[] = BACKENDS): Plan {
