@@ -23,7 +23,9 @@ case "$*" in
   *"map dump"*) echo '[{"key":["0x01","0x00","0x00","0x00"],"value":["0x0a","0x00","0x00","0x01","0x1f","0x90","0x06","0x00"]}]' ;;
   *"cgroup show /cg/empty"*) : ;;
   *"cgroup show"*) echo '[{"id":7,"attach_type":"cgroup_inet4_connect","attach_flags":"multi","name":"ew_sock4_connect"}]' ;;
+  *"prog show id 42"*) echo '{"id":42,"map_ids":[3,4]}' ;;
   *"prog show"*) echo '{"id":42,"type":"cgroup_sock_addr"}' ;;
+  *"map show id 3"*) echo '{"id":3,"name":"ew_svc4_v1"}' ;;
 esac
 `);
 chmodSync(bin, 0o755);
@@ -61,6 +63,10 @@ describe('BpftoolBackend', () => {
     expect(await bpf.attachments('/cg')).toEqual([{ id: 7, attachType: 'cgroup_inet4_connect', name: 'ew_sock4_connect' }]);
     expect(await bpf.attachments('/cg/empty')).toEqual([]);
     expect(await bpf.progId('/p/progs/x')).toBe(42);
+    expect(await bpf.progMapIds(42)).toEqual([3, 4]);
+    expect(await bpf.mapName(3)).toBe('ew_svc4_v1');
+    await bpf.pinById('map', 3, '/p/maps/ew_svc4_v1');
+    expect(calls()).toContain('ARGS map pin id 3 /p/maps/ew_svc4_v1');
   });
 
   it('turns a failure into BpfCommandError with stderr', async () => {

@@ -218,9 +218,28 @@ describe.skipIf(skip !== undefined)('socket-LB (cgroup sock_addr hooks)', () => 
     lb = again;
   });
 
-  it('pins lost (fresh bpffs): old programs keep serving until a fresh load replaces them', async () => {
+  it('pins lost (new bpffs): a new instance adopts the attached programs and their maps', async () => {
     const bpf = new BpftoolBackend();
     const oldIds = (await bpf.attachments(cgroup)).map((a) => a.id).sort();
+    const sticky = Object.keys((await whoami([`--host ${VIP4_AFF}`, '--port 80', '--n 1'])).counts);
+    await run('umount', [bpffsRoot]);
+    const adopted = new SocketLb({ bpffsRoot, pinDir, cgroup });
+    expect(await adopted.start()).toBe('adopted');
+    expect(await adopted.apply(fullPlan())).toBe(0);
+    expect((await bpf.attachments(cgroup)).map((a) => a.id).sort()).toEqual(oldIds);
+    expect(listPins(pinDir).length).toBe(17);
+    // Same maps: the affinity entry made before the restart still holds.
+    const r = await whoami([`--host ${VIP4_AFF}`, '--port 80', '--n 5']);
+    expect(r.errors, r.firstError).toBe(0);
+    expect(Object.keys(r.counts)).toEqual(sticky);
+    lb = adopted;
+  });
+
+  it('pins lost and the set incomplete: old programs serve until a fresh load replaces them', async () => {
+    const bpf = new BpftoolBackend();
+    await bpf.detach(cgroup, 'cgroup_inet_sock_release', lb.progPin('ew_sock_release'));
+    const oldIds = (await bpf.attachments(cgroup)).map((a) => a.id).sort();
+    expect(oldIds.length).toBe(8);
     await run('umount', [bpffsRoot]);
     const fresh = new SocketLb({ bpffsRoot, pinDir, cgroup });
     expect(await fresh.start()).toBe('fresh');

@@ -47,6 +47,12 @@ export interface BpfBackend {
   detach(cgroup: string, attachType: string, prog: string | number): Promise<void>;
   /** Programs attached directly to a cgroup (not inherited ones). */
   attachments(cgroup: string): Promise<CgroupAttachment[]>;
+  /** Ids of the maps a loaded program uses. */
+  progMapIds(id: number): Promise<number[]>;
+  /** Name of a loaded map. */
+  mapName(id: number): Promise<string>;
+  /** Pin a loaded program or map (by kernel id) at `path`. */
+  pinById(kind: 'prog' | 'map', id: number, path: string): Promise<void>;
   /** Apply operations in order; stops at the first failure (later ops not applied). */
   mapOps(ops: readonly MapOp[]): Promise<void>;
   dump(map: string): Promise<MapEntry[]>;
@@ -80,6 +86,19 @@ export class BpftoolBackend implements BpfBackend {
   async progId(pin: string): Promise<number> {
     const out = JSON.parse(await this.run(['-j', 'prog', 'show', 'pinned', pin])) as { id: number };
     return out.id;
+  }
+
+  async progMapIds(id: number): Promise<number[]> {
+    const out = JSON.parse(await this.run(['-j', 'prog', 'show', 'id', String(id)])) as { map_ids?: number[] };
+    return out.map_ids ?? [];
+  }
+
+  async mapName(id: number): Promise<string> {
+    return (JSON.parse(await this.run(['-j', 'map', 'show', 'id', String(id)])) as { name: string }).name;
+  }
+
+  async pinById(kind: 'prog' | 'map', id: number, path: string): Promise<void> {
+    await this.run([kind, 'pin', 'id', String(id), path]);
   }
 
   async attach(cgroup: string, attachType: string, progPin: string): Promise<void> {

@@ -42,8 +42,12 @@ export interface SocketLbStatus {
   readonly fallbacks: Readonly<Partial<Record<FallbackReason, number>>>;
 }
 
-/** What start() found in bpffs. */
-export type StartMode = 'fresh' | 'restored' | 'reloaded';
+/**
+ * What start() found: `restored` (pins present), `adopted` (pins lost, e.g. a new
+ * bpffs, but our programs still attached: re-pinned with their maps), `reloaded`
+ * (program pins lost, maps kept), `fresh` (nothing usable).
+ */
+export type StartMode = 'fresh' | 'restored' | 'adopted' | 'reloaded';
 
 export class SocketLb implements SocketLbLifecycle {
   readonly object: string;
@@ -91,6 +95,8 @@ export class SocketLb implements SocketLbLifecycle {
     let mode: StartMode;
     if (mapsPinned && progsPinned) {
       mode = 'restored';
+    } else if (!mapsPinned && (await this.adopt())) {
+      mode = 'adopted';
     } else {
       if (!existsSync(this.object)) throw new BpfObjectMissingError(this.object);
       mkdirp(this.mapDir);
@@ -114,6 +120,38 @@ export class SocketLb implements SocketLbLifecycle {
     await this.restore();
     this.log.info({ mode, pinDir: this.pinDir, cgroup: this.cgroup, frontends: this.state.frontends.size }, 'socket-LB started');
     return mode;
+  }
+
+  /**
+   * Pins lost but the cgroup still runs a complete set of our programs: pin those
+   * programs and their maps again, so nothing is reloaded and no affinity or
+   * reverse entry is lost. Returns false (pinning nothing) when the set is
+   * incomplete or its maps don't match this ABI.
+   */
+  private async adopt(): Promise<boolean> {
+    const attached = await this.bpf.attachments(this.cgroup).catch(() => []);
+    const progIds = new Map<string, number>();
+    for (const p of PROGRAMS) {
+      const hits = attached.filter((a) => a.name === p.name && a.attachType === p.attachType);
+      if (hits.length !== 1) return false;
+      progIds.set(p.name, hits[0]!.id);
+    }
+    const mapIds = new Map<string, number>();
+    for (const id of new Set(progIds.values())) {
+      for (const mid of await this.bpf.progMapIds(id)) {
+        const name = await this.bpf.mapName(mid);
+        if (mapIds.has(name) && mapIds.get(name) !== mid) return false; // two generations mixed
+        mapIds.set(name, mid);
+      }
+    }
+    if (!Object.values(MAPS).every((m) => mapIds.has(m))) return false;
+    rmSync(this.progDir, { recursive: true, force: true });
+    rmSync(this.mapDir, { recursive: true, force: true });
+    mkdirp(this.progDir);
+    mkdirp(this.mapDir);
+    for (const [name, id] of progIds) await this.bpf.pinById('prog', id, this.progPin(name));
+    for (const m of Object.values(MAPS)) await this.bpf.pinById('map', mapIds.get(m)!, join(this.mapDir, m));
+    return true;
   }
 
   /**
