@@ -168,6 +168,16 @@ describe.skipIf(skip !== undefined)('socket-LB (cgroup sock_addr hooks)', () => 
     expect(await lb.apply(fullPlan())).toBeGreaterThan(0);
   });
 
+  it('concurrent apply/reconcile calls run one at a time and converge on the last plan', async () => {
+    const [a, b, c] = await Promise.all([lb.apply(fullPlan(BACKENDS.slice(0, 1))), lb.reconcile(), lb.apply(fullPlan())]);
+    expect(a).toBeGreaterThan(0);
+    expect(b).toBe(0);
+    expect(c).toBeGreaterThan(0);
+    expect(await lb.apply(fullPlan())).toBe(0);
+    const r = await whoami([`--host ${VIP4}`, '--port 80', '--n 30']);
+    expect(Object.keys(r.counts).sort()).toEqual(['b1', 'b2', 'b3']);
+  });
+
   it('reconcile repairs a detached program and a deleted service entry', async () => {
     const bpf = new BpftoolBackend();
     await bpf.detach(cgroup, 'cgroup_inet4_connect', lb.progPin('ew_sock4_connect'));

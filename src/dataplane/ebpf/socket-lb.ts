@@ -65,6 +65,8 @@ export class SocketLb implements SocketLbLifecycle {
   /** Fresh maps are empty: attach only once the first apply filled them. */
   private attachPending = false;
   private readonly metrics?: ReturnType<typeof createMetrics>;
+  /** Kernel operations run one at a time (apply from a sync loop, reconcile from a timer). */
+  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(opts: SocketLbOptions = {}) {
     this.object = opts.object ?? DEFAULT_OBJECT;
@@ -88,7 +90,11 @@ export class SocketLb implements SocketLbLifecycle {
    * Load (or reuse pinned) programs and maps, attach, and restore the shadow from
    * the maps. Idempotent: calling it again only re-attaches what is missing.
    */
-  async start(): Promise<StartMode> {
+  start(): Promise<StartMode> {
+    return this.serial(() => this.doStart());
+  }
+
+  private async doStart(): Promise<StartMode> {
     await ensureBpffs(this.bpffsRoot);
     const mapsPinned = Object.values(MAPS).every((m) => existsSync(join(this.mapDir, m)));
     const progsPinned = PROGRAMS.every((p) => existsSync(this.progPin(p.name)));
@@ -158,7 +164,11 @@ export class SocketLb implements SocketLbLifecycle {
    * Make the maps match the plan's kernel-served service ports. Idempotent: an
    * unchanged plan writes nothing. Returns the number of map operations.
    */
-  async apply(plan: Plan): Promise<number> {
+  apply(plan: Plan): Promise<number> {
+    return this.serial(() => this.doApply(plan));
+  }
+
+  private async doApply(plan: Plan): Promise<number> {
     if (this.dirty) await this.restore();
     this.lastPlan = plan;
     const desired = desiredFrontends(plan);
@@ -185,10 +195,12 @@ export class SocketLb implements SocketLbLifecycle {
    * rewrite whatever differs from the last applied plan. Idempotent; returns the
    * number of map operations the repair needed.
    */
-  async reconcile(): Promise<number> {
-    if (!this.attachPending) await this.reconcileAttachments();
-    await this.restore();
-    return this.lastPlan ? this.apply(this.lastPlan) : 0;
+  reconcile(): Promise<number> {
+    return this.serial(async () => {
+      if (!this.attachPending) await this.reconcileAttachments();
+      await this.restore();
+      return this.lastPlan ? this.doApply(this.lastPlan) : 0;
+    });
   }
 
   /** Stop managing; attachments, pins and maps stay so traffic keeps flowing. */
@@ -197,7 +209,11 @@ export class SocketLb implements SocketLbLifecycle {
   }
 
   /** Detach every program and remove every pin of this instance. Idempotent. */
-  async cleanup(): Promise<void> {
+  cleanup(): Promise<void> {
+    return this.serial(() => this.doCleanup());
+  }
+
+  private async doCleanup(): Promise<void> {
     const attached = await this.bpf.attachments(this.cgroup).catch(() => []);
     for (const p of PROGRAMS) {
       const pin = this.progPin(p.name);
@@ -213,6 +229,12 @@ export class SocketLb implements SocketLbLifecycle {
     this.dirty = true;
     this.attachedCount = 0;
     this.updateGauges();
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
   }
 
   status(): SocketLbStatus {
