@@ -283,13 +283,17 @@ static __always_inline void ew_rev6(struct bpf_sock_addr *ctx)
  */
 static __always_inline void ew_release(struct bpf_sock *sk)
 {
+	/* 4-byte load: kernels before 5.18 reject 2-byte loads of dst_port; the be16
+	 * port sits in the first two bytes either way. */
+	__be16 dport = (__be16)*(volatile __u32 *)&sk->dst_port;
+
 	if (!ew_proto_ok(sk->protocol))
 		return;
 	if (sk->family == 2 /* AF_INET */) {
 		struct ew_rev4_key_v1 k = {
 			.cookie = bpf_get_socket_cookie(sk),
 			.addr = sk->dst_ip4,
-			.port = sk->dst_port,
+			.port = dport,
 		};
 		bpf_map_delete_elem(&ew_rev4_v1, &k);
 	} else if (sk->family == 10 /* AF_INET6 */ && sk->dst_ip6[0] == 0 && sk->dst_ip6[1] == 0 &&
@@ -297,14 +301,14 @@ static __always_inline void ew_release(struct bpf_sock *sk)
 		struct ew_rev4_key_v1 k = {
 			.cookie = bpf_get_socket_cookie(sk),
 			.addr = sk->dst_ip6[3],
-			.port = sk->dst_port,
+			.port = dport,
 		};
 		bpf_map_delete_elem(&ew_rev4_v1, &k);
 	} else if (sk->family == 10 /* AF_INET6 */) {
 		struct ew_rev6_key_v1 k = {
 			.cookie = bpf_get_socket_cookie(sk),
 			.addr = { sk->dst_ip6[0], sk->dst_ip6[1], sk->dst_ip6[2], sk->dst_ip6[3] },
-			.port = sk->dst_port,
+			.port = dport,
 		};
 		bpf_map_delete_elem(&ew_rev6_v1, &k);
 	}
