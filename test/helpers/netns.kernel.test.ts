@@ -32,12 +32,18 @@ describe.skipIf(!!skip)('Lab', () => {
       const ns = await lab.ns('g');
       const r = await lab.exec(ns, 'cat', ['/proc/self/cgroup'], { cgroup: cg });
       expect(r.stdout).toContain(`0::/edgeway-labtest-${lab.tag}`);
-      const p = lab.spawn(ns, 'sh', ['-c', 'cat /proc/self/cgroup; ip -o link show lo; sleep 30'], process.env, { cgroup: cg });
+      const p = lab.spawn(ns, 'sh', ['-c', 'cat /proc/self/cgroup; ip -o link show lo; exec sleep 30'], process.env, { cgroup: cg });
       await p.waitFor(/lo:/);
       expect(p.lines.join('\n')).toContain(`0::/edgeway-labtest-${lab.tag}`);
       await p.stop();
     } finally {
-      for (let i = 0; i < 20; i++) { if (await run('rmdir', [cg]).then(() => true, () => false)) break; await new Promise((r) => setTimeout(r, 100)); }
+      // Anything still in the test cgroup is ours; a cgroup with members can't be removed.
+      for (let i = 0; i < 50; i++) {
+        const pids = await run('cat', [`${cg}/cgroup.procs`]).then((r) => r.stdout.split(/\s+/).filter(Boolean), () => []);
+        for (const pid of pids) { try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ } }
+        if (await run('rmdir', [cg]).then(() => true, (e: Error) => { console.warn(e.message); return false; })) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
     }
   });
 
