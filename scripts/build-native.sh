@@ -6,12 +6,7 @@
 #   --gyp   build the addon with node-gyp instead (binding.gyp, into build/Release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-arch=$(uname -m)
-mkdir -p bpf/build
-for src in bpf/*.c; do
-  out="bpf/build/$(basename "${src%.c}").bpf.o"
-  clang -O2 -g -Wall -target bpf -I"/usr/include/${arch}-linux-gnu" -c "$src" -o "$out"
-done
+sh scripts/build-bpf.sh
 if [[ "${1:-}" == "--gyp" ]]; then
   gyp="$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js"
   node "$gyp" rebuild --nodedir="${npm_config_nodedir:-/usr}" -j 2

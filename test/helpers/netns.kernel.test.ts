@@ -23,6 +23,30 @@ describe.skipIf(!!skip)('Lab', () => {
     expect(JSON.parse(refused.stdout)).toMatchObject({ errors: 2, firstError: 'ECONNREFUSED' });
   });
 
+  it('exec and spawn join a cgroup before entering the namespace', async () => {
+    const root = (await run('sh', ['-c', "awk '$3 == \"cgroup2\" { print $2; exit }' /proc/mounts"])).stdout.trim();
+    if (!root) return; // no cgroup v2 here: nothing to check
+    const cg = `${root}/edgeway-labtest-${lab.tag}`;
+    await run('mkdir', [cg]);
+    try {
+      const ns = await lab.ns('g');
+      const r = await lab.exec(ns, 'cat', ['/proc/self/cgroup'], { cgroup: cg });
+      expect(r.stdout).toContain(`0::/edgeway-labtest-${lab.tag}`);
+      const p = lab.spawn(ns, 'sh', ['-c', 'cat /proc/self/cgroup; ip -o link show lo; exec sleep 30'], process.env, { cgroup: cg });
+      await p.waitFor(/lo:/);
+      expect(p.lines.join('\n')).toContain(`0::/edgeway-labtest-${lab.tag}`);
+      await p.stop();
+    } finally {
+      // Anything still in the test cgroup is ours; a cgroup with members can't be removed.
+      for (let i = 0; i < 50; i++) {
+        const pids = await run('cat', [`${cg}/cgroup.procs`]).then((r) => r.stdout.split(/\s+/).filter(Boolean), () => []);
+        for (const pid of pids) { try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ } }
+        if (await run('rmdir', [cg]).then(() => true, (e: Error) => { console.warn(e.message); return false; })) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  });
+
   it('destroy removes every namespace it made', async () => {
     const other = new Lab();
     const ns = await other.ns('x');

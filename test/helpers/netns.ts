@@ -80,9 +80,14 @@ export class Lab {
     return name;
   }
 
-  /** Run a command inside a namespace. */
-  exec(ns: string, cmd: string, args: readonly string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<ExecResult> {
-    return run('ip', ['netns', 'exec', ns, cmd, ...args], opts);
+  /**
+   * Run a command inside a namespace. `cgroup` (a cgroup v2 directory) puts the
+   * process in that cgroup first: `ip netns exec` remounts /sys, so the cgroup
+   * must be joined before entering the namespace.
+   */
+  exec(ns: string, cmd: string, args: readonly string[], opts: { input?: string; timeoutMs?: number; cgroup?: string } = {}): Promise<ExecResult> {
+    const [c, a] = inNs(ns, cmd, args, opts.cgroup);
+    return run(c, a, opts);
   }
 
   /** Set sysctls inside a namespace (e.g. net.ipv4.ip_forward=1). */
@@ -118,8 +123,9 @@ export class Lab {
    * Start a long-running process inside a namespace. It is killed (SIGTERM, then
    * SIGKILL) by stop() or destroy(). stdout is split into lines for waitFor().
    */
-  spawn(ns: string, cmd: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env): NsProcess {
-    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  spawn(ns: string, cmd: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env, opts: { cgroup?: string } = {}): NsProcess {
+    const [c, a] = inNs(ns, cmd, args, opts.cgroup);
+    const child = spawn(c, a, { stdio: ['ignore', 'pipe', 'pipe'], env });
     const lines: string[] = [];
     const waiters: { re: RegExp; resolve: (l: string) => void }[] = [];
     let buf = '';
@@ -170,6 +176,12 @@ export class Lab {
   get names(): readonly string[] {
     return this.namespaces;
   }
+}
+
+/** argv that runs `cmd args` inside `ns`, joining `cgroup` (cgroup v2 dir) first when given. */
+function inNs(ns: string, cmd: string, args: readonly string[], cgroup?: string): [string, string[]] {
+  if (!cgroup) return ['ip', ['netns', 'exec', ns, cmd, ...args]];
+  return ['sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec ip netns exec "$@"', cgroup, ns, cmd, ...args]];
 }
 
 function stopChild(child: ChildProcess): Promise<void> {
