@@ -47,7 +47,7 @@ describe('compile → fake kernel', () => {
     { name: 'random → shared lb_K chain', p: sp('a', ['10.96.0.1'], [ep('10.244.0.1'), ep('10.244.0.2')]), target: 'lb_2', ep4: 2 },
     { name: 'round robin → own chain', p: sp('a', ['10.96.0.1'], [ep('10.244.0.1'), ep('10.244.0.2')], { kind: 'roundRobin' }), target: serviceChain('rr', 'default/a:80/TCP'), ep4: 2 },
     { name: 'affinity → own chain, no endpoint elements', p: sp('a', ['10.96.0.1'], [ep('10.244.0.1')], { kind: 'clientIp', timeoutSeconds: 30 }), target: serviceChain('aff', 'default/a:80/TCP'), ep4: 0 },
-    { name: 'no endpoints → reject', p: sp('a', ['10.96.0.1'], []), target: 'reject', ep4: 0 },
+    { name: 'no endpoints → reject', p: sp('a', ['10.96.0.1'], []), target: 'no_endpoints', ep4: 0 },
     { name: 'userspace → redirect chain', p: sp('a', ['10.96.0.1'], [ep('10.244.0.1')], { kind: 'leastRequest' }, { target: 'userspace', userspacePort: 20123 }), target: 'userspace', ep4: 0 },
   ])('$name', async ({ p, target, ep4 }) => {
     const fake = await applyFull(plan([p]));
@@ -61,7 +61,7 @@ describe('compile → fake kernel', () => {
     const fake = await applyFull(plan([sp('a', ['10.96.0.1', 'fd00:96::1'], [ep('10.244.0.1')])]));
     const d = fake.dump()!;
     expect(Object.values(d.sets.svc4!)).toEqual([{ goto: { target: 'lb_1' } }]);
-    expect(Object.values(d.sets.svc6!)).toEqual([{ goto: { target: 'reject' } }]);
+    expect(Object.values(d.sets.svc6!)).toEqual([{ goto: { target: 'no_endpoints' } }]);
   });
 
   it('affinity declares one dynamic set per endpoint position', () => {

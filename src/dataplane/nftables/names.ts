@@ -11,7 +11,7 @@ export const CHAIN = {
   output: 'output',
   postrouting: 'postrouting',
   services: 'services',
-  reject: 'reject',
+  reject: 'no_endpoints',
   userspace: 'userspace',
 } as const;
 
