@@ -53,7 +53,7 @@ describe('compile → fake kernel', () => {
     const fake = await applyFull(plan([p]));
     const d = fake.dump()!;
     expect(Object.values(svc4(fake))).toEqual([{ goto: { target } }]);
-    expect(Object.keys(d.sets.ep4!)).toHaveLength(ep4);
+    expect(Object.keys(d.sets.ep4_tcp!)).toHaveLength(ep4);
     expect(d.chains[target]).toBeDefined();
   });
 
@@ -81,7 +81,7 @@ describe('fake executor is a real model', () => {
     const fake = await applyFull(plan([sp('a', ['10.96.0.1'], [ep('10.244.0.1')])]));
     const before = JSON.stringify(fake.dump());
     const bad = { declare: [], commands: [
-      { add: { element: { family: 'inet', table: 'edgeway', name: 'ep4', elem: [[{ concat: ['10.96.9.9', 'tcp', 80, 0] }, { concat: ['10.244.0.9', 80] }]] as never } } },
+      { add: { element: { family: 'inet', table: 'edgeway', name: 'ep4_tcp', elem: [[{ concat: ['10.96.9.9', 'tcp', 80, 0] }, { concat: ['10.244.0.9', 80] }]] as never } } },
       { add: { element: { family: 'inet', table: 'edgeway', name: 'svc4', elem: [[{ concat: ['10.96.9.9', 'tcp', 80] }, { goto: { target: 'nope' } }]] as never } } },
     ] } as const;
     await expect(fake.run(bad)).rejects.toMatchObject({ code: 'ERR_NFT_NOT_FOUND' });

@@ -5,8 +5,9 @@
  * - `svc4`/`svc6`: one verdict map keyed `addr . l4proto . port` → the service's
  *   choice chain. The only per-packet lookup for non-service traffic.
  * - random (default): shared chains `lb_K` (one per endpoint count K) doing
- *   `dnat to daddr . l4proto . dport . numgen random mod K map @ep4`: endpoints are
- *   elements of ONE global map, so a service costs elements, not sets.
+ *   `dnat to daddr . l4proto . dport . numgen random mod K map @ep4_tcp`: endpoints
+ *   are elements of ONE global map per family and protocol, so a service costs
+ *   elements, not sets.
  * - round robin: a chain per service port (`numgen inc` keeps its counter per rule,
  *   so a shared chain would interleave services) using the same global map.
  * - ClientIP affinity: a chain per service port; one dynamic timeout set per
@@ -23,7 +24,7 @@ import {
   concat, eq, goto, jump, keyText, meta, payload,
   type ChainDecl, type Element, type Expr, type Rule, type Ruleset, type SetDecl, type Stmt,
 } from './model.js';
-import { affinitySet, CHAIN, lbChain, serviceChain, SET } from './names.js';
+import { affinitySet, CHAIN, endpointMap, lbChain, serviceChain, SET } from './names.js';
 
 type Fam = 4 | 6;
 const FAMS: readonly Fam[] = [4, 6];
@@ -43,12 +44,14 @@ export function staticSets(): SetDecl[] {
   for (const f of FAMS) {
     const ip = ipProto(f);
     sets.push({ name: f === 4 ? SET.svc4 : SET.svc6, kind: 'map', type: [addrType(f), 'inet_proto', 'inet_service'], map: 'verdict' });
-    sets.push({
-      name: f === 4 ? SET.ep4 : SET.ep6,
-      kind: 'map',
-      // Concatenated data and a numgen key: not declarable in nft 1.0.6 JSON.
-      text: `typeof ${ip} daddr . meta l4proto . th dport . numgen random mod 2 : ${ip} daddr . tcp dport;`,
-    });
+    for (const p of PROTOS) {
+      sets.push({
+        name: endpointMap(f, p),
+        kind: 'map',
+        // Concatenated data and a numgen key: not declarable in nft 1.0.6 JSON.
+        text: `typeof ${ip} daddr . meta l4proto . th dport . numgen random mod 2 : ${ip} daddr . ${p} dport;`,
+      });
+    }
     sets.push({ name: f === 4 ? SET.usp4 : SET.usp6, kind: 'map', type: [addrType(f), 'inet_proto', 'inet_service'], map: 'inet_service' });
     sets.push({ name: f === 4 ? SET.hairpin4 : SET.hairpin6, kind: 'set', type: [addrType(f), addrType(f)] });
   }
@@ -91,10 +94,10 @@ function staticChains(): ChainDecl[] {
   ];
 }
 
-/** `dnat to daddr . l4proto . dport . numgen MODE mod K map @epF` for one family. */
-function mapDnat(f: Fam, mode: 'random' | 'inc', k: number): Rule {
+/** `dnat to daddr . l4proto . dport . numgen MODE mod K map @epF_P` for one family and protocol. */
+function mapDnat(f: Fam, p: Proto, mode: 'random' | 'inc', k: number): Rule {
   const key = concat(payload(ipProto(f), 'daddr'), meta('l4proto'), payload('th', 'dport'), { numgen: { mode, mod: k } });
-  return [nf(f), { dnat: { family: ipProto(f), addr: { map: { key, data: `@${f === 4 ? SET.ep4 : SET.ep6}` } } } }];
+  return [nf(f), eq(meta('l4proto'), p), { dnat: { family: ipProto(f), addr: { map: { key, data: `@${endpointMap(f, p)}` } } } }];
 }
 
 function affinityRules(f: Fam, proto: Proto, eps: readonly PlannedEndpoint[], timeoutSeconds: number): Rule[] {
@@ -154,12 +157,12 @@ function compileServicePort(b: Builder, sp: PlannedServicePort): void {
       b.elem(svcSet, { key: svcKey, data: goto(affChain) });
       continue;
     }
-    eps.forEach((e, i) => b.elem(f === 4 ? SET.ep4 : SET.ep6, { key: concat(ip, proto, sp.port, i), data: concat(e.ip, e.port) }));
+    eps.forEach((e, i) => b.elem(endpointMap(f, proto), { key: concat(ip, proto, sp.port, i), data: concat(e.ip, e.port) }));
     if (sp.policy.kind === 'roundRobin') {
-      rrRules.push(mapDnat(f, 'inc', eps.length));
+      rrRules.push(mapDnat(f, proto, 'inc', eps.length));
       b.elem(svcSet, { key: svcKey, data: goto(rrChain) });
     } else {
-      b.chain({ name: lbChain(eps.length), rules: FAMS.map((ff) => mapDnat(ff, 'random', eps.length)) });
+      b.chain({ name: lbChain(eps.length), rules: FAMS.flatMap((ff) => PROTOS.map((p) => mapDnat(ff, p, 'random', eps.length))) });
       b.elem(svcSet, { key: svcKey, data: goto(lbChain(eps.length)) });
     }
   }

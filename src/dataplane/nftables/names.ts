@@ -18,13 +18,20 @@ export const CHAIN = {
 export const SET = {
   svc4: 'svc4',
   svc6: 'svc6',
-  ep4: 'ep4',
-  ep6: 'ep6',
   usp4: 'usp4',
   usp6: 'usp6',
   hairpin4: 'hairpin4',
   hairpin6: 'hairpin6',
 } as const;
+
+/**
+ * Global endpoint map for one family and protocol. One per protocol because nft
+ * derives a protocol dependency from the map's data type (`tcp dport`): a single
+ * map would make nft add `meta l4proto tcp` to every rule that uses it.
+ */
+export function endpointMap(family: 4 | 6, proto: 'tcp' | 'udp' | 'sctp'): string {
+  return `ep${family}_${proto}`;
+}
 
 /** Shared random-choice chain for services with K endpoints. */
 export function lbChain(k: number): string {
