@@ -136,11 +136,13 @@ export class FakeNftExecutor implements NftExecutor {
     return t;
   }
 
-  async inspect(): Promise<TableSummary | undefined> {
+  async inspect(opts: { deep?: boolean } = {}): Promise<TableSummary | undefined> {
     if (!this.table) return undefined;
+    if (!opts.deep) return { chains: new Map([...this.table.chains.keys()].map((k) => [k, undefined])), elements: new Map(), deep: false };
     return {
       chains: new Map([...this.table.chains].map(([k, c]) => [k, c.rules.length])),
       elements: new Map([...this.table.sets].map(([k, s]) => [k, s.elements.size])),
+      deep: true,
     };
   }
 

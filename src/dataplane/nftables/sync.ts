@@ -25,6 +25,13 @@ export interface NftSyncerOptions {
   readonly driftCheckIntervalMs?: number;
   readonly backoffMinMs?: number;
   readonly backoffMaxMs?: number;
+  /**
+   * Every Nth drift check is deep (rule and element counts, a full listing that
+   * costs seconds at 10k services); the others only check that our table and
+   * chains exist. Small tables (< deepBelowElements) are always checked deeply.
+   */
+  readonly deepCheckEvery?: number;
+  readonly deepBelowElements?: number;
 }
 
 export type SyncKind = 'full' | 'incremental';
@@ -46,6 +53,7 @@ export class NftSyncer {
   private lastEnd = 0;
   private retryAt = 0;
   private stopped = false;
+  private driftChecks = 0;
   private readonly backoff: Backoff;
   private readonly log: Logger;
   private readonly minIntervalMs: number;
@@ -126,7 +134,7 @@ export class NftSyncer {
       const rs = compile(plan);
       let tx: Transaction;
       if (kind === 'full') {
-        const existing = await this.opts.executor.inspect();
+        const existing = await this.opts.executor.inspect({ deep: false });
         tx = fullTransaction(rs, existing ? [...existing.chains.keys()] : []);
       } else {
         tx = diffTransaction(this.shadow!, rs);
@@ -154,10 +162,14 @@ export class NftSyncer {
   }
 
   /** Compare the kernel with the shadow; on drift force a full sync. Returns the differences found. */
-  async checkDrift(): Promise<string[]> {
+  async checkDrift(opts: { deep?: boolean } = {}): Promise<string[]> {
     if (!this.shadow || this.running || this.needFull) return [];
-    const got = await this.opts.executor.inspect();
-    const diff = summaryDrift(summarize(this.shadow), got);
+    const want = summarize(this.shadow);
+    const elements = [...want.elements.values()].reduce((a, b) => a + b, 0);
+    const deep = opts.deep ?? (elements < (this.opts.deepBelowElements ?? 20_000) || this.driftChecks % (this.opts.deepCheckEvery ?? 10) === 0);
+    this.driftChecks++;
+    const got = await this.opts.executor.inspect({ deep });
+    const diff = summaryDrift(want, got);
     if (diff.length) {
       this.m.drift.inc();
       this.log.warn({ differences: diff.slice(0, 5), total: diff.length }, 'table inet edgeway drifted; full resync');
