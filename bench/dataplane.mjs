@@ -61,7 +61,7 @@ try {
   }
   bg(NS.server, process.execPath, '-e', SERVER);
   bg(NS.server, 'iperf3', '-s', '-p', '5201');
-  const ex = new CliNftExecutor({ prefix: ['ip', 'netns', 'exec', NS.node] });
+  const ex = new CliNftExecutor({ prefix: ['nsenter', `--net=/run/netns/${NS.node}`] });
   await ex.run(fullTransaction(compile(plan(10))));
   await new Promise((r) => setTimeout(r, 500));
 
