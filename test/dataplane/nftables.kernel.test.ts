@@ -7,7 +7,8 @@
  * Services (ClusterIPs 10.96.0.0/16, only ever answered by the node's rules):
  *   web 10.96.0.10:80 random b1-b3 · rr 10.96.0.11:80 round robin · sticky 10.96.0.12:80
  *   ClientIP · empty 10.96.0.13:80 no endpoints · dns 10.96.0.14:53/UDP b1,b2 ·
- *   self 10.96.0.15:80 only b1 (hairpin)
+ *   self 10.96.0.15:80 only b1 (hairpin) · l7 10.96.0.16:80 LEAST_REQUEST → redirected
+ *   to its userspace port on the node, where a stand-in listener answers "proxy"
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
@@ -16,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Lab, kernelSkipReason, type NsProcess } from '../helpers/netns.js';
+import { allocateUserspacePorts } from '../../src/plan/build.js';
 
 const skip = kernelSkipReason() ?? (existsSync('dist/cli/main.js') ? undefined : 'dist/ missing: run `npm run build` first');
 if (skip) console.warn(`skipping nftables kernel tests: ${skip}`);
@@ -57,6 +59,8 @@ function services(webEps: readonly string[] = BACKENDS): string {
     svc('empty', '10.96.0.13', 80, []),
     svc('dns', '10.96.0.14', 53, ['b1', 'b2'], { proto: 'UDP', target: 5353 }),
     svc('self', '10.96.0.15', 80, ['b1']),
+    svc('l7', '10.96.0.16', 80, ['b1']),
+    'apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: { name: l7, namespace: default }\nspec: { host: l7, trafficPolicy: { loadBalancer: { simple: LEAST_REQUEST } } }\n---\n',
   ].join('');
 }
 
@@ -107,6 +111,9 @@ describe.skipIf(!!skip)('nftables data plane in namespaces', () => {
       ready.push(lab.spawn(ns, process.execPath, [fixture('echo-server.mjs'), '--id', b, '--port', '8080']).waitFor(/^listening/));
       ready.push(lab.spawn(ns, process.execPath, [fixture('echo-server.mjs'), '--id', b, '--port', '5353', '--udp']).waitFor(/^listening/));
     }
+    // The proxy's stand-in: whatever listens on the plan's userspace port (wildcard address).
+    const l7Port = allocateUserspacePorts(['default/l7:80/TCP'], '20100-24999').ports.get('default/l7:80/TCP')!;
+    ready.push(lab.spawn(node, process.execPath, [fixture('echo-server.mjs'), '--id', 'proxy', '--port', String(l7Port)]).waitFor(/^listening/));
     await Promise.all(ready);
     await writeFile(join(dir, 'services.yaml'), services());
     cfg = join(dir, 'agent.yaml');
@@ -172,6 +179,13 @@ describe.skipIf(!!skip)('nftables data plane in namespaces', () => {
     const r = await whoami(node, '10.96.0.10', 80, 30);
     expect(r.errors).toBe(0);
     expect(Object.values(r.counts).reduce((a, b) => a + b, 0)).toBe(30);
+  });
+
+  it.each([
+    { name: 'forwarded (prerouting)', from: () => client },
+    { name: 'local (output)', from: () => node },
+  ])('userspace target: $name traffic is redirected to the userspace port', async ({ from }) => {
+    expect(await whoami(from(), '10.96.0.16', 80, 3)).toEqual({ counts: { proxy: 3 }, errors: 0 });
   });
 
   it('endpoints removed and added take effect', async () => {
