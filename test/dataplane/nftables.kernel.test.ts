@@ -4,15 +4,17 @@
  *
  * Topology and IP plan (all addresses exist only inside the lab's namespaces):
  *   client 10.10.0.2/24 ── 10.10.0.1 node (agent, ip_forward) 10.20.i.1 ── bN 10.20.i.2/24  (i = 1..3)
+ *   IPv6 too: client fd10::2/64 ── fd10::1 node fd20:i::1 ── bN fd20:i::2/64
  * Services (ClusterIPs 10.96.0.0/16, only ever answered by the node's rules):
  *   web 10.96.0.10:80 random b1-b3 · rr 10.96.0.11:80 round robin · sticky 10.96.0.12:80
  *   ClientIP · empty 10.96.0.13:80 no endpoints · dns 10.96.0.14:53/UDP b1,b2 ·
  *   self 10.96.0.15:80 only b1 (hairpin) · l7 10.96.0.16:80 LEAST_REQUEST → redirected
- *   to its userspace port on the node, where a stand-in listener answers "proxy"
+ *   to its userspace port on the node, where a stand-in listener answers "proxy" ·
+ *   web6 [fd00:96::10]:80 random b1,b2 over IPv6
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -61,6 +63,19 @@ function services(webEps: readonly string[] = BACKENDS): string {
     svc('self', '10.96.0.15', 80, ['b1']),
     svc('l7', '10.96.0.16', 80, ['b1']),
     'apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: { name: l7, namespace: default }\nspec: { host: l7, trafficPolicy: { loadBalancer: { simple: LEAST_REQUEST } } }\n---\n',
+    `apiVersion: v1
+kind: Service
+metadata: { name: web6, namespace: default }
+spec: { clusterIPs: ["fd00:96::10"], ipFamilies: [IPv6], ports: [{ name: p, port: 80, targetPort: 8080 }] }
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: { name: web6-1, namespace: default, labels: { kubernetes.io/service-name: web6 } }
+addressType: IPv6
+ports: [{ name: p, port: 8080, protocol: TCP }]
+endpoints: [{ addresses: ["fd20:1::2"], nodeName: node-1 }, { addresses: ["fd20:2::2"], nodeName: node-1 }]
+---
+`,
   ].join('');
 }
 
@@ -87,6 +102,11 @@ describe.skipIf(!!skip)('nftables data plane in namespaces', () => {
     }
     throw new Error(`timed out waiting for ${what}`);
   };
+  /** Rewrite the static source atomically (a poll must never see a half-written file). */
+  const setServices = async (text: string): Promise<void> => {
+    await writeFile(join(dir, 'services.yaml.tmp'), text);
+    await rename(join(dir, 'services.yaml.tmp'), join(dir, 'services.yaml'));
+  };
   const startAgent = async (): Promise<void> => {
     agent = lab.spawn(node, process.execPath, ['bin/edgeway.js', 'agent', '--config', cfg]);
     await until('the agent to write table inet edgeway', async () => (await nftJson('map', 'inet', 'edgeway', 'svc4')).includes('10.96.0.15'));
@@ -96,9 +116,10 @@ describe.skipIf(!!skip)('nftables data plane in namespaces', () => {
     dir = await mkdtemp(join(tmpdir(), 'edgeway-nft-kt-'));
     node = await lab.ns('node');
     client = await lab.ns('cli');
-    await lab.sysctl(node, 'net.ipv4.ip_forward=1');
-    await lab.link(client, '10.10.0.2/24', node, '10.10.0.1/24');
+    await lab.sysctl(node, 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1');
+    await lab.link(client, ['10.10.0.2/24', 'fd10::2/64'], node, ['10.10.0.1/24', 'fd10::1/64']);
     await lab.route(client, 'default', 'via', '10.10.0.1');
+    await lab.route(client, 'default', 'via', 'fd10::1');
     // Local clients need a route towards service IPs for the output hook to see them.
     await lab.route(node, 'default', 'via', '10.10.0.2');
     const ready: Promise<string>[] = [];
@@ -106,8 +127,9 @@ describe.skipIf(!!skip)('nftables data plane in namespaces', () => {
       const ns = await lab.ns(b);
       backendNs[b] = ns;
       const i = b.slice(1);
-      await lab.link(ns, `10.20.${i}.2/24`, node, `10.20.${i}.1/24`);
+      await lab.link(ns, [`10.20.${i}.2/24`, `fd20:${i}::2/64`], node, [`10.20.${i}.1/24`, `fd20:${i}::1/64`]);
       await lab.route(ns, 'default', 'via', `10.20.${i}.1`);
+      await lab.route(ns, 'default', 'via', `fd20:${i}::1`);
       ready.push(lab.spawn(ns, process.execPath, [fixture('echo-server.mjs'), '--id', b, '--port', '8080']).waitFor(/^listening/));
       ready.push(lab.spawn(ns, process.execPath, [fixture('echo-server.mjs'), '--id', b, '--port', '5353', '--udp']).waitFor(/^listening/));
     }
@@ -165,6 +187,14 @@ describe.skipIf(!!skip)('nftables data plane in namespaces', () => {
     expect(Date.now() - t).toBeLessThan(1500);
   });
 
+  it('IPv6 ClusterIP spreads over its IPv6 endpoints', async () => {
+    const r = await whoami(client, 'fd00:96::10', 80, 60);
+    expect(r.errors).toBe(0);
+    expect(r.counts.b1).toBeGreaterThan(5);
+    expect(r.counts.b2).toBeGreaterThan(5);
+    expect((r.counts.b1 ?? 0) + (r.counts.b2 ?? 0)).toBe(60);
+  });
+
   it('UDP service answers', async () => {
     const r = await whoami(client, '10.96.0.14', 53, 20, ['--udp']);
     expect(r.errors).toBe(0);
@@ -189,13 +219,13 @@ describe.skipIf(!!skip)('nftables data plane in namespaces', () => {
   });
 
   it('endpoints removed and added take effect', async () => {
-    await writeFile(join(dir, 'services.yaml'), services(['b1', 'b2']));
+    await setServices(services(['b1', 'b2']));
     await until('b3 gone from ep4', async () => !(await nftJson('map', 'inet', 'edgeway', 'ep4_tcp')).includes('"10.96.0.10", "tcp", 80, 2'));
     const r = await whoami(client, '10.96.0.10', 80, 60);
-    expect(r.errors).toBe(0);
+    expect(r.errors, JSON.stringify(r)).toBe(0);
     expect(r.counts.b3).toBeUndefined();
     expect((r.counts.b1 ?? 0) + (r.counts.b2 ?? 0)).toBe(60);
-    await writeFile(join(dir, 'services.yaml'), services());
+    await setServices(services());
     await until('b3 back in ep4', async () => (await nftJson('map', 'inet', 'edgeway', 'ep4_tcp')).includes('"10.96.0.10", "tcp", 80, 2'));
     const again = await whoami(client, '10.96.0.10', 80, 90);
     expect(again.counts.b3).toBeGreaterThan(0);
