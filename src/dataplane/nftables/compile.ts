@@ -12,7 +12,7 @@
  *   so a shared chain would interleave services) using the same global map.
  * - ClientIP affinity: a chain per service port; one dynamic timeout set per
  *   endpoint *position* (`aff4_i`, shared by all services) remembers
- *   `client . service` for position i; hits DNAT at once, misses pick with
+ *   `client . service` for position i; hits refresh it and DNAT at once, misses pick with
  *   `numgen random mod (K-i) == 0` rules (uniform) and record the pick.
  * - no endpoints: `goto reject` (TCP reset, else ICMP port unreachable).
  * - userspace: `goto userspace`, which redirects to the port in `usp4`/`usp6`.
@@ -104,13 +104,15 @@ function affinityRules(f: Fam, proto: Proto, eps: readonly PlannedEndpoint[], ti
   const key = concat(payload(ipProto(f), 'saddr'), payload(ipProto(f), 'daddr'), meta('l4proto'), payload(proto, 'dport'));
   const dnat = (e: PlannedEndpoint): Stmt => ({ dnat: { family: ipProto(f), addr: e.ip, port: e.port } });
   const head = (): Stmt[] => [nf(f), eq(meta('l4proto'), proto)];
-  const hits = eps.map((e, i): Rule => [...head(), eq(key, `@${affinitySet(f, i)}`), dnat(e)]);
+  const remember = (i: number): Stmt => ({ set: { op: 'update', elem: { elem: { val: key, timeout: timeoutSeconds } }, set: `@${affinitySet(f, i)}` } });
+  // A hit refreshes the timeout (kube-proxy semantics: timeout since the last connection).
+  const hits = eps.map((e, i): Rule => [...head(), eq(key, `@${affinitySet(f, i)}`), remember(i), dnat(e)]);
   const k = eps.length;
   // Position i is taken with probability 1/(K-i) among the rest: uniform overall.
   const picks = eps.map((e, i): Rule => [
     ...head(),
     ...(i < k - 1 ? [eq({ numgen: { mode: 'random', mod: k - i } }, 0)] : []),
-    { set: { op: 'update', elem: { elem: { val: key, timeout: timeoutSeconds } }, set: `@${affinitySet(f, i)}` } },
+    remember(i),
     dnat(e),
   ]);
   return [...hits, ...picks];

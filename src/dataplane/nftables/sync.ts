@@ -168,7 +168,10 @@ export class NftSyncer {
     const elements = [...want.elements.values()].reduce((a, b) => a + b, 0);
     const deep = opts.deep ?? (elements < (this.opts.deepBelowElements ?? 20_000) || this.driftChecks % (this.opts.deepCheckEvery ?? 10) === 0);
     this.driftChecks++;
+    const shadow = this.shadow;
     const got = await this.opts.executor.inspect({ deep });
+    // A sync that ran meanwhile makes this listing stale: judge it next time.
+    if (shadow !== this.shadow || this.running || this.needFull) return [];
     const diff = summaryDrift(want, got);
     if (diff.length) {
       this.m.drift.inc();
