@@ -65,6 +65,8 @@ export interface PlannedServicePort {
   readonly userspaceReason?: UserspaceReason;
   /** Local port the kernel redirects to when target = userspace (one per service port). */
   readonly userspacePort?: number;
+  /** Human-readable remarks (e.g. "sessionAffinity ClientIP overrides DestinationRule roundRobin"). */
+  readonly notes?: readonly string[];
 }
 
 export interface Plan {

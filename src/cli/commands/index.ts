@@ -3,14 +3,17 @@ import type { Command } from '../command.js';
 import { agentCommand } from './agent.js';
 import { catalogCommand } from './catalog.js';
 import { pendingCommand } from './pending.js';
+import { renderCommand } from './render.js';
+import { doctorCommand } from './doctor.js';
+import { cleanupCommand } from './cleanup.js';
 
 export const commands: readonly Command[] = [
   agentCommand,
   pendingCommand('relay', 'run a relay (tunnel rendezvous + circuit relay v2)', 'edgeway relay --config FILE'),
   pendingCommand('gateway', 'run the ingress gateway', 'edgeway gateway --config FILE'),
-  pendingCommand('render', 'print the ruleset the configured sources compile to', 'edgeway render --config FILE [--format nft|json|iptables]'),
+  renderCommand,
   catalogCommand,
-  pendingCommand('doctor', 'probe kernel features and tools; print the data-plane mode that would run', 'edgeway doctor [--json]'),
+  doctorCommand,
   pendingCommand('identity', "create (if absent) and print this node's tunnel peer id", 'edgeway identity --state-dir DIR'),
-  pendingCommand('cleanup', 'remove every rule, interface and pin the agent made', 'edgeway cleanup --config FILE'),
+  cleanupCommand,
 ];

@@ -1,0 +1,46 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { configHelp, configOptions, EXIT_OK, EXIT_RUNTIME, type Command } from '../command.js';
+import { configFromArgs } from '../runtime.js';
+import { CliNftExecutor } from '../../dataplane/nftables/executor.js';
+
+const pexec = promisify(execFile);
+
+export const cleanupCommand: Command = {
+  name: 'cleanup',
+  summary: 'remove every rule, interface and pin the agent made',
+  help: `Usage: edgeway cleanup --config FILE
+
+Removes table inet edgeway (every chain, map and set of the nftables data plane)
+and the DNS dummy interface (dns.interface, default edgeway0) when present.
+Stop the agent first, or it puts them back. Running it twice is harmless.
+
+Options:
+${configHelp}`,
+  options: { ...configOptions },
+  async run(values) {
+    const config = await configFromArgs(values);
+    let failed = false;
+    try {
+      const removed = await new CliNftExecutor().deleteTable();
+      process.stdout.write(removed ? 'removed table inet edgeway\n' : 'table inet edgeway: not present\n');
+    } catch (err) {
+      failed = true;
+      process.stderr.write(`edgeway cleanup: removing table inet edgeway failed: ${(err as Error).message}\n`);
+    }
+    const ifname = config.dns.interface;
+    const show = await pexec('ip', ['link', 'show', 'dev', ifname]).then(() => true, () => false);
+    if (show) {
+      try {
+        await pexec('ip', ['link', 'del', 'dev', ifname]);
+        process.stdout.write(`removed interface ${ifname}\n`);
+      } catch (err) {
+        failed = true;
+        process.stderr.write(`edgeway cleanup: removing interface ${ifname} failed: ${(err as Error).message}\n`);
+      }
+    } else {
+      process.stdout.write(`interface ${ifname}: not present\n`);
+    }
+    return failed ? EXIT_RUNTIME : EXIT_OK;
+  },
+};

@@ -1,0 +1,133 @@
+/**
+ * The executor: the process boundary to `nft`. `run` declares the text-only sets
+ * (idempotent `add`, its own nft call) and then applies the JSON commands as one
+ * atomic `nft -j -f -` transaction; stderr becomes an NftError with a code.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FAMILY, TABLE } from './model.js';
+import { declareText } from './render.js';
+import type { Transaction } from './transaction.js';
+import { classifyNftStderr, NftError } from './errors.js';
+import type { TableSummary } from './compile.js';
+
+export interface NftExecutor {
+  /** Apply a transaction atomically (the JSON part); throws NftError. */
+  run(tx: Transaction): Promise<void>;
+  /**
+   * Our table's chains; with `deep`, also rule counts and element counts (a full
+   * listing: seconds at 10k services). Undefined when the table is absent.
+   */
+  inspect(opts?: { deep?: boolean }): Promise<TableSummary | undefined>;
+  /** Remove our table; false when it was not there. */
+  deleteTable(): Promise<boolean>;
+}
+
+export interface CliExecutorOptions {
+  /** nft binary (default `nft`). */
+  readonly nft?: string;
+  /** Prefix command, e.g. ['ip', 'netns', 'exec', 'ns1'] (benchmarks, tests). */
+  readonly prefix?: readonly string[];
+  readonly timeoutMs?: number;
+}
+
+interface NftJsonItem {
+  chain?: { name: string; table: string; family: string };
+  rule?: { chain: string; table: string; family: string };
+  set?: { name: string; table: string; family: string; elem?: unknown[] };
+  map?: { name: string; table: string; family: string; elem?: unknown[] };
+}
+
+export class CliNftExecutor implements NftExecutor {
+  private readonly argv0: string;
+  private readonly pre: string[];
+  private readonly timeoutMs: number;
+
+  constructor(opts: CliExecutorOptions = {}) {
+    const cmd = [...(opts.prefix ?? []), opts.nft ?? 'nft'];
+    this.argv0 = cmd[0]!;
+    this.pre = cmd.slice(1);
+    this.timeoutMs = opts.timeoutMs ?? 60_000;
+  }
+
+  /** Run nft with args and stdin; resolves stdout, rejects with a coded NftError. */
+  exec(args: readonly string[], input?: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(this.argv0, [...this.pre, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+      const out: Buffer[] = [];
+      let err = '';
+      const timer = setTimeout(() => child.kill('SIGKILL'), this.timeoutMs);
+      child.stdout.on('data', (d: Buffer) => out.push(d));
+      child.stderr.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-16_384); });
+      child.stdin.on('error', () => undefined);
+      child.on('error', (e) => { clearTimeout(timer); reject(new NftError('ERR_NFT_UNAVAILABLE', `cannot run ${this.argv0}: ${e.message}`, '', { cause: e })); });
+      child.on('close', (code, signal) => {
+        clearTimeout(timer);
+        if (code === 0) return resolve(Buffer.concat(out).toString());
+        const first = err.split('\n').find((l) => l.includes('Error')) ?? err.trim().split('\n')[0] ?? '';
+        reject(new NftError(classifyNftStderr(err), `nft ${args.join(' ')} failed (${signal ?? code}): ${first.trim()}`, err));
+      });
+      child.stdin.end(input ?? '');
+    });
+  }
+
+  async run(tx: Transaction): Promise<void> {
+    if (tx.declare.length) await this.execFile([], declareText(tx.declare));
+    if (tx.commands.length) await this.execFile(['-j'], JSON.stringify({ nftables: tx.commands }));
+  }
+
+  /**
+   * `nft [-j] -f FILE` from a private temp file: nft's JSON reader opens
+   * /dev/stdin, which fails (ENXIO) when stdin is the socket Node gives children.
+   */
+  private async execFile(flags: readonly string[], content: string): Promise<void> {
+    const file = join(tmpdir(), `edgeway-nft-${process.pid}-${randomBytes(6).toString('hex')}`);
+    await writeFile(file, content, { mode: 0o600 });
+    try {
+      await this.exec([...flags, '-f', file]);
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+
+  async inspect(opts: { deep?: boolean } = {}): Promise<TableSummary | undefined> {
+    if (!opts.deep) {
+      // `list chains` needs no set/rule cache: milliseconds whatever the table size.
+      const items = (JSON.parse(await this.exec(['-j', 'list', 'chains', FAMILY])) as { nftables: NftJsonItem[] }).nftables;
+      const names = items.filter((i) => i.chain && i.chain.table === TABLE).map((i) => i.chain!.name);
+      // (`list tables` would fetch the whole cache too; our table always has base chains.)
+      if (names.length === 0) return undefined;
+      return { chains: new Map(names.map((n) => [n, undefined])), elements: new Map(), deep: false };
+    }
+    let text: string;
+    try {
+      text = await this.exec(['-j', 'list', 'table', FAMILY, TABLE]);
+    } catch (err) {
+      if (err instanceof NftError && err.code === 'ERR_NFT_NOT_FOUND') return undefined;
+      throw err;
+    }
+    const items = (JSON.parse(text) as { nftables: NftJsonItem[] }).nftables;
+    const chains = new Map<string, number>();
+    const elements = new Map<string, number>();
+    for (const it of items) {
+      if (it.chain) chains.set(it.chain.name, chains.get(it.chain.name) ?? 0);
+      else if (it.rule) chains.set(it.rule.chain, (chains.get(it.rule.chain) ?? 0) + 1);
+      else if (it.set) elements.set(it.set.name, it.set.elem?.length ?? 0);
+      else if (it.map) elements.set(it.map.name, it.map.elem?.length ?? 0);
+    }
+    return { chains, elements, deep: true };
+  }
+
+  async deleteTable(): Promise<boolean> {
+    try {
+      await this.exec(['delete', 'table', FAMILY, TABLE]);
+      return true;
+    } catch (err) {
+      if (err instanceof NftError && err.code === 'ERR_NFT_NOT_FOUND') return false;
+      throw err;
+    }
+  }
+}
