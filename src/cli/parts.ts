@@ -8,7 +8,8 @@ import type { CatalogStore } from '../catalog/store.js';
 import type { Logger } from '../util/log.js';
 import type { Registry } from '../metrics/registry.js';
 import type { ReadinessCheck } from '../metrics/server.js';
-import { createDataplanePart } from '../dataplane/part.js';
+import type { ResolvedMode } from '../dataplane/mode.js';
+import type { PlanFor } from '../plan/memo.js';
 
 export interface AgentContext {
   readonly config: Config;
@@ -16,6 +17,10 @@ export interface AgentContext {
   readonly registry: Registry;
   /** Snapshots arrive as `store.on('snapshot', …)`; `store.snapshot` is the current one. */
   readonly store: CatalogStore;
+  /** The data-plane mode resolved at start (doctor's decision). */
+  readonly mode: ResolvedMode;
+  /** The plan of a snapshot, built once and shared by every part. */
+  readonly planFor: PlanFor;
 }
 
 export interface AgentPart {
@@ -31,5 +36,17 @@ export type AgentPartFactory = (ctx: AgentContext) => Promise<AgentPart | undefi
 
 /** Registered parts, in start order. */
 export const agentParts: AgentPartFactory[] = [
-  (ctx) => createDataplanePart(ctx),
+  // Kernel data plane: nftables, plus eBPF socket-LB when the mode enables it.
+  async (ctx) => {
+    const { createDataplanePart } = await import('../dataplane/part.js');
+    const { config, registry, logger } = ctx;
+    return createDataplanePart({
+      ...ctx,
+      socketLb: async () => {
+        const { SocketLb } = await import('../dataplane/ebpf/socket-lb.js');
+        const cgroup = config.dataplane.ebpf.cgroupPath;
+        return new SocketLb({ registry, logger, pinDir: config.dataplane.ebpf.pinDir, ...(cgroup ? { cgroup } : {}) });
+      },
+    });
+  },
 ];

@@ -85,11 +85,21 @@ export const configSchema = z
           .default('20100-24999'),
         /** Minimum time between two kernel syncs; bursts in between are coalesced. */
         minSyncIntervalMs: z.number().int().min(0).default(250),
+        /** eBPF socket-LB (mode ebpf, or auto when the host supports it). */
+        ebpf: z
+          .object({
+            /** cgroup v2 directory the programs attach to; '' = the cgroup v2 root (every process on the node). */
+            cgroupPath: z.string().default(''),
+            /** bpffs directory for this agent's pins (maps and programs survive restarts there). */
+            pinDir: z.string().regex(/^\/[^.]*$/, 'expected an absolute path without dots').default('/sys/fs/bpf/edgeway'),
+          })
+          .strict()
+          .default({ cgroupPath: '', pinDir: '/sys/fs/bpf/edgeway' }),
         /** Period of the drift check (our table gone or altered → full resync). */
         driftCheckIntervalMs: z.number().int().min(100).default(30_000),
       })
       .strict()
-      .default(() => ({ mode: 'auto' as const, routableCIDRs: [], userspacePorts: '20100-24999', minSyncIntervalMs: 250, driftCheckIntervalMs: 30_000 })),
+      .default(() => ({ mode: 'auto' as const, routableCIDRs: [], userspacePorts: '20100-24999', ebpf: { cgroupPath: '', pinDir: '/sys/fs/bpf/edgeway' }, minSyncIntervalMs: 250, driftCheckIntervalMs: 30_000 })),
     dns: z
       .object({
         enabled: z.boolean().default(true),

@@ -6,6 +6,8 @@ import { createRegistry } from '../../metrics/registry.js';
 import { startMetricsServer, type MetricsServer } from '../../metrics/server.js';
 import { agentParts, type AgentPart } from '../parts.js';
 import type { Source } from '../../sources/source.js';
+import { resolveMode } from '../../dataplane/mode.js';
+import { memoPlanFor } from '../../plan/memo.js';
 
 export const agentCommand: Command = {
   name: 'agent',
@@ -23,6 +25,13 @@ ${configHelp}
     const metricsListen = typeof values['metrics-listen'] === 'string' ? values['metrics-listen'] : undefined;
     const config = await configFromArgs(values, metricsListen !== undefined ? { metricsListen } : {});
     const logger = createLogger(config.log.level);
+    const mode = await resolveMode(config);
+    if (mode.error) {
+      logger.error({ reasons: mode.reasons }, mode.error);
+      return EXIT_RUNTIME;
+    }
+    logger.info({ base: mode.base, socketLb: mode.socketLb, reasons: mode.reasons }, 'data-plane mode');
+    const planFor = memoPlanFor(config, mode.base === 'iptables' ? 'iptables' : 'nftables');
     const registry = createRegistry();
     const store = new CatalogStore({ logger, registry, stateDir: config.stateDir });
     logger.info({ nodeName: config.nodeName, stateDir: config.stateDir, mode: config.dataplane.mode }, 'edgeway agent starting');
@@ -56,7 +65,7 @@ ${configHelp}
 
     const parts: AgentPart[] = [];
     for (const factory of agentParts) {
-      const part = await factory({ config, logger, registry, store });
+      const part = await factory({ config, logger, registry, store, mode, planFor });
       if (!part) continue;
       await part.start();
       parts.push(part);

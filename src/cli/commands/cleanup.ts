@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { configHelp, configOptions, EXIT_OK, EXIT_RUNTIME, type Command } from '../command.js';
 import { configFromArgs } from '../runtime.js';
@@ -11,8 +12,9 @@ export const cleanupCommand: Command = {
   summary: 'remove every rule, interface and pin the agent made',
   help: `Usage: edgeway cleanup --config FILE
 
-Removes table inet edgeway (every chain, map and set of the nftables data plane)
-and the DNS dummy interface (dns.interface, default edgeway0) when present.
+Removes table inet edgeway (every chain, map and set of the nftables data plane),
+the eBPF socket-LB programs and pins (dataplane.ebpf.pinDir), and the DNS dummy
+interface (dns.interface, default edgeway0) when present.
 Stop the agent first, or it puts them back. Running it twice is harmless.
 
 Options:
@@ -27,6 +29,20 @@ ${configHelp}`,
     } catch (err) {
       failed = true;
       process.stderr.write(`edgeway cleanup: removing table inet edgeway failed: ${(err as Error).message}\n`);
+    }
+    // eBPF socket-LB: programs, attachments and pins under dataplane.ebpf.pinDir.
+    if (existsSync(config.dataplane.ebpf.pinDir)) {
+      try {
+        const { SocketLb } = await import('../../dataplane/ebpf/socket-lb.js');
+        const cgroup = config.dataplane.ebpf.cgroupPath;
+        await new SocketLb({ pinDir: config.dataplane.ebpf.pinDir, ...(cgroup ? { cgroup } : {}) }).cleanup();
+        process.stdout.write(`removed socket-LB programs and pins (${config.dataplane.ebpf.pinDir})\n`);
+      } catch (err) {
+        failed = true;
+        process.stderr.write(`edgeway cleanup: removing socket-LB failed: ${(err as Error).message}\n`);
+      }
+    } else {
+      process.stdout.write(`socket-LB pins (${config.dataplane.ebpf.pinDir}): not present\n`);
     }
     const ifname = config.dns.interface;
     const show = await pexec('ip', ['link', 'show', 'dev', ifname]).then(() => true, () => false);

@@ -1,5 +1,8 @@
 import { EXIT_OK, type Command } from '../command.js';
-import { chooseMode, probeCapabilities, type Probe } from '../../dataplane/detect.js';
+import { probeCapabilities, type Probe } from '../../dataplane/detect.js';
+import { probeSocketLb } from '../../dataplane/ebpf/host.js';
+import { decideMode } from '../../dataplane/mode.js';
+import { loadNative } from '../../dataplane/native/addon.js';
 
 export const doctorCommand: Command = {
   name: 'doctor',
@@ -15,10 +18,18 @@ Options:
       --json              print the findings as JSON`,
   options: { json: { type: 'boolean' } },
   async run(values) {
-    const caps = await probeCapabilities();
-    const choice = chooseMode(caps);
+    const [caps, lb] = await Promise.all([probeCapabilities(), probeSocketLb()]);
+    const decision = decideMode('auto', caps, lb);
+    const mode = decision.socketLb ? 'ebpf' : decision.base;
+    // What the proxy could accelerate with (the sockmap program is not loaded here).
+    const native = loadNative();
+    const accelerators = [
+      { kind: 'splice', available: !!native.addon, detail: native.addon ? 'native addon loaded' : (native.addonReason ?? 'addon not loaded') },
+      { kind: 'sockmap', available: !!native.addon && !!native.sockmapObject, detail: !native.addon ? (native.addonReason ?? 'addon not loaded') : native.sockmapObject ? `BPF object ${native.sockmapObject}` : 'BPF object not built' },
+      { kind: 'node', available: true, detail: 'plain Node streams' },
+    ];
     if (values.json) {
-      process.stdout.write(`${JSON.stringify({ mode: choice.mode, reason: choice.reason, capabilities: caps }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ mode, reason: decision.reasons.join('; '), capabilities: caps, socketLb: lb, accelerators }, null, 2)}\n`);
       return EXIT_OK;
     }
     const line = (name: string, p: Probe): string => `${p.ok ? ' ok ' : 'FAIL'}  ${name.padEnd(22)} ${p.detail}`;
@@ -32,9 +43,11 @@ Options:
       line('bpf sk_skb', caps.bpf.skSkb),
       line('bpf cgroup_sock_addr', caps.bpf.cgroupSockAddr),
       line('cgroup v2', caps.cgroupV2),
+      line('socket-LB', { ok: lb.supported, detail: lb.supported ? `cgroup v2 ${lb.cgroup2Root}, ${lb.bpftool}` : lb.reasons.join('; ') }),
+      ...accelerators.map((a) => line(`accelerator ${a.kind}`, { ok: a.available, detail: a.detail })),
       '',
-      `mode: ${choice.mode}`,
-      `why:  ${choice.reason}`,
+      `mode: ${mode}`,
+      ...decision.reasons.map((r) => `why:  ${r}`),
     ];
     process.stdout.write(`${out.join('\n')}\n`);
     return EXIT_OK;

@@ -1,7 +1,7 @@
 import { configHelp, configOptions, EXIT_OK, EXIT_RUNTIME, UsageError, type Command } from '../command.js';
 import { configFromArgs, createLogger, loadCatalogOnce } from '../runtime.js';
 import { buildPlan } from '../../plan/build.js';
-import { planOptions } from '../../dataplane/part.js';
+import { planOptions } from '../../plan/memo.js';
 import { compile } from '../../dataplane/nftables/compile.js';
 import { fullTransaction } from '../../dataplane/nftables/transaction.js';
 import { declareText, rulesetText } from '../../dataplane/nftables/render.js';
