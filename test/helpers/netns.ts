@@ -122,9 +122,12 @@ export class Lab {
   /**
    * Start a long-running process inside a namespace. It is killed (SIGTERM, then
    * SIGKILL) by stop() or destroy(). stdout is split into lines for waitFor().
+   * `hostMounts` enters only the network namespace (nsenter), keeping the host's
+   * /sys (cgroup v2, bpffs) that `ip netns exec` would hide — as a hostNetwork
+   * agent sees them.
    */
-  spawn(ns: string, cmd: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env, opts: { cgroup?: string } = {}): NsProcess {
-    const [c, a] = inNs(ns, cmd, args, opts.cgroup);
+  spawn(ns: string, cmd: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env, opts: { cgroup?: string; hostMounts?: boolean } = {}): NsProcess {
+    const [c, a] = opts.hostMounts ? ['nsenter', [`--net=/run/netns/${ns}`, cmd, ...args]] : inNs(ns, cmd, args, opts.cgroup);
     const child = spawn(c, a, { stdio: ['ignore', 'pipe', 'pipe'], env });
     const lines: string[] = [];
     const waiters: { re: RegExp; resolve: (l: string) => void }[] = [];
