@@ -1,0 +1,74 @@
+/**
+ * The raw TCP path: one accepted client socket → one endpoint stream, bytes pumped
+ * both ways (pump.ts). The client socket arrives paused (`pauseOnConnect`), so its
+ * bytes stay in the kernel until an endpoint is connected.
+ */
+import type { Socket } from 'node:net';
+import type { Logger } from '../util/log.js';
+import { ProxyError } from './errors.js';
+import type { ConnectionResult, DropReason } from './metrics.js';
+import { pump } from './pump.js';
+import { clientIpOf, isFdExhausted, openStream, type DialSettings, type ServiceRuntime } from './service.js';
+
+export interface TcpSettings extends DialSettings {
+  /** Close a flow after this long without a byte either way (0 = never). */
+  readonly idleTimeoutMs: number;
+}
+
+/** Admission of flows against the proxy-wide limit. */
+export interface FlowGate {
+  tryOpen(): boolean;
+  close(): void;
+}
+
+export function failureOf(err: unknown): { result: ConnectionResult; drop: DropReason } {
+  if (err instanceof ProxyError) {
+    if (err.code === 'ERR_PROXY_NO_ENDPOINTS') return { result: 'no_endpoints', drop: 'no_endpoints' };
+    if (err.code === 'ERR_PROXY_NO_REMOTE_DIALER') return { result: 'remote_unavailable', drop: 'remote_unavailable' };
+  }
+  if (isFdExhausted(err)) return { result: 'connect_failed', drop: 'emfile' };
+  return { result: 'connect_failed', drop: 'connect_failed' };
+}
+
+/** Proxy one accepted client connection. Never throws; every outcome is counted. */
+export function handleTcp(rt: ServiceRuntime, client: Socket, s: TcpSettings, gate: FlowGate, log: Logger): void {
+  const m = rt.metrics;
+  if (!gate.tryOpen()) {
+    m.result('limit');
+    m.drop('limit');
+    client.resetAndDestroy();
+    return;
+  }
+  m.activeFlows.inc();
+  // Errors before the pump owns the socket (client reset while dialling) end here.
+  const early = (): void => { client.destroy(); };
+  client.on('error', early);
+  const sp = rt.sp;
+  rt.dial(rt.input(clientIpOf(client.remoteAddress)), s, (ep, signal) => openStream(ep, sp, s.remoteDialer, signal)).then(
+    (d) => {
+      client.off('error', early);
+      m.result('ok');
+      pump(client, d.conn, {
+        toEndpoint: (n) => { m.toEndpoint += n; },
+        toClient: (n) => { m.toClient += n; },
+        done: (err, reason) => {
+          d.release();
+          gate.close();
+          m.activeFlows.dec();
+          if (reason === 'idle_timeout') m.drop('idle_timeout');
+          if (err && log.isLevelEnabled('debug')) log.debug({ service: sp.id, endpoint: d.key, err: err.message }, 'flow ended with error');
+        },
+      }, s.idleTimeoutMs);
+    },
+    (err: unknown) => {
+      const f = failureOf(err);
+      m.result(f.result);
+      m.drop(f.drop);
+      gate.close();
+      m.activeFlows.dec();
+      if (log.isLevelEnabled('debug')) log.debug({ service: sp.id, err: String(err) }, 'no endpoint reachable');
+      // A reset tells the client at once, as a refused connection would.
+      if (!client.destroyed) client.resetAndDestroy();
+    },
+  );
+}
