@@ -15,7 +15,7 @@ import type { Logger } from '../util/log.js';
 import type { PlannedEndpoint } from '../plan/types.js';
 import { pump } from './pump.js';
 import { clientIpOf, endpointKey, openStream, type ServiceRuntime } from './service.js';
-import { failureOf, type FlowGate, type TcpSettings } from './tcp.js';
+import { admit, failureOf, type FlowGate, type TcpSettings } from './tcp.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded. */
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
@@ -67,13 +67,7 @@ export class HttpPath {
   /** Serve one accepted (paused) client connection. */
   accept(client: Socket, gate: FlowGate): void {
     const m = this.rt().metrics;
-    if (!gate.tryOpen()) {
-      m.result('limit');
-      m.drop('limit');
-      client.resetAndDestroy();
-      return;
-    }
-    m.activeFlows.inc();
+    if (!admit(gate, m, client)) return;
     if (this.settings.idleTimeoutMs > 0) client.setTimeout(this.settings.idleTimeoutMs, () => { m.drop('idle_timeout'); client.destroy(); });
     client.once('close', () => {
       gate.close();

@@ -6,7 +6,7 @@
 import type { Socket } from 'node:net';
 import type { Logger } from '../util/log.js';
 import { ProxyError } from './errors.js';
-import type { ConnectionResult, DropReason } from './metrics.js';
+import type { ConnectionResult, DropReason, ServiceMetrics } from './metrics.js';
 import { pump } from './pump.js';
 import { clientIpOf, isFdExhausted, openStream, type DialSettings, type ServiceRuntime } from './service.js';
 
@@ -30,16 +30,22 @@ export function failureOf(err: unknown): { result: ConnectionResult; drop: DropR
   return { result: 'connect_failed', drop: 'connect_failed' };
 }
 
-/** Proxy one accepted client connection. Never throws; every outcome is counted. */
-export function handleTcp(rt: ServiceRuntime, client: Socket, s: TcpSettings, gate: FlowGate, log: Logger): void {
-  const m = rt.metrics;
+/** Admit a new flow against the limit (counted and reset when over it); on success the flow is active. */
+export function admit(gate: FlowGate, m: ServiceMetrics, client: Socket): boolean {
   if (!gate.tryOpen()) {
     m.result('limit');
     m.drop('limit');
     client.resetAndDestroy();
-    return;
+    return false;
   }
   m.activeFlows.inc();
+  return true;
+}
+
+/** Proxy one accepted client connection. Never throws; every outcome is counted. */
+export function handleTcp(rt: ServiceRuntime, client: Socket, s: TcpSettings, gate: FlowGate, log: Logger): void {
+  const m = rt.metrics;
+  if (!admit(gate, m, client)) return;
   // Errors before the pump owns the socket (client reset while dialling) end here.
   const early = (): void => { client.destroy(); };
   client.on('error', early);
