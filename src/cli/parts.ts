@@ -8,6 +8,7 @@ import type { CatalogStore } from '../catalog/store.js';
 import type { Logger } from '../util/log.js';
 import type { Registry } from '../metrics/registry.js';
 import type { ReadinessCheck } from '../metrics/server.js';
+import { createProxyPart } from '../proxy/part.js';
 
 export interface AgentContext {
   readonly config: Config;
@@ -29,4 +30,12 @@ export interface AgentPart {
 export type AgentPartFactory = (ctx: AgentContext) => Promise<AgentPart | undefined>;
 
 /** Registered parts, in start order. */
-export const agentParts: AgentPartFactory[] = [];
+export const agentParts: AgentPartFactory[] = [
+  // Userspace proxy (+ iptables REDIRECTs in iptables mode). Disabled until a plan builder is wired.
+  // TODO(lead): wire plan/build.ts once merged, e.g.
+  //   planFor: (snapshot) => buildPlan(snapshot, { nodeName: config.nodeName, routableCIDRs: config.dataplane.routableCIDRs,
+  //     userspacePorts: config.dataplane.userspacePorts, mode }),
+  // (the factory gets ctx.config; build the closure inside a wrapper factory), and
+  // remoteDialer: () => tunnel (the tunnel part's RemoteDialer), iptables: (config) => the detected mode is iptables.
+  createProxyPart({}),
+];
