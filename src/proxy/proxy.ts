@@ -16,6 +16,7 @@ import type { RemoteDialer } from './remote-dialer.js';
 import type { BalancerOptions } from './balancer.js';
 import { ProxyError } from './errors.js';
 import { HttpPath } from './http.js';
+import { BufferPool } from './fast-read.js';
 import { ProxyMetrics } from './metrics.js';
 import { clusterAddrKey, type OriginalDstResolver } from './original-dst.js';
 import { endpointKey, isFdExhausted, ServiceRuntime } from './service.js';
@@ -48,6 +49,12 @@ export interface UserspaceProxyOptions {
   /** One TCP listener for every service, routed by original destination. */
   readonly originalDst?: { readonly port: number; readonly host?: string; readonly resolver: OriginalDstResolver };
   readonly balancer?: BalancerOptions;
+  /**
+   * 256 KiB read buffers for socket-to-socket TCP flows (two per flow), pooled:
+   * memory is bounded by this count (default 128 = 32 MiB); flows past it use
+   * ordinary stream reads. 0 disables.
+   */
+  readonly readBuffers?: number;
 }
 
 export interface ApplyResult {
@@ -100,7 +107,8 @@ export class UserspaceProxy {
       maxConnectAttempts: opts.maxConnectAttempts ?? 3,
       ...(opts.remoteDialer ? { remoteDialer: opts.remoteDialer } : {}),
     };
-    this.tcpSettings = { ...dial, idleTimeoutMs: opts.idleTimeoutMs ?? 3_600_000 };
+    const nbuf = opts.readBuffers ?? 128;
+    this.tcpSettings = { ...dial, idleTimeoutMs: opts.idleTimeoutMs ?? 3_600_000, ...(nbuf > 0 ? { readBuffers: new BufferPool(256 * 1024, nbuf) } : {}) };
     this.udpSettings = { ...dial, sessionIdleMs: opts.udpSessionIdleMs ?? 30_000 };
     this.flows = new Gate(opts.maxFlows ?? 9_000);
     this.udpSessions = new Gate(opts.maxUdpSessions ?? 4_096);

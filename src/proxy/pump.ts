@@ -10,6 +10,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
+import type { ReadSink } from './fast-read.js';
 
 export interface PumpHooks {
   /** Bytes moved client → endpoint / endpoint → client (called per chunk). */
@@ -20,23 +21,26 @@ export interface PumpHooks {
 }
 
 /** One direction: src → dst. Returns nothing; listeners live as long as the streams. */
-function forward(src: Duplex, dst: Duplex, count: (n: number) => void): void {
+function forward(src: Duplex, dst: Duplex, count: (n: number) => void, sink?: ReadSink): void {
+  src.on('end', () => dst.end());
+  // A socket built with `onread` delivers through its sink (backpressure inside).
+  if (sink) return sink.attach(dst, count);
   src.on('data', (chunk: Buffer) => {
     count(chunk.length);
     if (!dst.write(chunk)) src.pause();
   });
   // Only this pump pauses src, so every drain of dst may resume it.
   dst.on('drain', () => src.resume());
-  src.on('end', () => dst.end());
 }
 
 /**
- * Pump `client` ⇄ `endpoint` until both are closed. `idleMs` > 0 closes both after
+ * Pump `client` ⇄ `endpoint` until both are closed. A side built with `onread`
+ * (fast-read.ts) passes its ReadSink in `sinks`. `idleMs` > 0 closes both after
  * that long without a byte in either direction (the client socket sees every byte,
  * read or written, so one timer covers the flow). Bytes the endpoint sent before
  * the pump started (buffered in its stream) are delivered.
  */
-export function pump(client: Socket, endpoint: Duplex, hooks: PumpHooks, idleMs = 0): void {
+export function pump(client: Socket, endpoint: Duplex, hooks: PumpHooks, idleMs = 0, sinks: { client?: ReadSink; endpoint?: ReadSink } = {}): void {
   let firstErr: Error | undefined;
   let reason: 'closed' | 'idle_timeout' | 'error' = 'closed';
   let open = 2;
@@ -73,8 +77,8 @@ export function pump(client: Socket, endpoint: Duplex, hooks: PumpHooks, idleMs 
       destroyBoth();
     });
   }
-  forward(client, endpoint, hooks.toEndpoint);
-  forward(endpoint, client, hooks.toClient);
+  forward(client, endpoint, hooks.toEndpoint, sinks.client);
+  forward(endpoint, client, hooks.toClient, sinks.endpoint);
   client.resume();
   endpoint.resume();
 }

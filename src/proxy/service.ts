@@ -82,11 +82,16 @@ export class ServiceRuntime {
       if (attempt > 0) this.metrics.retry();
       bal.acquire(key);
       const t0 = performance.now();
+      // A plain timer per attempt, cleared on success (AbortSignal.timeout's timer lingers until it fires).
+      const ac = new AbortController();
+      const timer = setTimeout(() => ac.abort(), settings.connectTimeoutMs);
       try {
-        const conn = await open(ep, AbortSignal.timeout(settings.connectTimeoutMs));
+        const conn = await open(ep, ac.signal);
+        clearTimeout(timer);
         this.metrics.connected((performance.now() - t0) / 1000);
         return { conn, key, endpoint: ep, release: () => bal.release(key) };
       } catch (err) {
+        clearTimeout(timer);
         bal.release(key);
         lastErr = err as Error;
         tried.add(key);
@@ -108,17 +113,17 @@ export class ServiceRuntime {
 }
 
 /** TCP connect to a local/routable endpoint (or through the remote dialer), honouring `signal` as the connect timeout. */
-export function openStream(ep: PlannedEndpoint, sp: PlannedServicePort, remote: RemoteDialer | undefined, signal: AbortSignal): Promise<Duplex> {
+export function openStream(ep: PlannedEndpoint, sp: PlannedServicePort, remote: RemoteDialer | undefined, signal: AbortSignal, onread?: net.OnReadOpts): Promise<Duplex> {
   if (ep.class === 'remote') {
     if (!remote) return Promise.reject(new ProxyError('ERR_PROXY_NO_REMOTE_DIALER', `endpoint ${ep.ip} is on node ${ep.nodeName ?? '?'} in another LAN and no tunnel is running`));
     return remote.dialStream({ nodeName: ep.nodeName ?? '', protocol: 'TCP', serviceKey: sp.serviceKey, servicePort: sp.port, ip: ep.ip, port: ep.port }, signal);
   }
-  return connectTcp(ep.ip, ep.port, signal);
+  return connectTcp(ep.ip, ep.port, signal, onread);
 }
 
-export function connectTcp(host: string, port: number, signal: AbortSignal): Promise<net.Socket> {
+export function connectTcp(host: string, port: number, signal: AbortSignal, onread?: net.OnReadOpts): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const s = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
+    const s = net.connect({ host, port, allowHalfOpen: true, noDelay: true, ...(onread ? { onread } : {}) });
     const onAbort = (): void => {
       s.destroy();
       reject(new ProxyError('ERR_PROXY_CONNECT_TIMEOUT', `connect to ${host}:${port} timed out`));

@@ -8,11 +8,14 @@ import type { Logger } from '../util/log.js';
 import { ProxyError } from './errors.js';
 import type { ConnectionResult, DropReason, ServiceMetrics } from './metrics.js';
 import { pump } from './pump.js';
+import { adoptWithBuffer, ReadSink, type BufferPool } from './fast-read.js';
 import { clientIpOf, isFdExhausted, openStream, type DialSettings, type ServiceRuntime } from './service.js';
 
 export interface TcpSettings extends DialSettings {
   /** Close a flow after this long without a byte either way (0 = never). */
   readonly idleTimeoutMs: number;
+  /** Large read buffers for socket-to-socket flows (fast-read.ts); none = stream reads. */
+  readonly readBuffers?: BufferPool;
 }
 
 /** Admission of flows against the proxy-wide limit. */
@@ -43,14 +46,38 @@ export function admit(gate: FlowGate, m: ServiceMetrics, client: Socket): boolea
 }
 
 /** Proxy one accepted client connection. Never throws; every outcome is counted. */
-export function handleTcp(rt: ServiceRuntime, client: Socket, s: TcpSettings, gate: FlowGate, log: Logger): void {
+export function handleTcp(rt: ServiceRuntime, accepted: Socket, s: TcpSettings, gate: FlowGate, log: Logger): void {
   const m = rt.metrics;
-  if (!admit(gate, m, client)) return;
+  if (!admit(gate, m, accepted)) return;
+  // Large-buffer reads when the pool has two buffers for this flow.
+  const pool = s.readBuffers;
+  const bufA = pool?.take();
+  const bufB = bufA ? pool!.take() : undefined;
+  let client = accepted;
+  let sinks: { client: ReadSink; endpoint: ReadSink } | undefined;
+  if (bufA && bufB) {
+    const cs = new ReadSink();
+    const adopted: Socket | undefined = adoptWithBuffer(accepted, cs.onread(bufA, () => adopted));
+    if (adopted) { client = adopted; sinks = { client: cs, endpoint: new ReadSink() }; }
+  }
+  if (!sinks) {
+    if (bufA) pool!.give(bufA);
+    if (bufB) pool!.give(bufB);
+  }
+  // Only after both sockets are closed: until then a handle may still read into them.
+  const returnBuffers = (): void => { if (sinks) { pool!.give(bufA!); pool!.give(bufB!); } };
+  let upstreamRef: Socket | undefined;
+  const upstreamOnread = sinks ? sinks.endpoint.onread(bufB!, () => upstreamRef) : undefined;
   // Errors before the pump owns the socket (client reset while dialling) end here.
   const early = (): void => { client.destroy(); };
   client.on('error', early);
   const sp = rt.sp;
-  rt.dial(rt.input(clientIpOf(client.remoteAddress)), s, (ep, signal) => openStream(ep, sp, s.remoteDialer, signal)).then(
+  rt.dial(rt.input(clientIpOf(client.remoteAddress)), s, async (ep, signal) => {
+    // Remote endpoints are tunnel streams: no onread there, the endpoint side uses stream reads.
+    const st = await openStream(ep, sp, s.remoteDialer, signal, ep.class === 'remote' ? undefined : upstreamOnread);
+    if (ep.class !== 'remote') upstreamRef = st as Socket;
+    return st;
+  }).then(
     (d) => {
       client.off('error', early);
       m.result('ok');
@@ -58,13 +85,14 @@ export function handleTcp(rt: ServiceRuntime, client: Socket, s: TcpSettings, ga
         toEndpoint: (n) => { m.toEndpoint += n; },
         toClient: (n) => { m.toClient += n; },
         done: (err, reason) => {
+          returnBuffers();
           d.release();
           gate.close();
           m.activeFlows.dec();
           if (reason === 'idle_timeout') m.drop('idle_timeout');
           if (err && log.isLevelEnabled('debug')) log.debug({ service: sp.id, endpoint: d.key, err: err.message }, 'flow ended with error');
         },
-      }, s.idleTimeoutMs);
+      }, s.idleTimeoutMs, sinks ? { client: sinks.client, ...(upstreamRef ? { endpoint: sinks.endpoint } : {}) } : {});
     },
     (err: unknown) => {
       const f = failureOf(err);
@@ -75,6 +103,8 @@ export function handleTcp(rt: ServiceRuntime, client: Socket, s: TcpSettings, ga
       if (log.isLevelEnabled('debug')) log.debug({ service: sp.id, err: String(err) }, 'no endpoint reachable');
       // A reset tells the client at once, as a refused connection would.
       if (!client.destroyed) client.resetAndDestroy();
+      if (client.closed) returnBuffers();
+      else client.once('close', returnBuffers);
     },
   );
 }
