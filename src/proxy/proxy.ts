@@ -228,9 +228,11 @@ export class UserspaceProxy {
         await tryListen('0.0.0.0');
       } else throw new ProxyError('ERR_PROXY_LISTEN', `listen ${host}:${port}: ${(err as Error).message}`, { cause: err });
     }
-    // Accept errors (EMFILE at the fd limit): libuv accepts and drops the pending
-    // connection itself (its reserve-fd trick), so nothing spins; count and warn at
-    // most once per 10 s, keep serving.
+    // Accept errors. At the fd limit libuv normally hides EMFILE: it closes its
+    // reserve fd, accepts and drops the pending connections, and reports nothing
+    // (nothing spins). What reaches here (EMFILE without the reserve, ENFILE,
+    // ENOBUFS…) is counted and warned at most once per 10 s; the server keeps serving.
+    // EMFILE seen when dialling an endpoint is counted in tcp.ts.
     srv.on('error', (err: NodeJS.ErrnoException) => {
       this.metrics.acceptErrors.labels(err.code ?? 'unknown').inc();
       if (isFdExhausted(err)) this.metrics.drops.labels('', 'emfile').inc();

@@ -33,6 +33,16 @@ export function failureOf(err: unknown): { result: ConnectionResult; drop: DropR
   return { result: 'connect_failed', drop: 'connect_failed' };
 }
 
+let lastFdWarn = 0;
+
+/** Out of fds: warn at most once per 10 s (the drop counter has every case). */
+export function warnFdExhausted(log: Logger, where: string): void {
+  const now = Date.now();
+  if (now - lastFdWarn < 10_000) return;
+  lastFdWarn = now;
+  log.warn({ where, code: 'EMFILE' }, 'file descriptors exhausted; new flows are refused until some close');
+}
+
 /** Admit a new flow against the limit (counted and reset when over it); on success the flow is active. */
 export function admit(gate: FlowGate, m: ServiceMetrics, client: Socket): boolean {
   if (!gate.tryOpen()) {
@@ -100,7 +110,8 @@ export function handleTcp(rt: ServiceRuntime, accepted: Socket, s: TcpSettings, 
       m.drop(f.drop);
       gate.close();
       m.activeFlows.dec();
-      if (log.isLevelEnabled('debug')) log.debug({ service: sp.id, err: String(err) }, 'no endpoint reachable');
+      if (f.drop === 'emfile') warnFdExhausted(log, 'connect');
+      else if (log.isLevelEnabled('debug')) log.debug({ service: sp.id, err: String(err) }, 'no endpoint reachable');
       // A reset tells the client at once, as a refused connection would.
       if (!client.destroyed) client.resetAndDestroy();
       if (client.closed) returnBuffers();

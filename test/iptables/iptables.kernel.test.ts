@@ -7,15 +7,13 @@
 // cluster IPs 10.96.0.10 (TCP 80 + UDP 53 → proxy), 10.96.0.11 (TCP 80, no
 // endpoints → reject); backends a/b on the node's 127.0.0.1:18081/18082.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
 import { Registry } from 'prom-client';
 import { kernelSkipReason, Lab, type NsProcess } from '../helpers/netns.js';
 import { IptablesDataplane } from '../../src/dataplane/iptables/dataplane.js';
 import { detectBackend } from '../../src/dataplane/iptables/detect.js';
 import { netnsExec } from '../../src/dataplane/iptables/exec.js';
 import { silentLogger } from '../../src/util/log.js';
-import { ep, servicePort } from '../proxy/util.js';
+import { ensureBuilt, ep, servicePort } from '../proxy/util.js';
 import type { PlannedServicePort } from '../../src/plan/types.js';
 
 const skip = kernelSkipReason();
@@ -23,15 +21,6 @@ const ROOT = new URL('../../', import.meta.url).pathname;
 const ECHO = `${ROOT}test/helpers/fixtures/echo-server.mjs`;
 const WHOAMI = `${ROOT}test/helpers/fixtures/whoami-client.mjs`;
 const PROXY = `${ROOT}test/proxy/fixtures/proxy-in-ns.mjs`;
-
-/** Build dist/ when the proxy or iptables sources are newer than it (the proxy fixture imports dist). */
-function ensureBuilt(): void {
-  const newest = (dir: string): number => Math.max(0, ...readdirSync(dir).map((f) => statSync(`${dir}/${f}`).mtimeMs));
-  const built = existsSync(`${ROOT}dist/proxy/proxy.js`) ? statSync(`${ROOT}dist/proxy/proxy.js`).mtimeMs : 0;
-  if (built < Math.max(newest(`${ROOT}src/proxy`), newest(`${ROOT}src/dataplane/iptables`))) {
-    execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
-  }
-}
 
 const CLUSTER = '10.96.0.10';
 const REJECTED = '10.96.0.11';

@@ -6,7 +6,8 @@
 import net from 'node:net';
 import dgram from 'node:dgram';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import type { PlannedEndpoint, PlannedPolicy, PlannedServicePort } from '../../src/plan/types.js';
 import type { Protocol } from '../../src/catalog/types.js';
 
@@ -96,5 +97,16 @@ export async function until(cond: () => boolean, what: string, timeoutMs = 5_000
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timeout: ${what}`);
     await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+
+/** Build dist/ when the proxy or iptables sources are newer than it (fixtures that run in other processes import dist). */
+export function ensureBuilt(): void {
+  const newest = (dir: string): number => Math.max(0, ...readdirSync(dir).map((f) => statSync(`${dir}/${f}`).mtimeMs));
+  const built = existsSync(`${ROOT}dist/proxy/proxy.js`) ? statSync(`${ROOT}dist/proxy/proxy.js`).mtimeMs : 0;
+  if (built < Math.max(newest(`${ROOT}src/proxy`), newest(`${ROOT}src/dataplane/iptables`))) {
+    execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
   }
 }
