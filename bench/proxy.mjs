@@ -5,9 +5,9 @@
 //   edgeway    the userspace proxy (dist/proxy) in m
 //   haproxy    HAProxy `mode tcp` in m (its default threads)
 //   socat      socat TCP-LISTEN,fork in m
-// Measures: bulk throughput (iperf3, 1 stream), new connections/s (wrk, Connection:
+// Measures: bulk throughput both ways (iperf3, 1 stream; -R), new connections/s (wrk, Connection:
 // close), keep-alive requests/s (wrk), 1-byte request/response latency p50/p99 (one
-// connection, ping-pong), forwarder CPU seconds per GB during bulk. Ratios are
+// connection, ping-pong), forwarder CPU seconds per GB during the two bulk runs. Ratios are
 // against `direct`, measured interleaved in the same run, median of BENCH_REPS (3).
 //
 // Adding a path = one entry in MODES: { name, start(ports) → { pid, stop() } }
@@ -126,7 +126,8 @@ async function measure(mode, fwd) {
   const { host, ports } = mode.target;
   const cpu0 = fwd.pid ? cpuSeconds(fwd.pid) : 0;
   const ip = JSON.parse(inNs(NS.c, 'iperf3', ['-c', host, '-p', String(ports.bulk), '-t', String(SECS), '-J']));
-  const bytes = ip.end.sum_received.bytes;
+  const down = JSON.parse(inNs(NS.c, 'iperf3', ['-c', host, '-p', String(ports.bulk), '-t', String(SECS), '-R', '-J']));
+  const bytes = ip.end.sum_received.bytes + down.end.sum_received.bytes;
   await new Promise((r) => setTimeout(r, 300)); // let socat children exit and be reaped
   const cpu = fwd.pid ? (cpuSeconds(fwd.pid) - cpu0) / (bytes / 1e9) : null;
   const wrk = (extra) => {
@@ -138,7 +139,7 @@ async function measure(mode, fwd) {
   const conn = wrk(['-H', 'Connection: close']);
   const ka = wrk([]);
   const rr = JSON.parse(inNs(NS.c, process.execPath, [new URL(import.meta.url).pathname, '--rr', host, String(ports.echo), '3000']));
-  return { gbps: (ip.end.sum_received.bits_per_second / 1e9), connPerSec: conn.rps, connErrors: conn.errors, keepAliveRps: ka.rps, kaErrors: ka.errors, rrP50us: rr.p50, rrP99us: rr.p99, cpuSecPerGB: cpu };
+  return { gbps: (ip.end.sum_received.bits_per_second / 1e9), gbpsDown: (down.end.sum_received.bits_per_second / 1e9), connPerSec: conn.rps, connErrors: conn.errors, keepAliveRps: ka.rps, kaErrors: ka.errors, rrP50us: rr.p50, rrP99us: rr.p99, cpuSecPerGB: cpu };
 }
 
 async function main() {
@@ -167,7 +168,7 @@ async function main() {
         }
       }
     }
-    const keys = ['gbps', 'connPerSec', 'keepAliveRps', 'rrP50us', 'rrP99us', 'cpuSecPerGB'];
+    const keys = ['gbps', 'gbpsDown', 'connPerSec', 'keepAliveRps', 'rrP50us', 'rrP99us', 'cpuSecPerGB'];
     const result = {};
     for (const [name, rs] of Object.entries(runs)) {
       result[name] = Object.fromEntries(keys.map((k) => [k, rs[0][k] === null ? null : median(rs.map((r) => r[k]))]));
@@ -177,6 +178,7 @@ async function main() {
     const rows = Object.entries(result).map(([name, r]) => ({
       name,
       bulk: `${r.gbps.toFixed(2)} Gb/s (${(r.gbps / d.gbps).toFixed(2)}×)`,
+      down: `${r.gbpsDown.toFixed(2)} Gb/s (${(r.gbpsDown / d.gbpsDown).toFixed(2)}×)`,
       conn: `${Math.round(r.connPerSec)} (${(r.connPerSec / d.connPerSec).toFixed(2)}×)`,
       ka: `${Math.round(r.keepAliveRps)} (${(r.keepAliveRps / d.keepAliveRps).toFixed(2)}×)`,
       rr: `${r.rrP50us.toFixed(0)} / ${r.rrP99us.toFixed(0)} µs (+${(r.rrP50us - d.rrP50us).toFixed(0)})`,
@@ -185,9 +187,9 @@ async function main() {
     const md = [
       `# bench/proxy — ${new Date().toISOString()}`, '',
       `Median of ${REPS} interleaved runs, ${SECS} s each; ratios vs direct in the same run. Shared 2-core machine: noisy.`, '',
-      '| path | bulk (iperf3, 1 stream) | new conns/s (wrk -c64, Connection: close) | keep-alive req/s (wrk -c64) | 1-byte RR p50 / p99 (Δp50 vs direct) | forwarder CPU per GB |',
-      '|---|---|---|---|---|---|',
-      ...rows.map((r) => `| ${r.name} | ${r.bulk} | ${r.conn} | ${r.ka} | ${r.rr} | ${r.cpu} |`),
+      '| path | bulk c→s (iperf3, 1 stream) | bulk s→c (iperf3 -R) | new conns/s (wrk -c64, Connection: close) | keep-alive req/s (wrk -c64) | 1-byte RR p50 / p99 (Δp50 vs direct) | forwarder CPU per GB |',
+      '|---|---|---|---|---|---|---|',
+      ...rows.map((r) => `| ${r.name} | ${r.bulk} | ${r.down} | ${r.conn} | ${r.ka} | ${r.rr} | ${r.cpu} |`),
       '',
     ].join('\n');
     console.log(md);
