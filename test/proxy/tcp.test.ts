@@ -11,7 +11,7 @@ import { UserspaceProxy } from '../../src/proxy/proxy.js';
 import type { RemoteDialer } from '../../src/proxy/remote-dialer.js';
 import { silentLogger } from '../../src/util/log.js';
 import type { PlannedPolicy } from '../../src/plan/types.js';
-import { ep, fdCount, freePort, servicePort, startBackends, stopBackends, until, whoami, type Backend } from './util.js';
+import { echoThrough, ep, freePort, servicePort, startBackends, stopBackends, until, whoami, type Backend } from './util.js';
 
 let backends: Backend[] = [];
 const proxies: UserspaceProxy[] = [];
@@ -39,18 +39,6 @@ function tally(ids: string[]): Record<string, number> {
   const c: Record<string, number> = {};
   for (const id of ids) c[id] = (c[id] ?? 0) + 1;
   return c;
-}
-
-/** Send `payload`, half-close, collect everything echoed until the proxy's FIN. */
-function echoThrough(port: number, payload: Buffer): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true });
-    const chunks: Buffer[] = [];
-    s.on('data', (d) => chunks.push(d));
-    s.on('end', () => { s.end(); resolve(Buffer.concat(chunks)); });
-    s.on('error', reject);
-    s.on('connect', () => s.end(payload));
-  });
 }
 
 describe('policies through the TCP proxy', () => {
@@ -115,13 +103,13 @@ describe('policies through the TCP proxy', () => {
 });
 
 describe('TCP proxy behaviour', () => {
-  it.each([0, 1, 65_537, 4 << 20, 64 << 20])('echo of %i random bytes through the proxy (sha256)', async (size) => {
+  it.each([0, 1, 65_537, 1 << 20])('echo of %i random bytes through the proxy (sha256)', async (size) => {
     const { port } = await proxyFor({ kind: 'roundRobin' });
     const payload = randomBytes(size);
     const back = await echoThrough(port, payload);
     expect(back.length).toBe(size);
     expect(createHash('sha256').update(back).digest('hex')).toBe(createHash('sha256').update(payload).digest('hex'));
-  }, 60_000);
+  });
 
   it('half-close from the endpoint side: client keeps sending after the endpoint FIN', async () => {
     let received = 0;
@@ -234,17 +222,4 @@ describe('TCP proxy behaviour', () => {
     await expect(whoami(sharedPort, { localAddress: '127.0.0.23', timeoutMs: 1_000 })).rejects.toThrow();
     expect(await metric(registry, 'edgeway_proxy_drops_total', { reason: 'unknown_destination' })).toBe(1);
   });
-
-  it('1,000 concurrent connections all complete and the fd count returns to its start', async () => {
-    const { proxy, port } = await proxyFor({ kind: 'roundRobin' });
-    // Warm up lazily created handles (timers, pipes) so they do not count as leaks.
-    await whoami(port);
-    const before = fdCount();
-    const payload = randomBytes(4096);
-    const want = createHash('sha256').update(payload).digest('hex');
-    const results = await Promise.all(Array.from({ length: 1000 }, () => echoThrough(port, payload)));
-    for (const r of results) expect(createHash('sha256').update(r).digest('hex')).toBe(want);
-    await until(() => proxy.activeFlows === 0, 'all flows closed', 10_000);
-    await until(() => fdCount() <= before, `fd count back to ${before} (now ${fdCount()})`, 10_000);
-  }, 60_000);
 });

@@ -86,6 +86,18 @@ export function whoami(port: number, opts: { localAddress?: string; host?: strin
   });
 }
 
+/** Send `payload`, half-close, collect everything echoed until the proxy's FIN. */
+export function echoThrough(port: number, payload: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    const chunks: Buffer[] = [];
+    s.on('data', (d) => chunks.push(d));
+    s.on('end', () => { s.end(); resolve(Buffer.concat(chunks)); });
+    s.on('error', reject);
+    s.on('connect', () => s.end(payload));
+  });
+}
+
 /** Open file descriptors of this process. */
 export function fdCount(): number {
   return readdirSync('/proc/self/fd').length;
