@@ -7,7 +7,7 @@
  * The buffer is reused for every read, so a chunk must be out of it before the next
  * read: after `write()`, if the destination still holds bytes (`writableLength > 0`:
  * the kernel send buffer was full and libuv keeps a pointer into our buffer), the
- * callback returns false, which stops reading until the destination drains. That
+ * callback returns false, which stops reading until that write has completed. That
  * is also the flow's backpressure.
  *
  * Buffers come from a bounded pool (memory stays bounded whatever the number of
@@ -53,6 +53,17 @@ export class ReadSink {
 
   /** The `onread` option for `src`'s socket (src known lazily: the socket is built with it). */
   onread(buffer: Buffer, src: () => net.Socket | undefined): net.OnReadOpts {
+    // Resume only from a write's completion callback and only once the destination
+    // holds nothing of ours: 'drain' is not enough, Node emits it only after a
+    // write() that returned false, and a small chunk left pending returns true.
+    // One bound callback for every write (no closure per chunk); a late callback
+    // of an earlier write sees writableLength > 0 while a later one is pending.
+    const written = (): void => {
+      if (this.waiting && this.dst && this.dst.writableLength === 0) {
+        this.waiting = false;
+        src()?.resume();
+      }
+    };
     return {
       buffer,
       callback: (n: number, buf: Uint8Array): boolean => {
@@ -62,13 +73,10 @@ export class ReadSink {
           return true;
         }
         this.count(n);
-        dst.write(buf.subarray(0, n));
+        dst.write(buf.subarray(0, n), written);
         if (dst.writableLength === 0) return true;
         // libuv still points into `buffer`: no more reads until the bytes are out.
-        if (!this.waiting) {
-          this.waiting = true;
-          dst.once('drain', () => { this.waiting = false; src()?.resume(); });
-        }
+        this.waiting = true;
         return false;
       },
     };

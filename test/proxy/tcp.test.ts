@@ -111,6 +111,33 @@ describe('TCP proxy behaviour', () => {
     expect(createHash('sha256').update(back).digest('hex')).toBe(createHash('sha256').update(payload).digest('hex'));
   });
 
+  it('backpressure with small chunks: a stalled endpoint resumes and every byte arrives', async () => {
+    // The endpoint reads nothing for a while, so the proxy's writes back up while it
+    // reads small chunks (1 KiB, one per tick); then the endpoint drains everything.
+    let received = 0;
+    const total = 6 << 20;
+    const srv = net.createServer((s) => {
+      s.pause();
+      setTimeout(() => s.resume(), 800);
+      s.on('data', (d) => { received += d.length; });
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const { port } = await proxyFor({ kind: 'random' }, {}, [ep('127.0.0.1', (srv.address() as net.AddressInfo).port)]);
+    const c = net.connect({ host: '127.0.0.1', port });
+    try {
+      await new Promise<void>((r) => c.once('connect', () => r()));
+      const chunk = randomBytes(1024);
+      for (let sent = 0; sent < total; sent += chunk.length) {
+        if (!c.write(chunk)) await new Promise((r) => c.once('drain', r));
+        else await new Promise((r) => setImmediate(r));
+      }
+      await until(() => received === total, `all ${total} bytes at the endpoint (got ${received})`, 20_000);
+    } finally {
+      c.destroy();
+      srv.close();
+    }
+  }, 30_000);
+
   it('half-close from the endpoint side: client keeps sending after the endpoint FIN', async () => {
     let received = 0;
     let serverSawEnd = false;
