@@ -122,11 +122,24 @@ function median(xs) {
   return s[Math.floor(s.length / 2)];
 }
 
+/** One iperf3 run (JSON); a failed run (server busy after the previous test, …) is retried twice. */
+async function iperf(host, port, extra) {
+  let last = '';
+  for (let attempt = 0; attempt < 3; attempt++) {
+    let j;
+    try { j = JSON.parse(inNs(NS.c, 'iperf3', ['-c', host, '-p', String(port), '-t', String(SECS), '-J', ...extra])); } catch (e) { j = { error: String(e.stdout ?? e.message).slice(0, 300) }; }
+    if (j.end?.sum_received) return j;
+    last = j.error ?? 'no result';
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  throw new Error(`iperf3 to ${host}:${port} failed: ${last}`);
+}
+
 async function measure(mode, fwd) {
   const { host, ports } = mode.target;
   const cpu0 = fwd.pid ? cpuSeconds(fwd.pid) : 0;
-  const ip = JSON.parse(inNs(NS.c, 'iperf3', ['-c', host, '-p', String(ports.bulk), '-t', String(SECS), '-J']));
-  const down = JSON.parse(inNs(NS.c, 'iperf3', ['-c', host, '-p', String(ports.bulk), '-t', String(SECS), '-R', '-J']));
+  const ip = await iperf(host, ports.bulk, []);
+  const down = await iperf(host, ports.bulk, ['-R']);
   const bytes = ip.end.sum_received.bytes + down.end.sum_received.bytes;
   await new Promise((r) => setTimeout(r, 300)); // let socat children exit and be reaped
   const cpu = fwd.pid ? (cpuSeconds(fwd.pid) - cpu0) / (bytes / 1e9) : null;
