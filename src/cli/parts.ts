@@ -10,6 +10,7 @@ import type { Registry } from '../metrics/registry.js';
 import type { ReadinessCheck } from '../metrics/server.js';
 import type { ResolvedMode } from '../dataplane/mode.js';
 import type { PlanFor } from '../plan/memo.js';
+import type { RemoteDialer } from '../proxy/remote-dialer.js';
 
 export interface AgentContext {
   readonly config: Config;
@@ -21,6 +22,8 @@ export interface AgentContext {
   readonly mode: ResolvedMode;
   /** The plan of a snapshot, built once and shared by every part. */
   readonly planFor: PlanFor;
+  /** The tunnel's dialer for endpoints in other LANs, once the tunnel part runs. */
+  readonly remoteDialer?: () => RemoteDialer | undefined;
 }
 
 export interface AgentPart {
@@ -48,5 +51,17 @@ export const agentParts: AgentPartFactory[] = [
         return new SocketLb({ registry, logger, pinDir: config.dataplane.ebpf.pinDir, ...(cgroup ? { cgroup } : {}) });
       },
     });
+  },
+  // Userspace proxy: serves every service port the plan sends to userspace (L7
+  // policies, remote endpoints through the tunnel, everything in iptables mode).
+  async (ctx) => {
+    // Without a kernel data plane nothing is redirected to the proxy's ports.
+    if (ctx.mode.base === 'none') return undefined;
+    const { createProxyPart } = await import('../proxy/part.js');
+    return createProxyPart({
+      planFor: ctx.planFor,
+      iptables: () => ctx.mode.base === 'iptables',
+      remoteDialer: () => ctx.remoteDialer?.(),
+    })(ctx);
   },
 ];

@@ -45,6 +45,26 @@ export const relayNodeSchema = z
   })
   .strict();
 
+/** The userspace proxy (iptables mode, L7 policies, remote endpoints). */
+export const proxySchema = z
+  .object({
+    /** Per connect attempt to an endpoint. */
+    connectTimeoutMs: z.number().int().min(10).default(3_000),
+    /** Attempts per flow, each on another endpoint. */
+    maxConnectAttempts: z.number().int().min(1).max(16).default(3),
+    /** TCP flow closed after this long without a byte (0 = never). */
+    idleTimeoutMs: z.number().int().min(0).default(3_600_000),
+    udpSessionIdleMs: z.number().int().min(100).default(30_000),
+    /** TCP flows at once (each holds two fds; the process fd limit may be 20k). */
+    maxFlows: z.number().int().min(1).default(9_000),
+    maxUdpSessions: z.number().int().min(1).default(4_096),
+    /** Per-service metric labels; turn off for large clusters. */
+    perServiceLabels: z.boolean().default(true),
+    /** iptables mode backend; auto = the one the host's rules use. */
+    iptablesBackend: z.enum(['auto', 'legacy', 'nft']).default('auto'),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     nodeName: z.string().min(1).optional(),
@@ -139,6 +159,7 @@ export const configSchema = z
       })
       .strict()
       .default(() => ({ mode: 'auto' as const, threads: 2, pipeSize: 1 << 20, sockmap: true })),
+    proxy: proxySchema.default(() => proxySchema.parse({})),
     metrics: z
       .object({ listen: hostPort.or(z.literal('')).default('127.0.0.1:9464') })
       .strict()

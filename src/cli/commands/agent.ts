@@ -25,6 +25,12 @@ ${configHelp}
     const metricsListen = typeof values['metrics-listen'] === 'string' ? values['metrics-listen'] : undefined;
     const config = await configFromArgs(values, metricsListen !== undefined ? { metricsListen } : {});
     const logger = createLogger(config.log.level);
+    // Signals are taken from the first moment: a stop during start-up waits for the
+    // parts started so far and releases them, instead of killing the process mid-way.
+    const stopRequested = new Promise<string>((resolve) => {
+      process.once('SIGINT', () => resolve('SIGINT'));
+      process.once('SIGTERM', () => resolve('SIGTERM'));
+    });
     const mode = await resolveMode(config);
     if (mode.error) {
       logger.error({ reasons: mode.reasons }, mode.error);
@@ -72,11 +78,7 @@ ${configHelp}
       if (part.readiness) metrics?.addReadiness(part.readiness);
     }
 
-    await new Promise<void>((resolve) => {
-      const done = (sig: string): void => { logger.info({ signal: sig }, 'stopping'); resolve(); };
-      process.once('SIGINT', () => done('SIGINT'));
-      process.once('SIGTERM', () => done('SIGTERM'));
-    });
+    logger.info({ signal: await stopRequested }, 'stopping');
     for (const p of parts.reverse()) await p.stop().catch((err: unknown) => logger.error({ part: p.name, err: String(err) }, 'stop failed'));
     for (const s of sources) await s.stop();
     await store.close();

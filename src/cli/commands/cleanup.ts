@@ -13,6 +13,7 @@ export const cleanupCommand: Command = {
   help: `Usage: edgeway cleanup --config FILE
 
 Removes table inet edgeway (every chain, map and set of the nftables data plane),
+the iptables-mode chains (both backends),
 the eBPF socket-LB programs and pins (dataplane.ebpf.pinDir), and the DNS dummy
 interface (dns.interface, default edgeway0) when present.
 Stop the agent first, or it puts them back. Running it twice is harmless.
@@ -29,6 +30,17 @@ ${configHelp}`,
     } catch (err) {
       failed = true;
       process.stderr.write(`edgeway cleanup: removing table inet edgeway failed: ${(err as Error).message}\n`);
+    }
+    // iptables mode: our chains and jumps, on both backends and both families.
+    try {
+      const { IptablesDataplane } = await import('../../dataplane/iptables/dataplane.js');
+      const { createRegistry } = await import('../../metrics/registry.js');
+      const { silentLogger } = await import('../../util/log.js');
+      await new IptablesDataplane({ logger: silentLogger(), registry: createRegistry({ defaultMetrics: false }) }).cleanup();
+      process.stdout.write('removed iptables chains (legacy and nft backends), if any\n');
+    } catch (err) {
+      failed = true;
+      process.stderr.write(`edgeway cleanup: removing iptables chains failed: ${(err as Error).message}\n`);
     }
     // eBPF socket-LB: programs, attachments and pins under dataplane.ebpf.pinDir.
     if (existsSync(config.dataplane.ebpf.pinDir)) {

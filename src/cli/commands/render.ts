@@ -1,4 +1,4 @@
-import { configHelp, configOptions, EXIT_OK, EXIT_RUNTIME, UsageError, type Command } from '../command.js';
+import { configHelp, configOptions, EXIT_OK, UsageError, type Command } from '../command.js';
 import { configFromArgs, createLogger, loadCatalogOnce } from '../runtime.js';
 import { buildPlan } from '../../plan/build.js';
 import { planOptions } from '../../plan/memo.js';
@@ -20,18 +20,20 @@ ${configHelp}
                           json: {"declare": [nft text lines], "nftables": [commands]} —
                           the JSON transaction the agent runs after declaring the
                           sets nft 1.0.6 cannot declare in JSON
-                          iptables: the iptables data plane (not built in this version)`,
+                          iptables: the iptables-restore --noflush input of iptables mode
+                          (ClusterIP:port REDIRECTed to the userspace proxy)`,
   options: { ...configOptions, format: { type: 'string' } },
   async run(values) {
     const format = typeof values.format === 'string' ? values.format : 'nft';
     if (!['nft', 'json', 'iptables'].includes(format)) throw new UsageError(`--format must be nft, json or iptables (got "${format}")`);
     const config = await configFromArgs(values);
-    if (format === 'iptables') {
-      process.stderr.write('edgeway render: --format iptables is not built in this version (the iptables data plane is not included)\n');
-      return EXIT_RUNTIME;
-    }
     const logger = createLogger(config.log.level === 'info' ? 'warn' : config.log.level);
     const { snapshot } = await loadCatalogOnce(config, logger);
+    if (format === 'iptables') {
+      const { renderIptables } = await import('../../dataplane/iptables/compile.js');
+      process.stdout.write(renderIptables(buildPlan(snapshot, planOptions(config, 'iptables'))));
+      return EXIT_OK;
+    }
     const plan = buildPlan(snapshot, planOptions(config, 'nftables'));
     const rs = compile(plan);
     if (format === 'nft') {

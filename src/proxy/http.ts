@@ -1,0 +1,218 @@
+/**
+ * The HTTP/1.1-aware path, for service ports whose policy hashes on a header or a
+ * cookie. Node's own parser (llhttp) reads requests off the accepted socket; each
+ * request picks its endpoint from its own key, so one keep-alive client connection
+ * may reach several endpoints, each over a pooled keep-alive upstream connection.
+ * A missing hash cookie is generated and set on the response, as Istio's
+ * `httpCookie` does. `Upgrade` requests (WebSocket) are forwarded as raw bytes
+ * once the head is written. HTTPS is never parsed: such services are plain TCP.
+ */
+import http from 'node:http';
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Logger } from '../util/log.js';
+import type { PlannedEndpoint } from '../plan/types.js';
+import { pump } from './pump.js';
+import { clientIpOf, endpointKey, openStream, type ServiceRuntime } from './service.js';
+import { admit, failureOf, type FlowGate, type TcpSettings } from './tcp.js';
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded. */
+const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+
+/** Raw header list minus hop-by-hop ones and those the Connection header names. */
+export function forwardHeaders(raw: readonly string[]): string[] {
+  const named = new Set<string>();
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.toLowerCase() === 'connection') for (const t of raw[i + 1]!.split(',')) named.add(t.trim().toLowerCase());
+  }
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i]!.toLowerCase();
+    if (HOP.has(k) || named.has(k)) continue;
+    out.push(raw[i]!, raw[i + 1]!);
+  }
+  return out;
+}
+
+/** Value of cookie `name` in a Cookie header, or undefined. */
+export function readCookie(header: string | undefined, name: string): string | undefined {
+  if (!header) return undefined;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq < 0) continue;
+    if (part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
+export class HttpPath {
+  private readonly server: http.Server;
+  /** Keep-alive pools per endpoint key; endpoints that leave the plan are dropped by `prune`. */
+  private readonly agents = new Map<string, http.Agent>();
+
+  constructor(private readonly rt: () => ServiceRuntime, private readonly settings: TcpSettings, private readonly log: Logger) {
+    this.server = http.createServer({ noDelay: true });
+    // Requests may stream for long; the flow idle timeout is what bounds a silent client.
+    this.server.requestTimeout = 0;
+    this.server.keepAliveTimeout = Math.max(5_000, settings.idleTimeoutMs > 0 ? Math.min(settings.idleTimeoutMs, 120_000) : 120_000);
+    this.server.on('request', (req, res) => this.onRequest(req, res));
+    this.server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket as Socket, head));
+    this.server.on('clientError', (_err, socket: Duplex) => {
+      this.rt().metrics.drop('http_parse');
+      if (!socket.destroyed) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    });
+  }
+
+  /** Serve one accepted (paused) client connection. */
+  accept(client: Socket, gate: FlowGate): void {
+    const m = this.rt().metrics;
+    if (!admit(gate, m, client)) return;
+    if (this.settings.idleTimeoutMs > 0) client.setTimeout(this.settings.idleTimeoutMs, () => { m.drop('idle_timeout'); client.destroy(); });
+    client.once('close', () => {
+      gate.close();
+      m.activeFlows.dec();
+      m.toEndpoint += client.bytesRead;
+      m.toClient += client.bytesWritten;
+    });
+    this.server.emit('connection', client);
+    client.resume();
+  }
+
+  /** Drop pools of endpoints no longer planned. */
+  prune(keys: ReadonlySet<string>): void {
+    for (const [k, a] of this.agents) if (!keys.has(k)) { a.destroy(); this.agents.delete(k); }
+  }
+
+  close(): void {
+    for (const a of this.agents.values()) a.destroy();
+    this.agents.clear();
+    this.server.close();
+  }
+
+  private agentFor(rt: ServiceRuntime, ep: PlannedEndpoint, key: string): http.Agent {
+    let a = this.agents.get(key);
+    if (!a) {
+      a = new http.Agent({ keepAlive: true, maxFreeSockets: 64, scheduling: 'lifo' });
+      if (ep.class === 'remote') {
+        const remote = this.settings.remoteDialer;
+        const sp = rt.sp;
+        // The agent pools tunnel streams like sockets.
+        (a as unknown as { createConnection: (o: unknown, cb: (err: Error | null, s?: Duplex) => void) => void }).createConnection = (_o, cb) => {
+          openStream(ep, sp, remote, AbortSignal.timeout(this.settings.connectTimeoutMs)).then((s) => cb(null, s), (e: Error) => cb(e));
+        };
+      }
+      this.agents.set(key, a);
+    }
+    return a;
+  }
+
+  /** Hash key of a request, and the Set-Cookie to add when a cookie had to be made. */
+  private keyOf(rt: ServiceRuntime, req: http.IncomingMessage): { hashKey?: string; setCookie?: string } {
+    const p = rt.sp.policy;
+    if (p.kind !== 'consistentHash') return {};
+    const k = p.key;
+    if (k.type === 'header') {
+      const v = req.headers[k.name.toLowerCase()];
+      return v === undefined ? {} : { hashKey: Array.isArray(v) ? v.join(',') : v };
+    }
+    if (k.type === 'cookie') {
+      const v = readCookie(req.headers.cookie, k.name);
+      if (v !== undefined) return { hashKey: v };
+      const made = randomBytes(8).toString('hex');
+      const attrs = [`${k.name}=${made}`, `Path=${k.path ?? '/'}`, ...(k.ttlSeconds ? [`Max-Age=${k.ttlSeconds}`] : []), 'HttpOnly'];
+      return { hashKey: made, setCookie: attrs.join('; ') };
+    }
+    return {};
+  }
+
+  private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const rt = this.rt();
+    const m = rt.metrics;
+    const bal = rt.balancer;
+    const { hashKey, setCookie } = this.keyOf(rt, req);
+    const input = rt.input(clientIpOf(req.socket.remoteAddress), hashKey);
+    // Without a body the request can be sent again to another endpoint when a connect fails.
+    const replayable = !req.headers['transfer-encoding'] && (req.headers['content-length'] ?? '0') === '0';
+    const headers = forwardHeaders(req.rawHeaders);
+    const tried = new Set<string>();
+    const attempt = (): void => {
+      const idx = bal.pick(tried.size ? { ...input, exclude: tried } : input);
+      const ep = idx === undefined ? undefined : rt.sp.endpoints[idx];
+      if (!ep) {
+        m.result(tried.size ? 'connect_failed' : 'no_endpoints');
+        m.drop(tried.size ? 'connect_failed' : 'no_endpoints');
+        if (!res.headersSent) { res.writeHead(503, { 'content-length': '0' }); res.end(); }
+        return;
+      }
+      const key = endpointKey(ep);
+      if (tried.size) m.retry();
+      tried.add(key);
+      bal.acquire(key);
+      let released = false;
+      const release = (): void => { if (!released) { released = true; bal.release(key); } };
+      const t0 = performance.now();
+      const up = http.request({
+        host: ep.ip, port: ep.port, method: req.method, path: req.url, headers, agent: this.agentFor(rt, ep, key), setHost: false,
+      });
+      let connectTimer: NodeJS.Timeout | undefined;
+      up.once('socket', (s: Socket) => {
+        const connected = (): void => { if (connectTimer) clearTimeout(connectTimer); m.connected((performance.now() - t0) / 1000); };
+        if ((s as { connecting?: boolean }).connecting) {
+          connectTimer = setTimeout(() => up.destroy(new Error('connect timeout')), this.settings.connectTimeoutMs);
+          s.once('connect', connected);
+        } else connected();
+      });
+      up.on('response', (ur) => {
+        const out = forwardHeaders(ur.rawHeaders);
+        if (setCookie) out.push('Set-Cookie', setCookie);
+        res.writeHead(ur.statusCode ?? 502, ur.statusMessage, out);
+        ur.pipe(res);
+        ur.once('end', () => { release(); m.result('ok'); });
+        ur.once('error', () => { release(); res.destroy(); });
+      });
+      up.on('error', (err) => {
+        if (connectTimer) clearTimeout(connectTimer);
+        release();
+        // A failed connect, or a pooled connection the endpoint had closed: safe to resend without a body.
+        if (!res.headersSent && replayable && tried.size < this.settings.maxConnectAttempts) return attempt();
+        const f = failureOf(err);
+        m.result('http_error');
+        m.drop(f.drop);
+        if (this.log.isLevelEnabled('debug')) this.log.debug({ service: rt.sp.id, endpoint: key, err: err.message }, 'http upstream failed');
+        if (!res.headersSent) { res.writeHead(502, { 'content-length': '0' }); res.end(); } else res.destroy();
+      });
+      res.once('close', () => { if (!res.writableFinished) { up.destroy(); release(); } });
+      if (replayable) up.end();
+      else req.pipe(up);
+    };
+    attempt();
+  }
+
+  /** WebSocket (or any Upgrade): pick by the request's key, write the head through, then raw bytes. */
+  private onUpgrade(req: http.IncomingMessage, client: Socket, head: Buffer): void {
+    const rt = this.rt();
+    const m = rt.metrics;
+    const { hashKey } = this.keyOf(rt, req);
+    rt.dial(rt.input(clientIpOf(client.remoteAddress), hashKey), this.settings, (ep, signal) => openStream(ep, rt.sp, this.settings.remoteDialer, signal)).then(
+      (d) => {
+        m.result('ok');
+        let text = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`;
+        for (let i = 0; i < req.rawHeaders.length; i += 2) text += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
+        d.conn.write(text + '\r\n');
+        if (head.length) d.conn.write(head);
+        pump(client, d.conn, {
+          toEndpoint: () => undefined, // counted from the socket totals at close
+          toClient: () => undefined,
+          done: () => d.release(),
+        }, 0);
+      },
+      (err: unknown) => {
+        const f = failureOf(err);
+        m.result(f.result);
+        m.drop(f.drop);
+        client.end('HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      },
+    );
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * The raw TCP path: one accepted client socket → one endpoint stream, bytes pumped
+ * both ways (pump.ts). The client socket arrives paused (`pauseOnConnect`), so its
+ * bytes stay in the kernel until an endpoint is connected.
+ */
+import type { Socket } from 'node:net';
+import type { Logger } from '../util/log.js';
+import { ProxyError } from './errors.js';
+import type { ConnectionResult, DropReason, ServiceMetrics } from './metrics.js';
+import { pump } from './pump.js';
+import { adoptWithBuffer, ReadSink, type BufferPool } from './fast-read.js';
+import { clientIpOf, isFdExhausted, openStream, type DialSettings, type ServiceRuntime } from './service.js';
+
+export interface TcpSettings extends DialSettings {
+  /** Close a flow after this long without a byte either way (0 = never). */
+  readonly idleTimeoutMs: number;
+  /** Large read buffers for socket-to-socket flows (fast-read.ts); none = stream reads. */
+  readonly readBuffers?: BufferPool;
+}
+
+/** Admission of flows against the proxy-wide limit. */
+export interface FlowGate {
+  tryOpen(): boolean;
+  close(): void;
+}
+
+export function failureOf(err: unknown): { result: ConnectionResult; drop: DropReason } {
+  if (err instanceof ProxyError) {
+    if (err.code === 'ERR_PROXY_NO_ENDPOINTS') return { result: 'no_endpoints', drop: 'no_endpoints' };
+    if (err.code === 'ERR_PROXY_NO_REMOTE_DIALER') return { result: 'remote_unavailable', drop: 'remote_unavailable' };
+  }
+  if (isFdExhausted(err)) return { result: 'connect_failed', drop: 'emfile' };
+  return { result: 'connect_failed', drop: 'connect_failed' };
+}
+
+let lastFdWarn = 0;
+
+/** Out of fds: warn at most once per 10 s (the drop counter has every case). */
+export function warnFdExhausted(log: Logger, where: string): void {
+  const now = Date.now();
+  if (now - lastFdWarn < 10_000) return;
+  lastFdWarn = now;
+  log.warn({ where, code: 'EMFILE' }, 'file descriptors exhausted; new flows are refused until some close');
+}
+
+/** Admit a new flow against the limit (counted and reset when over it); on success the flow is active. */
+export function admit(gate: FlowGate, m: ServiceMetrics, client: Socket): boolean {
+  if (!gate.tryOpen()) {
+    m.result('limit');
+    m.drop('limit');
+    client.resetAndDestroy();
+    return false;
+  }
+  m.activeFlows.inc();
+  return true;
+}
+
+/** Proxy one accepted client connection. Never throws; every outcome is counted. */
+export function handleTcp(rt: ServiceRuntime, accepted: Socket, s: TcpSettings, gate: FlowGate, log: Logger): void {
+  const m = rt.metrics;
+  if (!admit(gate, m, accepted)) return;
+  // Large-buffer reads when the pool has two buffers for this flow.
+  const pool = s.readBuffers;
+  const bufA = pool?.take();
+  const bufB = bufA ? pool!.take() : undefined;
+  let client = accepted;
+  let sinks: { client: ReadSink; endpoint: ReadSink } | undefined;
+  if (bufA && bufB) {
+    const cs = new ReadSink();
+    const adopted: Socket | undefined = adoptWithBuffer(accepted, cs.onread(bufA, () => adopted));
+    if (adopted) { client = adopted; sinks = { client: cs, endpoint: new ReadSink() }; }
+  }
+  if (!sinks) {
+    if (bufA) pool!.give(bufA);
+    if (bufB) pool!.give(bufB);
+  }
+  // Only after both sockets are closed: until then a handle may still read into them.
+  const returnBuffers = (): void => { if (sinks) { pool!.give(bufA!); pool!.give(bufB!); } };
+  let upstreamRef: Socket | undefined;
+  const upstreamOnread = sinks ? sinks.endpoint.onread(bufB!, () => upstreamRef) : undefined;
+  // Errors before the pump owns the socket (client reset while dialling) end here.
+  const early = (): void => { client.destroy(); };
+  client.on('error', early);
+  const sp = rt.sp;
+  rt.dial(rt.input(clientIpOf(client.remoteAddress)), s, async (ep, signal) => {
+    // Remote endpoints are tunnel streams: no onread there, the endpoint side uses stream reads.
+    const st = await openStream(ep, sp, s.remoteDialer, signal, ep.class === 'remote' ? undefined : upstreamOnread);
+    if (ep.class !== 'remote') upstreamRef = st as Socket;
+    return st;
+  }).then(
+    (d) => {
+      client.off('error', early);
+      m.result('ok');
+      pump(client, d.conn, {
+        toEndpoint: (n) => { m.toEndpoint += n; },
+        toClient: (n) => { m.toClient += n; },
+        done: (err, reason) => {
+          returnBuffers();
+          d.release();
+          gate.close();
+          m.activeFlows.dec();
+          if (reason === 'idle_timeout') m.drop('idle_timeout');
+          if (err && log.isLevelEnabled('debug')) log.debug({ service: sp.id, endpoint: d.key, err: err.message }, 'flow ended with error');
+        },
+      }, s.idleTimeoutMs, sinks ? { client: sinks.client, ...(upstreamRef ? { endpoint: sinks.endpoint } : {}) } : {});
+    },
+    (err: unknown) => {
+      const f = failureOf(err);
+      m.result(f.result);
+      m.drop(f.drop);
+      gate.close();
+      m.activeFlows.dec();
+      if (f.drop === 'emfile') warnFdExhausted(log, 'connect');
+      else if (log.isLevelEnabled('debug')) log.debug({ service: sp.id, err: String(err) }, 'no endpoint reachable');
+      // A reset tells the client at once, as a refused connection would.
+      if (!client.destroyed) client.resetAndDestroy();
+      if (client.closed) returnBuffers();
+      else client.once('close', returnBuffers);
+    },
+  );
+}
