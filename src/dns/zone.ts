@@ -1,0 +1,225 @@
+/**
+ * The cluster zone: a prebuilt index from a catalog snapshot. Pure.
+ *
+ * Built once per snapshot (the server swaps the whole object, so a query sees one
+ * snapshot or the next, never a mix) and never scans the catalog per query. Wire
+ * bodies are encoded on first use per (name, type) and memoised inside the index,
+ * so a snapshot swap of 10k services stays cheap and the hot path is a map lookup
+ * plus a buffer copy.
+ *
+ * Names served (Kubernetes DNS spec):
+ * - `<svc>.<ns>.svc.<domain>`        A/AAAA cluster IPs; headless: ready endpoint IPs;
+ *                                    ExternalName: CNAME
+ * - `<host>.<svc>.<ns>.svc.<domain>` A/AAAA of a ready endpoint (host = its hostname,
+ *                                    or its IP with dashes)
+ * - `_<port>._<proto>.<svc>.<ns>.svc.<domain>` SRV for named ports (headless: one per
+ *                                    ready endpoint), targets' addresses as additionals
+ * - PTR for cluster and endpoint IPs (in-addr.arpa, ip6.arpa)
+ * - `<domain>` SOA, `dns-version.<domain>` TXT
+ * Under `<domain>`: unknown → NXDOMAIN, known name without that type → NODATA, both
+ * with the SOA in authority (its TTL is the negative TTL). Anything else → forward.
+ */
+import dnsPacket from 'dns-packet';
+import type { Answer, OptAnswer } from 'dns-packet';
+import type { Service, Snapshot } from '../catalog/types.js';
+import { expandIpv6, normalizeIp } from '../catalog/ip.js';
+import { keyUnder, nameKey, RCODE, TYPE, type Body } from './wire.js';
+
+export interface ZoneOptions {
+  /** Cluster domain, e.g. cluster.local. */
+  readonly domain: string;
+  /** TTL of positive answers (s). */
+  readonly ttl: number;
+  /** TTL of the SOA, i.e. of negative answers (RFC 2308) (s). */
+  readonly negativeTtl: number;
+}
+
+/** A record as the zone holds it (dns-packet's shape; names without trailing dot). */
+export type ZoneRecord = Exclude<Answer, OptAnswer>;
+
+export type ZoneResult =
+  | { readonly kind: 'forward' }
+  | {
+    readonly kind: 'answer';
+    readonly rcode: number;
+    readonly body: Body;
+    /**
+     * Set when the answer is a CNAME to a name outside the zone (ExternalName) and
+     * the query asked for another type: the server resolves `target` upstream and
+     * appends what it gets.
+     */
+    readonly chase?: { readonly target: string; readonly records: readonly ZoneRecord[] };
+  };
+
+const FORWARD: ZoneResult = { kind: 'forward' };
+
+interface NameNode {
+  readonly name: string;
+  readonly records: ZoneRecord[];
+  /** Memoised results per qtype. */
+  readonly memo: Map<number, ZoneResult>;
+}
+
+const TYPE_BY_NAME: Record<string, number> = { A: TYPE.A, AAAA: TYPE.AAAA, CNAME: TYPE.CNAME, SOA: TYPE.SOA, PTR: TYPE.PTR, TXT: TYPE.TXT, SRV: TYPE.SRV, NS: TYPE.NS };
+
+/** Dashed form of an IP used as a host label: 10.0.0.1 → 10-0-0-1, fd00::1 → fd00--1. */
+export function dashedIp(ip: string): string {
+  return ip.replace(/[.:]/g, '-');
+}
+
+/** Reverse-lookup name of an IP (no trailing dot), or undefined when unparsable. */
+export function reverseName(ip: string): string | undefined {
+  const n = normalizeIp(ip);
+  if (!n) return undefined;
+  if (!n.includes(':')) return `${n.split('.').reverse().join('.')}.in-addr.arpa`;
+  const groups = expandIpv6(n)!;
+  const nibbles = groups.flatMap((g) => g.toString(16).padStart(4, '0').split(''));
+  return `${nibbles.reverse().join('.')}.ip6.arpa`;
+}
+
+export class Zone {
+  private readonly names = new Map<string, NameNode>();
+  private readonly domainKey: string;
+  private readonly soa: ZoneRecord;
+  private readonly negativeBody: Body;
+  private readonly nxdomain: ZoneResult;
+  private readonly nodata: ZoneResult;
+  /** Number of records, for logs and metrics. */
+  size = 0;
+
+  private constructor(readonly opts: ZoneOptions, serial: number) {
+    const d = opts.domain.replace(/\.$/, '').toLowerCase();
+    this.domainKey = nameKey(d);
+    this.soa = {
+      name: d, type: 'SOA', ttl: opts.negativeTtl,
+      data: { mname: `ns.dns.${d}`, rname: `hostmaster.${d}`, serial: serial >>> 0, refresh: 7200, retry: 1800, expire: 86400, minimum: opts.negativeTtl },
+    };
+    this.negativeBody = encodeBody([], [this.soa], []);
+    this.nxdomain = { kind: 'answer', rcode: RCODE.NXDOMAIN, body: this.negativeBody };
+    this.nodata = { kind: 'answer', rcode: RCODE.NOERROR, body: this.negativeBody };
+  }
+
+  /** Build the index for a snapshot. Pure; O(records). */
+  static build(snapshot: Snapshot, opts: ZoneOptions): Zone {
+    const z = new Zone(opts, snapshot.revision);
+    const d = z.soa.name;
+    z.add(z.soa);
+    z.add({ name: `dns-version.${d}`, type: 'TXT', ttl: opts.ttl, data: '1.1.0' });
+    for (const svc of snapshot.services) z.addService(svc, d);
+    return z;
+  }
+
+  private addService(svc: Service, d: string): void {
+    const ttl = this.opts.ttl;
+    const base = `${svc.name}.${svc.namespace}.svc.${d}`;
+    this.ensure(base);
+    if (svc.type === 'ExternalName') {
+      if (svc.externalName) this.add({ name: base, type: 'CNAME', ttl, data: svc.externalName.replace(/\.$/, '') });
+      return;
+    }
+    const ready = svc.endpoints.filter((e) => e.ready);
+    const hostOf = (ip: string, hostname: string | undefined): string => `${hostname || dashedIp(ip)}.${base}`;
+    // Service name → cluster IPs, or endpoint IPs when headless.
+    const addrs = svc.headless ? ready.map((e) => e.ip) : svc.clusterIPs;
+    for (const ip of addrs) this.add({ name: base, type: ip.includes(':') ? 'AAAA' : 'A', ttl, data: ip });
+    for (const ip of svc.clusterIPs) {
+      const rev = reverseName(ip);
+      if (rev) this.add({ name: rev, type: 'PTR', ttl, data: base });
+    }
+    // Per-endpoint names and their PTRs.
+    for (const e of ready) {
+      const host = hostOf(e.ip, e.hostname);
+      this.add({ name: host, type: e.family === 6 ? 'AAAA' : 'A', ttl, data: e.ip });
+      const rev = reverseName(e.ip);
+      if (rev) this.add({ name: rev, type: 'PTR', ttl, data: host });
+    }
+    // SRV for named ports.
+    for (const p of svc.ports) {
+      if (!p.name) continue;
+      const owner = `_${p.name}._${p.protocol.toLowerCase()}.${base}`;
+      if (!svc.headless) {
+        this.add({ name: owner, type: 'SRV', ttl, data: { priority: 0, weight: 100, port: p.port, target: base } });
+        continue;
+      }
+      this.ensure(owner);
+      for (const e of ready) {
+        const ep = e.ports.find((x) => x.name === p.name && x.protocol === p.protocol);
+        const port = ep?.port ?? (typeof p.targetPort === 'number' ? p.targetPort : p.port);
+        this.add({ name: owner, type: 'SRV', ttl, data: { priority: 0, weight: 100, port, target: hostOf(e.ip, e.hostname) } });
+      }
+    }
+  }
+
+  /** Create a name (and its ancestors inside the zone: empty non-terminals answer NODATA). */
+  private ensure(name: string): NameNode {
+    const key = nameKey(name);
+    let node = this.names.get(key);
+    if (node) return node;
+    node = { name, records: [], memo: new Map() };
+    this.names.set(key, node);
+    const dot = name.indexOf('.');
+    if (dot > 0 && key !== this.domainKey && keyUnder(key, this.domainKey)) this.ensure(name.slice(dot + 1));
+    return node;
+  }
+
+  private add(rr: ZoneRecord): void {
+    const node = this.ensure(rr.name);
+    const same = node.records.some((r) => r.type === rr.type && JSON.stringify(r.data) === JSON.stringify(rr.data));
+    if (same) return;
+    node.records.push(rr);
+    this.size++;
+  }
+
+  /** Answer a question; `key` is the lower-cased wire name (see wire.ts). */
+  lookup(key: string, qtype: number): ZoneResult {
+    const node = this.names.get(key);
+    if (!node) return keyUnder(key, this.domainKey) ? this.nxdomain : FORWARD;
+    let r = node.memo.get(qtype);
+    if (!r) {
+      r = this.resolve(node, qtype);
+      node.memo.set(qtype, r);
+    }
+    return r;
+  }
+
+  private resolve(node: NameNode, qtype: number): ZoneResult {
+    const matching = qtype === TYPE.ANY ? node.records : node.records.filter((r) => TYPE_BY_NAME[r.type] === qtype);
+    if (matching.length > 0) {
+      return { kind: 'answer', rcode: RCODE.NOERROR, body: encodeBody(matching, [], this.additionals(matching)) };
+    }
+    const cname = node.records.find((r) => r.type === 'CNAME');
+    if (cname) {
+      const target = cname.data as string;
+      const inZone = this.names.get(nameKey(target));
+      if (inZone) {
+        const chained = inZone.records.filter((r) => TYPE_BY_NAME[r.type] === qtype);
+        return { kind: 'answer', rcode: RCODE.NOERROR, body: encodeBody([cname, ...chained], chained.length ? [] : [this.soa], []) };
+      }
+      return { kind: 'answer', rcode: RCODE.NOERROR, body: encodeBody([cname], [], []), chase: { target, records: [cname] } };
+    }
+    return this.nodata;
+  }
+
+  /** Addresses of SRV targets inside the zone (saves the client a round trip). */
+  private additionals(records: readonly ZoneRecord[]): ZoneRecord[] {
+    const out: ZoneRecord[] = [];
+    for (const r of records) {
+      if (r.type !== 'SRV') continue;
+      const t = this.names.get(nameKey(r.data.target));
+      if (t) out.push(...t.records.filter((x) => x.type === 'A' || x.type === 'AAAA'));
+    }
+    return out;
+  }
+
+  /** Every record, for inspection and tests. */
+  records(): ZoneRecord[] {
+    return [...this.names.values()].flatMap((n) => n.records);
+  }
+}
+
+/** Encode records (uncompressed) into a body that follows any question. */
+export function encodeBody(answers: readonly ZoneRecord[], authorities: readonly ZoneRecord[], additionals: readonly ZoneRecord[]): Body {
+  // No question: everything after the 12-byte header is the body.
+  const wire = dnsPacket.encode({ answers: [...answers], authorities: [...authorities], additionals: [...additionals] });
+  return { an: answers.length, ns: authorities.length, ar: additionals.length, bytes: Buffer.from(wire.subarray(12)) };
+}
