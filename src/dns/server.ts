@@ -83,10 +83,19 @@ export class DnsServer {
     try {
       for (const addr of this.opts.listen) {
         const { host, port } = parseHostPort(addr);
-        await this.bindUdp(host, port === 0 ? 0 : port).then(async (sock) => {
-          // With port 0, TCP takes the same port number UDP got.
-          await this.bindTcp(host, sock.address().port);
-        });
+        // With port 0 (tests), TCP takes the port number UDP got; that port may be
+        // busy for TCP, so try a few times.
+        for (let attempt = 0; ; attempt++) {
+          const sock = await this.bindUdp(host, port);
+          try {
+            await this.bindTcp(host, sock.address().port);
+            break;
+          } catch (err) {
+            if (port !== 0 || attempt >= 20) throw err;
+            this.udp.splice(this.udp.indexOf(sock), 1);
+            await new Promise<void>((r) => sock.close(() => r()));
+          }
+        }
       }
     } catch (err) {
       await this.stop();

@@ -18,7 +18,7 @@ export interface UpstreamBehaviour {
 
 export interface TestUpstream {
   readonly port: number;
-  readonly address: string;
+  readonly host: string;
   /** Questions received, as "name TYPE proto". */
   readonly log: string[];
   behaviour: UpstreamBehaviour;
@@ -57,9 +57,8 @@ function answerFor(up: TestUpstream, req: Packet, proto: 'udp' | 'tcp'): Buffer 
 }
 
 export async function startUpstream(records: Record<string, Answer[]> = {}): Promise<TestUpstream> {
-  const udp: UdpSocket = createSocket('udp4');
-  await new Promise<void>((r) => udp.bind(0, '127.0.0.1', () => r()));
-  const port = udp.address().port;
+  let udp: UdpSocket | undefined;
+  let port = 0;
   const tcp: Server = createServer((s) => {
     let buf = Buffer.alloc(0);
     s.on('error', () => undefined);
@@ -73,21 +72,33 @@ export async function startUpstream(records: Record<string, Answer[]> = {}): Pro
       }
     });
   });
-  await new Promise<void>((r) => tcp.listen(port, '127.0.0.1', () => r()));
+  // UDP on port 0, then TCP on the same number (retry when TCP has it busy).
+  for (let attempt = 0; !udp; attempt++) {
+    const u = createSocket('udp4');
+    await new Promise<void>((r) => u.bind(0, '127.0.0.1', () => r()));
+    port = u.address().port;
+    const ok = await new Promise<boolean>((r) => {
+      tcp.once('error', () => r(false));
+      tcp.listen(port, '127.0.0.1', () => { tcp.removeAllListeners('error'); r(true); });
+    });
+    if (ok) udp = u;
+    else { u.close(); if (attempt > 20) throw new Error('no free port'); }
+  }
+  const udpSock: UdpSocket = udp;
   const up: TestUpstream = {
-    port, address: '127.0.0.1', log: [], behaviour: {}, nxSoa: { ttl: 300, minimum: 60 },
+    port, host: '127.0.0.1', log: [], behaviour: {}, nxSoa: { ttl: 300, minimum: 60 },
     records: new Map(Object.entries(records).map(([k, v]) => [k.toLowerCase(), v])),
     close: async () => {
-      await new Promise<void>((r) => udp.close(() => r()));
+      await new Promise<void>((r) => udpSock.close(() => r()));
       await new Promise<void>((r) => tcp.close(() => r()));
     },
   };
-  udp.on('message', (msg, rinfo) => {
+  udpSock.on('message', (msg, rinfo) => {
     let req: Packet;
     try { req = dnsPacket.decode(msg); } catch { return; }
     const out = answerFor(up, req, 'udp');
     if (!out) return;
-    const send = (): void => { udp.send(out, rinfo.port, rinfo.address); };
+    const send = (): void => { udpSock.send(out, rinfo.port, rinfo.address); };
     if (up.behaviour.delayMs) setTimeout(send, up.behaviour.delayMs); else send();
   });
   return up;
