@@ -82,8 +82,8 @@ export class Zone {
   private readonly domainKey: string;
   private readonly soa: ZoneRecord;
   private readonly negativeBody: Body;
-  private readonly nxdomain: ZoneResult;
-  private readonly nodata: ZoneResult;
+  private nxdomain: ZoneResult;
+  private nodata: ZoneResult;
   /** Number of records, for logs and metrics. */
   size = 0;
 
@@ -168,6 +168,16 @@ export class Zone {
     if (same) return;
     node.records.push(rr);
     this.size++;
+  }
+
+  /**
+   * A zone for before the first snapshot: names under the domain get SERVFAIL (the
+   * client retries) instead of an NXDOMAIN it would cache.
+   */
+  static unsynced(opts: ZoneOptions): Zone {
+    const z = new Zone(opts, 0);
+    z.nxdomain = z.nodata = { kind: 'answer', rcode: RCODE.SERVFAIL, body: { an: 0, ns: 0, ar: 0, bytes: Buffer.alloc(0) } };
+    return z;
   }
 
   /** Answer a question; `key` is the lower-cased wire name (see wire.ts). */
