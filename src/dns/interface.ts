@@ -38,6 +38,8 @@ function presentAddresses(): Set<string> {
 
 export class DnsInterface {
   private owned = false;
+  /** Device type used: dummy, or bridge where the kernel lacks dummy. */
+  kind: 'dummy' | 'bridge' = 'dummy';
 
   constructor(private readonly name: string, private readonly listen: readonly string[], private readonly exec: Exec = defaultExec) {}
 
@@ -46,10 +48,18 @@ export class DnsInterface {
     const need = addressesNeedingInterface(this.listen, presentAddresses());
     if (need.length === 0) return [];
     try {
-      await this.exec('ip', ['link', 'add', this.name, 'type', 'dummy']).catch(async (err: unknown) => {
-        // Already there (left by a previous run): reuse it; anything else is fatal.
-        await this.exec('ip', ['link', 'show', 'dev', this.name]).catch(() => { throw err; });
-      });
+      const exists = await this.exec('ip', ['link', 'show', 'dev', this.name]).then(() => true, () => false);
+      // Already there (left by a previous run): reuse it.
+      if (!exists) {
+        await this.exec('ip', ['link', 'add', this.name, 'type', 'dummy']).catch(async (err: unknown) => {
+          // Kernels built without CONFIG_DUMMY ("Unknown device type"): a bridge
+          // without ports is just as local — its addresses get local routes and
+          // nothing can reach it from outside the node.
+          if (!/unknown device type/i.test(String((err as Error).message ?? err))) throw err;
+          await this.exec('ip', ['link', 'add', this.name, 'type', 'bridge']);
+          this.kind = 'bridge';
+        });
+      }
       this.owned = true;
       for (const ip of need) {
         await this.exec('ip', ['addr', 'replace', `${ip}/${ip.includes(':') ? 128 : 32}`, 'dev', this.name, ...(ip.includes(':') ? ['nodad'] : [])]);

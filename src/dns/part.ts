@@ -65,7 +65,7 @@ export async function createDnsPart(deps: DnsPartDeps): Promise<DnsPart | undefi
     while (!abort.signal.aborted) {
       try {
         const added = await iface.ensure();
-        if (added.length) log.info({ interface: cfg.interface, addresses: added }, 'dns interface ready');
+        if (added.length) log.info({ interface: cfg.interface, type: iface.kind, addresses: added }, 'dns interface ready');
         const s = new DnsServer({ listen: cfg.listen, zone, forwarder, logger: deps.logger, metrics, maxTcpConnections: cfg.maxTcpConnections });
         await s.start();
         if (abort.signal.aborted) { await s.stop(); return; }
