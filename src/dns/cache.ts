@@ -26,6 +26,9 @@ export interface CacheEntry {
   readonly storedAt: number;
   readonly expiresAt: number;
   readonly negative: boolean;
+  /** The body served for `servedElapsed` seconds after storing (reused within that second). */
+  servedElapsed: number;
+  servedBody: Body;
 }
 
 export interface AnalyzedResponse {
@@ -131,10 +134,14 @@ export class AnswerCache {
     this.map.delete(key);
     this.map.set(key, e);
     const elapsed = Math.floor((now - e.storedAt) / 1000);
-    if (elapsed === 0) return { entry: e, body: e.body };
-    const bytes = Buffer.from(e.body.bytes);
-    for (let i = 0; i < e.ttlOffsets.length; i++) bytes.writeUInt32BE(Math.max(0, e.ttls[i]! - elapsed), e.ttlOffsets[i]!);
-    return { entry: e, body: { an: e.body.an, ns: e.body.ns, ar: e.body.ar, bytes } };
+    if (elapsed !== e.servedElapsed) {
+      // TTLs count down once per second; within a second every hit shares one copy.
+      const bytes = Buffer.from(e.body.bytes);
+      for (let i = 0; i < e.ttlOffsets.length; i++) bytes.writeUInt32BE(Math.max(0, e.ttls[i]! - elapsed), e.ttlOffsets[i]!);
+      e.servedElapsed = elapsed;
+      e.servedBody = { an: e.body.an, ns: e.body.ns, ar: e.body.ar, bytes };
+    }
+    return { entry: e, body: e.servedBody };
   }
 
   set(key: string, r: AnalyzedResponse): void {
@@ -147,7 +154,7 @@ export class AnswerCache {
     }
     this.map.set(key, {
       rcode: r.rcode, body: r.body, ttlOffsets: r.ttlOffsets, ttls: r.ttls, negative: r.negative,
-      storedAt: now, expiresAt: now + r.cacheTtl * 1000,
+      storedAt: now, expiresAt: now + r.cacheTtl * 1000, servedElapsed: 0, servedBody: r.body,
     });
   }
 
