@@ -2,10 +2,12 @@
  * The cluster zone: a prebuilt index from a catalog snapshot. Pure.
  *
  * Built once per snapshot (the server swaps the whole object, so a query sees one
- * snapshot or the next, never a mix) and never scans the catalog per query. Wire
- * bodies are encoded on first use per (name, type) and memoised inside the index,
- * so a snapshot swap of 10k services stays cheap and the hot path is a map lookup
- * plus a buffer copy.
+ * snapshot or the next, never a mix) and never scans the catalog per query. The
+ * build indexes only service names, namespaces and reverse names; a service's
+ * records are materialised on the first question about it, and wire bodies are
+ * encoded on first use per (name, type) — all memoised inside this snapshot's
+ * index. So a swap of 10k services stays cheap (no 100k record objects built per
+ * endpoint change) and the hot path is a map lookup plus a buffer copy.
  *
  * Names served (Kubernetes DNS spec):
  * - `<svc>.<ns>.svc.<domain>`        A/AAAA cluster IPs; headless: ready endpoint IPs;
@@ -22,8 +24,9 @@
 import dnsPacket from 'dns-packet';
 import type { Answer, OptAnswer } from 'dns-packet';
 import type { Service, Snapshot } from '../catalog/types.js';
+import { isIP } from 'node:net';
 import { expandIpv6, normalizeIp } from '../catalog/ip.js';
-import { keyUnder, nameKey, RCODE, TYPE, type Body } from './wire.js';
+import { keyName, keyUnder, nameKey, RCODE, TYPE, type Body } from './wire.js';
 
 export interface ZoneOptions {
   /** Cluster domain, e.g. cluster.local. */
@@ -56,8 +59,8 @@ const FORWARD: ZoneResult = { kind: 'forward' };
 interface NameNode {
   readonly name: string;
   readonly records: ZoneRecord[];
-  /** Memoised results per qtype. */
-  readonly memo: Map<number, ZoneResult>;
+  /** Memoised results per qtype (created on first lookup: most names are never asked). */
+  memo: Map<number, ZoneResult> | undefined;
 }
 
 const TYPE_BY_NAME: Record<string, number> = { A: TYPE.A, AAAA: TYPE.AAAA, CNAME: TYPE.CNAME, SOA: TYPE.SOA, PTR: TYPE.PTR, TXT: TYPE.TXT, SRV: TYPE.SRV, NS: TYPE.NS };
@@ -77,6 +80,26 @@ export function reverseName(ip: string): string | undefined {
   return `${nibbles.reverse().join('.')}.ip6.arpa`;
 }
 
+const IN_ADDR = '\x07in-addr\x04arpa\x00';
+const IP6 = '\x03ip6\x04arpa\x00';
+
+/** Wire key of an IP's reverse name, built directly (the build does this per endpoint). */
+export function reverseKey(ip: string): string | undefined {
+  const family = isIP(ip);
+  if (family === 4) {
+    const o = ip.split('.');
+    let k = '';
+    for (let i = 3; i >= 0; i--) { const x = String(Number(o[i])); k += String.fromCharCode(x.length) + x; }
+    return k + IN_ADDR;
+  }
+  if (family !== 6) return undefined;
+  const groups = expandIpv6(ip);
+  if (!groups) return undefined;
+  let k = '';
+  for (let g = 7; g >= 0; g--) for (let n = 0; n < 4; n++) k += '\x01' + ((groups[g]! >> (n * 4)) & 0xf).toString(16);
+  return k + IP6;
+}
+
 export class Zone {
   private readonly names = new Map<string, NameNode>();
   private readonly domainKey: string;
@@ -86,10 +109,21 @@ export class Zone {
   private nodata: ZoneResult;
   /** Number of records, for logs and metrics. */
   size = 0;
+  /** Records added so far (duplicates dropped). */
+  private readonly seen = new Set<string>();
+  /** Service base name key → service, and the services already materialised. */
+  private readonly services = new Map<string, Service>();
+  private readonly materialised = new Set<string>();
+  /** Reverse name key → PTR targets. */
+  private readonly ptrs = new Map<string, string[]>();
+  /** Empty non-terminals known before materialisation: `svc.<domain>`, `<ns>.svc.<domain>`. */
+  private readonly ents = new Set<string>();
+  private readonly domainLabels: number;
 
   private constructor(readonly opts: ZoneOptions, serial: number) {
     const d = opts.domain.replace(/\.$/, '').toLowerCase();
     this.domainKey = nameKey(d);
+    this.domainLabels = d.split('.').length;
     this.soa = {
       name: d, type: 'SOA', ttl: opts.negativeTtl,
       data: { mname: `ns.dns.${d}`, rname: `hostmaster.${d}`, serial: serial >>> 0, refresh: 7200, retry: 1800, expire: 86400, minimum: opts.negativeTtl },
@@ -105,8 +139,50 @@ export class Zone {
     const d = z.soa.name;
     z.add(z.soa);
     z.add({ name: `dns-version.${d}`, type: 'TXT', ttl: opts.ttl, data: '1.1.0' });
-    for (const svc of snapshot.services) z.addService(svc, d);
+    z.ents.add(nameKey(`svc.${d}`));
+    for (const svc of snapshot.services) {
+      const nsKey = nameKey(`${svc.namespace}.svc.${d}`);
+      z.ents.add(nsKey);
+      z.services.set(String.fromCharCode(svc.name.length) + svc.name.toLowerCase() + nsKey, svc);
+      if (svc.type === 'ExternalName') continue;
+      const base = `${svc.name}.${svc.namespace}.svc.${d}`;
+      for (const ip of svc.clusterIPs) z.addPtr(ip, base);
+      for (const e of svc.endpoints) if (e.ready) z.addPtr(e.ip, `${e.hostname || dashedIp(e.ip)}.${base}`);
+    }
     return z;
+  }
+
+  private addPtr(ip: string, target: string): void {
+    const key = reverseKey(ip);
+    if (!key) return;
+    const list = this.ptrs.get(key);
+    if (!list) this.ptrs.set(key, [target]);
+    else if (!list.includes(target)) list.push(target);
+  }
+
+  /** The node of `key`, materialising its service or PTR on first use. */
+  private node(key: string): NameNode | undefined {
+    const n = this.names.get(key);
+    if (n) return n;
+    const ptr = this.ptrs.get(key);
+    if (ptr) {
+      const name = keyName(key).slice(0, -1);
+      for (const target of ptr) this.add({ name, type: 'PTR', ttl: this.opts.ttl, data: target });
+      return this.names.get(key);
+    }
+    if (!keyUnder(key, this.domainKey)) return undefined;
+    // <...>.<svc>.<ns>.svc.<domain>: find the label offsets, take the last 3 + domain.
+    const offs: number[] = [];
+    for (let i = 0; i < key.length && key.charCodeAt(i) !== 0; i += 1 + key.charCodeAt(i)) offs.push(i);
+    const baseIdx = offs.length - this.domainLabels - 3;
+    if (baseIdx < 0) return undefined;
+    const baseKey = key.slice(offs[baseIdx]);
+    if (this.materialised.has(baseKey)) return undefined;
+    const svc = this.services.get(baseKey);
+    if (!svc) return undefined;
+    this.materialised.add(baseKey);
+    this.addService(svc, this.soa.name);
+    return this.names.get(key);
   }
 
   private addService(svc: Service, d: string): void {
@@ -122,17 +198,8 @@ export class Zone {
     // Service name → cluster IPs, or endpoint IPs when headless.
     const addrs = svc.headless ? ready.map((e) => e.ip) : svc.clusterIPs;
     for (const ip of addrs) this.add({ name: base, type: ip.includes(':') ? 'AAAA' : 'A', ttl, data: ip });
-    for (const ip of svc.clusterIPs) {
-      const rev = reverseName(ip);
-      if (rev) this.add({ name: rev, type: 'PTR', ttl, data: base });
-    }
-    // Per-endpoint names and their PTRs.
-    for (const e of ready) {
-      const host = hostOf(e.ip, e.hostname);
-      this.add({ name: host, type: e.family === 6 ? 'AAAA' : 'A', ttl, data: e.ip });
-      const rev = reverseName(e.ip);
-      if (rev) this.add({ name: rev, type: 'PTR', ttl, data: host });
-    }
+    // Per-endpoint names (their PTRs are indexed at build time).
+    for (const e of ready) this.add({ name: hostOf(e.ip, e.hostname), type: e.family === 6 ? 'AAAA' : 'A', ttl, data: e.ip });
     // SRV for named ports.
     for (const p of svc.ports) {
       if (!p.name) continue;
@@ -155,7 +222,7 @@ export class Zone {
     const key = nameKey(name);
     let node = this.names.get(key);
     if (node) return node;
-    node = { name, records: [], memo: new Map() };
+    node = { name, records: [], memo: undefined };
     this.names.set(key, node);
     const dot = name.indexOf('.');
     if (dot > 0 && key !== this.domainKey && keyUnder(key, this.domainKey)) this.ensure(name.slice(dot + 1));
@@ -164,8 +231,11 @@ export class Zone {
 
   private add(rr: ZoneRecord): void {
     const node = this.ensure(rr.name);
-    const same = node.records.some((r) => r.type === rr.type && JSON.stringify(r.data) === JSON.stringify(rr.data));
-    if (same) return;
+    // Duplicates (an IP in two slices, two services sharing an endpoint) are dropped; a
+    // set keeps this linear for headless services with thousands of endpoints.
+    const id = `${rr.name} ${rr.type} ${typeof rr.data === 'string' ? rr.data : JSON.stringify(rr.data)}`;
+    if (this.seen.has(id)) return;
+    this.seen.add(id);
     node.records.push(rr);
     this.size++;
   }
@@ -182,12 +252,12 @@ export class Zone {
 
   /** Answer a question; `key` is the lower-cased wire name (see wire.ts). */
   lookup(key: string, qtype: number): ZoneResult {
-    const node = this.names.get(key);
-    if (!node) return keyUnder(key, this.domainKey) ? this.nxdomain : FORWARD;
-    let r = node.memo.get(qtype);
+    const node = this.names.get(key) ?? this.node(key);
+    if (!node) return keyUnder(key, this.domainKey) ? (this.ents.has(key) ? this.nodata : this.nxdomain) : FORWARD;
+    let r = node.memo?.get(qtype);
     if (!r) {
       r = this.resolve(node, qtype);
-      node.memo.set(qtype, r);
+      (node.memo ??= new Map()).set(qtype, r);
     }
     return r;
   }
@@ -200,7 +270,7 @@ export class Zone {
     const cname = node.records.find((r) => r.type === 'CNAME');
     if (cname) {
       const target = cname.data as string;
-      const inZone = this.names.get(nameKey(target));
+      const inZone = this.node(nameKey(target));
       if (inZone) {
         const chained = inZone.records.filter((r) => TYPE_BY_NAME[r.type] === qtype);
         return { kind: 'answer', rcode: RCODE.NOERROR, body: encodeBody([cname, ...chained], chained.length ? [] : [this.soa], []) };
@@ -215,14 +285,16 @@ export class Zone {
     const out: ZoneRecord[] = [];
     for (const r of records) {
       if (r.type !== 'SRV') continue;
-      const t = this.names.get(nameKey(r.data.target));
+      const t = this.node(nameKey(r.data.target));
       if (t) out.push(...t.records.filter((x) => x.type === 'A' || x.type === 'AAAA'));
     }
     return out;
   }
 
-  /** Every record, for inspection and tests. */
+  /** Every record (materialises everything: inspection and tests only). */
   records(): ZoneRecord[] {
+    for (const k of this.services.keys()) this.node(k);
+    for (const k of this.ptrs.keys()) this.node(k);
     return [...this.names.values()].flatMap((n) => n.records);
   }
 }
