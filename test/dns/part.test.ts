@@ -89,3 +89,44 @@ describe('dns agent part', () => {
     }
   });
 });
+
+describe('dns interface', () => {
+  it.each([
+    {
+      name: 'dummy where the kernel has it',
+      fail: [] as RegExp[],
+      want: ['ip link show dev ew-t0', 'ip link add ew-t0 type dummy', 'ip addr replace 169.254.96.16/32 dev ew-t0', 'ip link set ew-t0 up', 'ip link del ew-t0'],
+      kind: 'dummy',
+    },
+    {
+      name: 'a port-less bridge where dummy is unknown',
+      fail: [/type dummy/],
+      want: ['ip link show dev ew-t0', 'ip link add ew-t0 type dummy', 'ip link add ew-t0 type bridge', 'ip addr replace 169.254.96.16/32 dev ew-t0', 'ip link set ew-t0 up', 'ip link del ew-t0'],
+      kind: 'bridge',
+    },
+  ])('$name', async ({ fail, want, kind }) => {
+    const { DnsInterface } = await import('../../src/dns/interface.js');
+    const calls: string[] = [];
+    const exec = async (cmd: string, args: readonly string[]): Promise<void> => {
+      const line = [cmd, ...args].join(' ');
+      calls.push(line);
+      if (line.startsWith('ip link show')) throw new Error('Device "ew-t0" does not exist.');
+      if (fail.some((re) => re.test(line))) throw new Error('Error: Unknown device type.');
+    };
+    const iface = new DnsInterface('ew-t0', ['169.254.96.16:53', '127.0.0.1:53'], exec);
+    expect(await iface.ensure()).toEqual(['169.254.96.16']);
+    expect(iface.kind).toBe(kind);
+    await iface.remove();
+    await iface.remove(); // idempotent: nothing more
+    expect(calls).toEqual(want);
+  });
+
+  it('touches nothing when every listen address is loopback', async () => {
+    const { DnsInterface } = await import('../../src/dns/interface.js');
+    const calls: string[] = [];
+    const iface = new DnsInterface('ew-t1', ['127.0.0.1:53', '[::1]:53'], async (c, a) => { calls.push([c, ...a].join(' ')); });
+    expect(await iface.ensure()).toEqual([]);
+    await iface.remove();
+    expect(calls).toEqual([]);
+  });
+});

@@ -130,6 +130,20 @@ describe('dns server', () => {
     expect(['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'][r.readUInt16BE(2) & 0xf]).toBe(rcode);
   });
 
+  it('answers BADVERS to an EDNS version it does not speak', async () => {
+    const q = dnsPacket.encode({
+      type: 'query', id: 5, flags: dnsPacket.RECURSION_DESIRED, questions: [{ name: 'web.default.svc.cluster.local', type: 'A' }],
+      additionals: [{ name: '.', type: 'OPT', udpPayloadSize: 1232, extendedRcode: 0, ednsVersion: 1, flags: 0, flag_do: false, options: [] }],
+    });
+    const r = dnsPacket.decode(await udpExchange(port, q));
+    const opt = r.additionals?.find((a) => a.type === 'OPT') as { extendedRcode: number } | undefined;
+    // BADVERS = 16: low 4 bits in the header (0), high 8 bits in the OPT record (1).
+    expect(opt?.extendedRcode).toBe(1);
+    expect(r.answers).toHaveLength(0);
+    const d = await dig(port, '+edns=1', 'web.default.svc.cluster.local');
+    expect(d).toContain('BADVERS');
+  });
+
   it('drops short packets and responses, counting them', async () => {
     const before = metrics.snapshot().drops;
     const s = (await import('node:dgram')).createSocket('udp4');
