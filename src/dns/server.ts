@@ -119,7 +119,9 @@ export class DnsServer {
 
   private bindUdp(host: string, port: number): Promise<UdpSocket> {
     return new Promise((resolve, reject) => {
-      const sock = createSocket({ type: isIP(host) === 6 ? 'udp6' : 'udp4' });
+      // Larger socket buffers absorb bursts (many pods resolving at once); the
+      // kernel caps them at net.core.{r,w}mem_max without an error.
+      const sock = createSocket({ type: isIP(host) === 6 ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
       sock.once('error', (err) => reject(new DnsListenError(`udp ${host}:${port}`, err)));
       sock.bind({ address: host, port, exclusive: true }, () => {
         sock.removeAllListeners('error');

@@ -12,6 +12,7 @@ import dnsPacket from 'dns-packet';
 import { DnsServer } from '../../src/dns/server.js';
 import { DnsMetrics } from '../../src/dns/metrics.js';
 import { Zone } from '../../src/dns/zone.js';
+import { analyzeResponse } from '../../src/dns/cache.js';
 import { silentLogger } from '../../src/util/log.js';
 import { CATALOG, query } from './fixtures.js';
 import { udpExchange } from './upstream.js';
@@ -111,6 +112,37 @@ describe('fuzz', () => {
     expect(answered).toBeGreaterThan(COUNT / 4);
     expect(dropped).toBeGreaterThan(0);
     expect(metrics.snapshot().drops.internal ?? 0).toBe(0);
+  });
+
+  it('parses 50k mutated upstream answers without throwing (forwarder input)', () => {
+    const rnd = prng(SEED + 2);
+    const question = Buffer.from('\x03www\x07example\x00\x00\x01\x00\x01', 'latin1');
+    const good = dnsPacket.encode({
+      type: 'response', id: 1, flags: 0x8180, questions: [{ name: 'www.example', type: 'A' }],
+      answers: [{ name: 'www.example', type: 'A', ttl: 60, data: '192.0.2.1' }, { name: 'www.example', type: 'A', ttl: 30, data: '192.0.2.2' }],
+      authorities: [{ name: 'example', type: 'SOA', ttl: 60, data: { mname: 'ns.example', rname: 'h.example', serial: 1, refresh: 1, retry: 1, expire: 1, minimum: 5 } }],
+      additionals: [{ name: '.', type: 'OPT', udpPayloadSize: 1232, extendedRcode: 0, ednsVersion: 0, flags: 0, flag_do: false, options: [] }],
+    });
+    const ok = analyzeResponse(good, question);
+    expect(ok?.cacheTtl).toBe(30);
+    expect(ok?.body.ar).toBe(0);
+    let parsed = 0;
+    for (let i = 0; i < 50_000; i++) {
+      let b = Buffer.from(good);
+      for (let k = 0, n = 1 + Math.floor(rnd() * 3); k < n; k++) {
+        const op = Math.floor(rnd() * 3);
+        if (op === 0) b[Math.floor(rnd() * b.length)] = Math.floor(rnd() * 256);
+        else if (op === 1) b = b.subarray(0, Math.floor(rnd() * b.length));
+        else b = Buffer.concat([b, Buffer.from([Math.floor(rnd() * 256)])]);
+      }
+      const r = analyzeResponse(b, question);
+      if (r) {
+        parsed++;
+        // Whatever parsed must be internally consistent: TTL offsets inside the body.
+        for (const o of r.ttlOffsets) if (o < 0 || o + 4 > r.body.bytes.length) throw new Error(`ttl offset ${o} outside body, input ${b.toString('hex')}`);
+      }
+    }
+    expect(parsed).toBeGreaterThan(0);
   });
 
   it('survives mutated packets over real UDP and TCP sockets, then answers correctly', async () => {
