@@ -151,7 +151,10 @@ export class DnsServer {
     const r = this.handle(msg, false);
     if (r === undefined) return;
     if (!(r instanceof Promise)) { sock.send(r, port, address); return; }
-    r.then((out) => { if (out) sock.send(out, port, address); }, () => undefined);
+    // A forwarded answer may arrive after stop() closed the socket: send() would throw.
+    r.then((out) => { if (out && this.udp.includes(sock)) sock.send(out, port, address); }).catch((err: unknown) => {
+      this.log.debug({ err: String(err) }, 'late udp answer not sent');
+    });
   }
 
   private onTcp(s: Socket): void {

@@ -152,6 +152,19 @@ describe('forwarding', () => {
     expect(up.log).toHaveLength(2);
   });
 
+  it('stops cleanly while a forwarded question is in flight', async () => {
+    r = await rig([up], 2000);
+    up.behaviour = { delayMs: 150 };
+    const s = createSocket('udp4');
+    await new Promise<void>((res) => s.send(query('late.example', 'A'), r.port, '127.0.0.1', () => res()));
+    await new Promise((res) => setTimeout(res, 30));
+    await r.close();
+    // The upstream answers after the server closed: nothing may throw (vitest fails on unhandled errors).
+    await new Promise((res) => setTimeout(res, 300));
+    s.close();
+    expect(up.log).toEqual(['late.example A udp']);
+  });
+
   it('chases an ExternalName CNAME upstream', async () => {
     r = await rig([up]);
     const p = await ask(r.port, 'ext.prod.svc.cluster.local', 'A');
