@@ -36,6 +36,10 @@ function presentAddresses(): Set<string> {
   return s;
 }
 
+function ownAddresses(name: string): Set<string> {
+  return new Set((networkInterfaces()[name] ?? []).map((a) => normalizeIp(a.address) ?? ''));
+}
+
 export class DnsInterface {
   private owned = false;
   /** Device type used: dummy, or bridge where the kernel lacks dummy. */
@@ -46,7 +50,11 @@ export class DnsInterface {
   /** Create the interface and add the addresses that need it. Returns the addresses added. Idempotent. */
   async ensure(): Promise<string[]> {
     const need = addressesNeedingInterface(this.listen, presentAddresses());
-    if (need.length === 0) return [];
+    if (need.length === 0) {
+      // Left by a previous agent (crash) with our addresses on it: adopt it, so stop removes it.
+      if (this.listen.some((l) => ownAddresses(this.name).has(normalizeIp(parseHostPort(l).host) ?? ''))) this.owned = true;
+      return [];
+    }
     try {
       const exists = await this.exec('ip', ['link', 'show', 'dev', this.name]).then(() => true, () => false);
       // Already there (left by a previous run): reuse it.

@@ -54,7 +54,7 @@ export async function createDnsPart(deps: DnsPartDeps): Promise<DnsPart | undefi
     const t0 = performance.now();
     zone = zoneOf(s);
     server?.setZone(zone);
-    log.debug({ revision: s.revision, origin: s.origin, records: zone.size, ms: Math.round(performance.now() - t0) }, 'dns zone swapped');
+    log.debug({ revision: s.revision, origin: s.origin, services: s.services.length, ms: Math.round(performance.now() - t0) }, 'dns zone swapped');
   };
   const abort = new AbortController();
   let state = 'starting';

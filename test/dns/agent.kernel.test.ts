@@ -61,5 +61,19 @@ describe.skipIf(!!skip)('dns agent in a namespace', () => {
     expect(agent.child.exitCode).toBe(0);
     const gone = await lab.exec(ns, 'ip', ['link', 'show', 'dev', 'edgeway0']).then(() => 'present', () => 'absent');
     expect(gone).toBe('absent');
+
+    // An interface left behind by a crashed agent is adopted, served on and removed.
+    await lab.exec(ns, 'ip', ['link', 'add', 'edgeway0', 'type', 'bridge']);
+    await lab.exec(ns, 'ip', ['addr', 'add', '169.254.96.16/32', 'dev', 'edgeway0']);
+    await lab.exec(ns, 'ip', ['link', 'set', 'edgeway0', 'up']);
+    const again = lab.spawn(ns, process.execPath, [join(root, 'bin/edgeway.js'), 'agent', '--config', cfg]);
+    answer = '';
+    for (let i = 0; i < 50 && answer === ''; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      answer = (await lab.exec(ns, 'dig', ['@169.254.96.16', '+short', '+time=1', '+tries=1', 'web.default.svc.cluster.local']).catch(() => ({ stdout: '' }))).stdout.trim();
+    }
+    expect(answer).toBe('10.96.0.10');
+    await again.stop();
+    expect(await lab.exec(ns, 'ip', ['link', 'show', 'dev', 'edgeway0']).then(() => 'present', () => 'absent')).toBe('absent');
   });
 });
