@@ -27,11 +27,6 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const ipOf = (i) => `10.96.${(i >> 8) & 255}.${i & 255}`;
 const extIpOf = (i) => `198.18.${(i >> 8) & 255}.${i & 255}`;
 
-if (process.argv[2] === '--serve-edgeway') {
-  await serveEdgeway(Number(process.argv[3]), Number(process.argv[4]));
-} else {
-  await main();
-}
 
 /** The edgeway DNS server as the agent runs it (zone + forwarder + server), one process. */
 async function serveEdgeway(port, upstreamPort) {
@@ -61,7 +56,13 @@ function bin(cmd) {
   return existsSync(`/usr/sbin/${cmd}`) ? `/usr/sbin/${cmd}` : cmd;
 }
 
-function startProc(name, cmd, args) {
+// Servers pinned to CPU 1 and dnsperf to CPU 0 ("one core" each; taskset execs, so
+// the child's PID is the server's). DNS_BENCH_PIN=0 disables.
+const PIN = process.env.DNS_BENCH_PIN !== '0' && spawnSync('sh', ['-c', 'command -v taskset']).status === 0;
+const pinned = (cpu, cmd, args) => (PIN ? ['taskset', ['-c', String(cpu), cmd, ...args]] : [cmd, args]);
+
+function startProc(name, cmd0, args0, cpu = 1) {
+  const [cmd, args] = name === 'upstream' ? [cmd0, args0] : pinned(cpu, cmd0, args0);
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr.on('data', (d) => { err = (err + d).slice(-4000); });
@@ -89,7 +90,8 @@ async function waitAnswer(port, name, expect, ms = 10000) {
 }
 
 function dnsperf(port, file, extra) {
-  const r = spawnSync('dnsperf', ['-s', '127.0.0.1', '-p', String(port), '-d', file, '-c', String(CLIENTS), '-T', '1', ...extra], { encoding: 'utf8', maxBuffer: 512 * 1024 * 1024 });
+  const [cmd, args] = pinned(0, 'dnsperf', ['-s', '127.0.0.1', '-p', String(port), '-d', file, '-c', String(CLIENTS), '-T', '1', ...extra]);
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 512 * 1024 * 1024 });
   if (r.status !== 0) throw new Error(`dnsperf failed: ${r.stderr}`);
   return r.stdout;
 }
@@ -205,12 +207,12 @@ async function main() {
         });
       }
     }
-    const result = { bench: 'dns', date: new Date().toISOString(), seconds: SECONDS, rounds: ROUNDS, names: NAMES, clients: CLIENTS, latencyRate: RATE, node: process.version, rows };
+    const result = { bench: 'dns', date: new Date().toISOString(), pinned: PIN, seconds: SECONDS, rounds: ROUNDS, names: NAMES, clients: CLIENTS, latencyRate: RATE, node: process.version, rows };
     const md = [
       `# bench/dns — ${result.date}`,
       '',
       `dnsperf (${CLIENTS} clients, 1 thread), ${NAMES} names per set, QPS = median of ${ROUNDS} interleaved ${SECONDS}s runs at saturation;`,
-      `latency at a fixed ${RATE} qps for 3 s. Each server single-threaded on 127.0.0.1; external names forwarded to the same upstream (dnsmasq) and cached. Shared 2-core box: noisy.`,
+      `latency at a fixed ${RATE} qps for 3 s. Each server single-threaded on 127.0.0.1${PIN ? ', pinned to CPU 1 (dnsperf on CPU 0)' : ''}; external names forwarded to the same upstream (dnsmasq) and cached. Shared 2-core box: noisy.`,
       '',
       'QPS/CPU-s = queries answered per CPU-second the server process used (utime+stime from /proc): what one dedicated core would sustain, and far less sensitive to other load on the box than raw QPS.',
       '',
@@ -252,4 +254,10 @@ function svg(rows) {
     y += 8;
   }
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${y + 10}">${parts.join('')}</svg>\n`;
+}
+
+if (process.argv[2] === '--serve-edgeway') {
+  await serveEdgeway(Number(process.argv[3]), Number(process.argv[4]));
+} else {
+  await main();
 }

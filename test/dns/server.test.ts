@@ -72,6 +72,24 @@ describe('dns server', () => {
     expect(r.flag_aa).toBe(true);
   });
 
+  it('patches reused prebuilt answers per query: ID, case, RD, EDNS, DO', () => {
+    const variants = [
+      { q: query('web.default.svc.cluster.local', 'A', { id: 1 }), name: 'web.default.svc.cluster.local', rd: true, opt: false },
+      { q: query('WEB.DEFAULT.svc.cluster.local', 'A', { id: 2, rd: false }), name: 'WEB.DEFAULT.svc.cluster.local', rd: false, opt: false },
+      { q: query('Web.Default.Svc.Cluster.Local', 'A', { id: 3, edns: 1232 }), name: 'Web.Default.Svc.Cluster.Local', rd: true, opt: true },
+      { q: query('web.default.svc.cluster.local', 'A', { id: 4 }), name: 'web.default.svc.cluster.local', rd: true, opt: false },
+    ];
+    for (let round = 0; round < 2; round++) {
+      for (const v of variants) {
+        const out = server.handle(v.q, false);
+        if (!(out instanceof Buffer)) throw new Error('expected a synchronous answer');
+        const p = dnsPacket.decode(Buffer.from(out));
+        expect({ id: p.id, name: p.questions?.[0]?.name, rd: p.flag_rd, opt: (p.additionals ?? []).some((a) => a.type === 'OPT'), data: (p.answers?.[0] as { data: string }).data })
+          .toEqual({ id: v.q.readUInt16BE(0), name: v.name, rd: v.rd, opt: v.opt, data: '10.96.0.10' });
+      }
+    }
+  });
+
   it('answers pipelined queries over one TCP connection', async () => {
     const answers = await tcpExchange(port, [query('web.default.svc.cluster.local', 'A', { id: 1 }), query('db-0.db.default.svc.cluster.local', 'A', { id: 2 }), query('nope.default.svc.cluster.local', 'A', { id: 3 })]);
     const byId = new Map(answers.map((b) => { const p = dnsPacket.decode(b); return [p.id, p]; }));
