@@ -9,8 +9,16 @@ import { rcodeName, typeLabel } from './wire.js';
 export type DropReason = 'short' | 'response' | 'oversize' | 'tcp_limit' | 'tcp_frame' | 'internal';
 export type AnswerSource = 'zone' | 'cache' | 'upstream' | 'error';
 
+const SOURCES: readonly AnswerSource[] = ['zone', 'cache', 'upstream', 'error'];
+const SOURCE_INDEX: Record<AnswerSource, number> = { zone: 0, cache: 1, upstream: 2, error: 3 };
+/** Query types with their own label; index 0 is "other". */
+const TYPES = [0, 1, 28, 33, 12, 5, 6, 2, 16, 15, 64, 65, 255];
+const TYPE_INDEX = new Uint8Array(65536);
+TYPES.forEach((t, i) => { if (i > 0) TYPE_INDEX[t] = i; });
+
 export class DnsMetrics {
-  private readonly queries = new Map<string, number>();
+  /** Counts per (type index, source, rcode 0..31): one array increment per query. */
+  private readonly queries = new Float64Array(TYPES.length * SOURCES.length * 32);
   private readonly drops = new Map<string, number>();
   cacheHits = 0;
   cacheMisses = 0;
@@ -27,7 +35,7 @@ export class DnsMetrics {
       labelNames: ['qtype', 'rcode', 'source'], registers: [registry],
       collect() {
         this.reset();
-        for (const [k, v] of self.queries) { const [qtype, rcode, source] = k.split('|') as [string, string, string]; this.inc({ qtype, rcode, source }, v); }
+        for (const { qtype, rcode, source, count } of self.queryCounts()) this.inc({ qtype, rcode, source }, count);
       },
     });
     new Counter({
@@ -59,8 +67,20 @@ export class DnsMetrics {
   }
 
   query(qtype: number, rcode: number, source: AnswerSource): void {
-    const k = `${typeLabel(qtype)}|${rcodeName(rcode)}|${source}`;
-    this.queries.set(k, (this.queries.get(k) ?? 0) + 1);
+    this.queries[(TYPE_INDEX[qtype]! * SOURCES.length + SOURCE_INDEX[source]) * 32 + (rcode & 31)]!++;
+  }
+
+  private queryCounts(): { qtype: string; rcode: string; source: string; count: number }[] {
+    const out: { qtype: string; rcode: string; source: string; count: number }[] = [];
+    for (let i = 0; i < this.queries.length; i++) {
+      const count = this.queries[i]!;
+      if (count === 0) continue;
+      const rcode = i % 32;
+      const source = SOURCES[Math.floor(i / 32) % SOURCES.length]!;
+      const t = TYPES[Math.floor(i / 32 / SOURCES.length)]!;
+      out.push({ qtype: t === 0 ? 'other' : typeLabel(t), rcode: rcodeName(rcode), source, count });
+    }
+    return out;
   }
 
   drop(reason: DropReason | 'formerr' | 'notimp' | 'badvers'): void {
@@ -77,6 +97,6 @@ export class DnsMetrics {
 
   /** Totals, for tests and logs. */
   snapshot(): { queries: Record<string, number>; drops: Record<string, number>; cacheHits: number; cacheMisses: number; dedups: number } {
-    return { queries: Object.fromEntries(this.queries), drops: Object.fromEntries(this.drops), cacheHits: this.cacheHits, cacheMisses: this.cacheMisses, dedups: this.dedups };
+    return { queries: Object.fromEntries(this.queryCounts().map((c) => [`${c.qtype}|${c.rcode}|${c.source}`, c.count])), drops: Object.fromEntries(this.drops), cacheHits: this.cacheHits, cacheMisses: this.cacheMisses, dedups: this.dedups };
   }
 }
