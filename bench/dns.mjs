@@ -6,7 +6,7 @@
 // separate dnsmasq, and is warmed first). Every server runs single-threaded.
 //
 //   npm run bench dns
-//   DNS_BENCH_SECONDS=5 DNS_BENCH_ROUNDS=3 DNS_BENCH_NAMES=1000 DNS_BENCH_RATE=20000 node bench/dns.mjs
+//   DNS_BENCH_SECONDS=5 DNS_BENCH_ROUNDS=3 DNS_BENCH_NAMES=1000 DNS_BENCH_RATES=5000,20000 DNS_BENCH_PIN=1 node bench/dns.mjs
 //
 // Writes bench/results/dns.{json,md,svg}. The box is shared: figures are noisy,
 // ratios against dnsmasq in the same run are what to read.
@@ -20,7 +20,7 @@ const here = fileURLToPath(new URL('.', import.meta.url));
 const SECONDS = Number(process.env.DNS_BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.DNS_BENCH_ROUNDS ?? 3);
 const NAMES = Number(process.env.DNS_BENCH_NAMES ?? 1000);
-const RATE = Number(process.env.DNS_BENCH_RATE ?? 20000);
+const RATES = (process.env.DNS_BENCH_RATES ?? '5000,20000').split(',').map(Number);
 const CLIENTS = 8;
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -115,8 +115,8 @@ function throughput(port, file, pid) {
   return { qps, lost, okShare: completed ? noerror / completed : 0, perCpuSecond: cpu > 0 ? completed / cpu : 0, cpu };
 }
 
-function latency(port, file) {
-  const out = dnsperf(port, file, ['-l', '3', '-Q', String(RATE), '-v']);
+function latency(port, file, rate) {
+  const out = dnsperf(port, file, ['-l', '3', '-Q', String(rate), '-v']);
   const lat = [];
   let bad = 0;
   for (const line of out.split('\n')) {
@@ -200,25 +200,26 @@ async function main() {
         const ts = runs[`${s.name}|${set}`];
         const qps = median(ts.map((t) => t.qps));
         const perCpu = median(ts.map((t) => t.perCpuSecond));
-        const lat = latency(s.port, file);
+        const latencies = RATES.map((rate) => ({ rate, ...latency(s.port, file, rate) }));
         rows.push({
           set, server: s.name, qps: Math.round(qps), ratio: qps / baseQps, perCpuSecond: Math.round(perCpu), cpuRatio: perCpu / baseCpu,
-          lost: ts.reduce((a, t) => a + t.lost, 0), p50us: Math.round(lat.p50us), p99us: Math.round(lat.p99us), latencySamples: lat.samples, latencyErrors: lat.errors,
+          lost: ts.reduce((a, t) => a + t.lost, 0),
+          latency: latencies.map((l) => ({ rate: l.rate, p50us: Math.round(l.p50us), p99us: Math.round(l.p99us), samples: l.samples, errors: l.errors })),
         });
       }
     }
-    const result = { bench: 'dns', date: new Date().toISOString(), pinned: PIN, seconds: SECONDS, rounds: ROUNDS, names: NAMES, clients: CLIENTS, latencyRate: RATE, node: process.version, rows };
+    const result = { bench: 'dns', date: new Date().toISOString(), pinned: PIN, seconds: SECONDS, rounds: ROUNDS, names: NAMES, clients: CLIENTS, latencyRates: RATES, node: process.version, rows };
     const md = [
       `# bench/dns — ${result.date}`,
       '',
       `dnsperf (${CLIENTS} clients, 1 thread), ${NAMES} names per set, QPS = median of ${ROUNDS} interleaved ${SECONDS}s runs at saturation;`,
-      `latency at a fixed ${RATE} qps for 3 s. Each server single-threaded on 127.0.0.1${PIN ? ', pinned to CPU 1 (dnsperf on CPU 0)' : ''}; external names forwarded to the same upstream (dnsmasq) and cached. Shared 2-core box: noisy.`,
+      `latency at fixed offered loads (${RATES.join(', ')} qps) for 3 s each. Each server single-threaded on 127.0.0.1${PIN ? ', pinned to CPU 1 (dnsperf on CPU 0)' : ''}; external names forwarded to the same upstream (dnsmasq) and cached. Shared 2-core box: noisy.`,
       '',
       'QPS/CPU-s = queries answered per CPU-second the server process used (utime+stime from /proc): what one dedicated core would sustain, and far less sensitive to other load on the box than raw QPS.',
       '',
-      '| set | server | QPS | × dnsmasq | QPS/CPU-s | × dnsmasq | lost | p50 µs | p99 µs |',
-      '|---|---|---:|---:|---:|---:|---:|---:|---:|',
-      ...rows.map((r) => `| ${r.set} | ${r.server} | ${r.qps} | ${r.ratio.toFixed(2)} | ${r.perCpuSecond} | ${r.cpuRatio.toFixed(2)} | ${r.lost} | ${r.p50us} | ${r.p99us} |`),
+      `| set | server | QPS | × dnsmasq | QPS/CPU-s | × dnsmasq | lost | ${RATES.map((r) => `p50/p99 µs @${r / 1000}k`).join(' | ')} |`,
+      `|---|---|---:|---:|---:|---:|---:|${RATES.map(() => '---:').join('|')}|`,
+      ...rows.map((r) => `| ${r.set} | ${r.server} | ${r.qps} | ${r.ratio.toFixed(2)} | ${r.perCpuSecond} | ${r.cpuRatio.toFixed(2)} | ${r.lost} | ${r.latency.map((l) => `${l.p50us} / ${l.p99us}`).join(' | ')} |`),
       '',
     ].join('\n');
     console.log('\n' + md);
@@ -248,7 +249,7 @@ function svg(rows) {
       const color = r.server === 'edgeway' ? '#2b7bb9' : r.server === 'dnsmasq' ? '#888' : '#c77c2b';
       parts.push(`<text x="20" y="${y + 13}" font-size="12" font-family="sans-serif">${r.server}</text>`);
       parts.push(`<rect x="90" y="${y}" width="${bw}" height="${barH - 4}" fill="${color}"/>`);
-      parts.push(`<text x="${95 + bw}" y="${y + 13}" font-size="11" font-family="sans-serif">${r.qps} (${r.ratio.toFixed(2)}×, p99 ${r.p99us} µs)</text>`);
+      parts.push(`<text x="${95 + bw}" y="${y + 13}" font-size="11" font-family="sans-serif">${r.qps} (${r.ratio.toFixed(2)}×; ${r.perCpuSecond}/CPU-s, ${r.cpuRatio.toFixed(2)}×)</text>`);
       y += barH;
     }
     y += 8;
