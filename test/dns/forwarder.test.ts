@@ -27,7 +27,8 @@ class FakeClock {
 
 interface Rig { server: DnsServer; port: number; clock: FakeClock; metrics: DnsMetrics; close(): Promise<void> }
 
-async function rig(upstreams: { host: string; port: number }[], timeoutMs = 300): Promise<Rig> {
+// Generous timeouts: CI boxes are busy; only the failover cases rely on an upstream timing out.
+async function rig(upstreams: { host: string; port: number }[], timeoutMs = 2000): Promise<Rig> {
   const clock = new FakeClock();
   const metrics = new DnsMetrics();
   const forwarder = new Forwarder({ upstreams, timeoutMs, cacheSize: 100, clock, metrics });
@@ -105,12 +106,12 @@ describe('forwarding', () => {
   });
 
   it('fails over from a silent upstream, then answers SERVFAIL when all fail', async () => {
-    r = await rig([up, up2], 200);
+    r = await rig([up, up2], 500);
     up.behaviour = { silent: true };
     const t0 = Date.now();
     const a = await ask(r.port, 'www.example');
     expect(a.answers?.map((x) => (x as { data: string }).data)).toEqual(['192.0.2.20']);
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(190);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(490);
     expect(up.log).toEqual(['www.example A udp']);
     up2.behaviour = { servfail: true };
     const f = await ask(r.port, 'fresh.example');
