@@ -1,6 +1,6 @@
 /**
  * Answer cache for forwarded names: positive and negative (RFC 2308), TTLs honoured
- * and counted down in served copies, bounded size with least-recently-used
+ * and counted down in served copies, bounded size with CLOCK (second-chance)
  * eviction. Entries keep the upstream's wire body (everything after the question)
  * so a hit is one buffer copy plus a few TTL writes.
  */
@@ -29,6 +29,8 @@ export interface CacheEntry {
   /** The body served for `servedElapsed` seconds after storing (reused within that second). */
   servedElapsed: number;
   servedBody: Body;
+  /** Hit since the eviction hand last passed (CLOCK). */
+  used: boolean;
 }
 
 export interface AnalyzedResponse {
@@ -130,9 +132,9 @@ export class AnswerCache {
       this.map.delete(key);
       return undefined;
     }
-    // LRU: move to the back (Map keeps insertion order).
-    this.map.delete(key);
-    this.map.set(key, e);
+    // Recency as a CLOCK bit (second chance at eviction) instead of moving the entry
+    // on every hit: a hit stays a lookup, with no Map delete + insert.
+    e.used = true;
     const elapsed = Math.floor((now - e.storedAt) / 1000);
     if (elapsed !== e.servedElapsed) {
       // TTLs count down once per second; within a second every hit shares one copy.
@@ -148,13 +150,19 @@ export class AnswerCache {
     if (this.maxEntries <= 0 || r.cacheTtl <= 0) return;
     const now = this.clock.now();
     this.map.delete(key);
+    // Evict the oldest entry not used since it was last passed over; used ones go to
+    // the back once. Ends: each pass clears a bit, so at most size + 1 steps.
     while (this.map.size >= this.maxEntries) {
-      const oldest = this.map.keys().next().value as string;
+      const [oldest, entry] = this.map.entries().next().value as [string, CacheEntry];
       this.map.delete(oldest);
+      if (entry.used && now < entry.expiresAt) {
+        entry.used = false;
+        this.map.set(oldest, entry);
+      }
     }
     this.map.set(key, {
       rcode: r.rcode, body: r.body, ttlOffsets: r.ttlOffsets, ttls: r.ttls, negative: r.negative,
-      storedAt: now, expiresAt: now + r.cacheTtl * 1000, servedElapsed: 0, servedBody: r.body,
+      storedAt: now, expiresAt: now + r.cacheTtl * 1000, servedElapsed: 0, servedBody: r.body, used: false,
     });
   }
 
