@@ -64,4 +64,6 @@ export const agentParts: AgentPartFactory[] = [
       remoteDialer: () => ctx.remoteDialer?.(),
     })(ctx);
   },
+  // Node-local DNS on dns.listen (the catalog's cluster zone, forwarding the rest).
+  async (ctx) => (await import('../dns/part.js')).createDnsPart(ctx),
 ];

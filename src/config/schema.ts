@@ -129,9 +129,19 @@ export const configSchema = z
         upstreams: z.array(hostPort).default([]),
         ttl: z.number().int().min(0).max(86_400).default(30),
         cacheSize: z.number().int().min(0).default(10_000),
+        /** TTL of negative cluster answers (the zone SOA's TTL and MINIMUM, RFC 2308). */
+        negativeTtl: z.number().int().min(0).max(86_400).default(5),
+        /** Read when `upstreams` is empty (our own addresses are skipped). */
+        resolvConf: z.string().min(1).default('/etc/resolv.conf'),
+        /** Per upstream and attempt; the next upstream is tried after it. */
+        upstreamTimeoutMs: z.number().int().min(10).max(60_000).default(2000),
+        maxTcpConnections: z.number().int().min(1).max(10_000).default(256),
       })
       .strict()
-      .default(() => ({ enabled: true, listen: ['169.254.96.16:53'], interface: 'edgeway0', upstreams: [], ttl: 30, cacheSize: 10_000 })),
+      .default(() => ({
+        enabled: true, listen: ['169.254.96.16:53'], interface: 'edgeway0', upstreams: [], ttl: 30, cacheSize: 10_000,
+        negativeTtl: 5, resolvConf: '/etc/resolv.conf', upstreamTimeoutMs: 2000, maxTcpConnections: 256,
+      })),
     tunnel: z
       .object({
         enabled: z.boolean().default(true),

@@ -1,0 +1,104 @@
+/**
+ * The DNS agent part: builds the zone from each catalog snapshot (the persisted
+ * one too, when the agent starts offline), creates the dummy interface for the
+ * node DNS address, and serves UDP and TCP on `dns.listen`.
+ *
+ * A listen failure (address not there yet, port busy) is retried with backoff in
+ * the background; the agent keeps running and /readyz says why DNS is not ready.
+ */
+import type { Snapshot } from '../catalog/types.js';
+import type { Config } from '../config/schema.js';
+import type { Registry } from '../metrics/registry.js';
+import type { ReadinessCheck } from '../metrics/server.js';
+import { Backoff, sleep } from '../util/backoff.js';
+import type { Logger } from '../util/log.js';
+import { DnsInterface } from './interface.js';
+import { Forwarder } from './forwarder.js';
+import { DnsMetrics } from './metrics.js';
+import { DnsServer } from './server.js';
+import { chooseUpstreams } from './upstreams.js';
+import { Zone, type ZoneOptions } from './zone.js';
+
+export interface DnsPartDeps {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly registry: Registry;
+  readonly store: { readonly snapshot: Snapshot; on(e: 'snapshot', f: (s: Snapshot) => void): unknown; off(e: 'snapshot', f: (s: Snapshot) => void): unknown };
+}
+
+export interface DnsPart {
+  readonly name: 'dns';
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  readonly readiness: ReadinessCheck;
+  /** The server, once bound (tests). */
+  readonly server: DnsServer | undefined;
+}
+
+/** Build the DNS part; undefined when `dns.enabled` is false. */
+export async function createDnsPart(deps: DnsPartDeps): Promise<DnsPart | undefined> {
+  const cfg = deps.config.dns;
+  if (!cfg.enabled) return undefined;
+  const log = deps.logger.child({ subsystem: 'dns' });
+  const zopts: ZoneOptions = { domain: deps.config.clusterDomain, ttl: cfg.ttl, negativeTtl: cfg.negativeTtl };
+  const choice = await chooseUpstreams(cfg.upstreams, cfg.listen, cfg.resolvConf);
+  if (choice.refused.length) log.error({ refused: choice.refused, from: choice.from }, 'upstreams that are our own listen addresses refused (forwarding loop)');
+  if (choice.upstreams.length === 0) log.warn({ from: choice.from }, 'no upstream DNS server: names outside the cluster get SERVFAIL');
+  let server: DnsServer | undefined;
+  const metrics: DnsMetrics = new DnsMetrics(deps.registry, { cacheEntries: (): number => forwarder.cache.size, tcpConnections: (): number => server?.tcpConnections ?? 0 });
+  const forwarder: Forwarder = new Forwarder({ upstreams: choice.upstreams, timeoutMs: cfg.upstreamTimeoutMs, cacheSize: cfg.cacheSize, metrics });
+  const iface = new DnsInterface(cfg.interface, cfg.listen);
+  const zoneOf = (s: Snapshot): Zone => (s.revision === 0 ? Zone.unsynced(zopts) : Zone.build(s, zopts));
+  let zone = zoneOf(deps.store.snapshot);
+  const onSnapshot = (s: Snapshot): void => {
+    const t0 = performance.now();
+    zone = zoneOf(s);
+    server?.setZone(zone);
+    log.debug({ revision: s.revision, origin: s.origin, services: s.services.length, ms: Math.round(performance.now() - t0) }, 'dns zone swapped');
+  };
+  const abort = new AbortController();
+  let state = 'starting';
+  let loop: Promise<void> | undefined;
+
+  const bind = async (): Promise<void> => {
+    const backoff = new Backoff(500, 30_000);
+    while (!abort.signal.aborted) {
+      try {
+        const added = await iface.ensure();
+        if (added.length) log.info({ interface: cfg.interface, type: iface.kind, addresses: added }, 'dns interface ready');
+        const s = new DnsServer({ listen: cfg.listen, zone, forwarder, logger: deps.logger, metrics, maxTcpConnections: cfg.maxTcpConnections });
+        await s.start();
+        if (abort.signal.aborted) { await s.stop(); return; }
+        server = s;
+        s.setZone(zone);
+        state = 'serving';
+        log.info({ listen: s.addresses().map((a) => `${a.proto}://${a.address}:${a.port}`), upstreams: choice.upstreams.map((u) => `${u.host}:${u.port}`), from: choice.from }, 'dns serving');
+        return;
+      } catch (err) {
+        state = `not serving: ${String((err as Error).message ?? err)}`;
+        log.error({ err: String(err) }, 'dns cannot start; retrying');
+        await sleep(backoff.next(), abort.signal).catch(() => undefined);
+      }
+    }
+  };
+
+  return {
+    name: 'dns',
+    get server() { return server; },
+    readiness: { name: 'dns', check: () => ({ ready: server !== undefined, detail: state }) },
+    async start() {
+      deps.store.on('snapshot', onSnapshot);
+      // The first attempt is awaited so a working setup is serving when start() returns.
+      loop = bind();
+      await Promise.race([loop, sleep(2000)]);
+    },
+    async stop() {
+      abort.abort();
+      deps.store.off('snapshot', onSnapshot);
+      await loop;
+      await server?.stop();
+      server = undefined;
+      await iface.remove().catch((err: unknown) => log.error({ err: String(err) }, 'dns interface removal failed'));
+    },
+  };
+}
