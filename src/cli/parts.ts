@@ -58,11 +58,24 @@ export const agentParts: AgentPartFactory[] = [
     // Without a kernel data plane nothing is redirected to the proxy's ports.
     if (ctx.mode.base === 'none') return undefined;
     const { createProxyPart } = await import('../proxy/part.js');
-    return createProxyPart({
+    // Accelerated forwarding (splice/sockmap) when the addon is usable and allowed.
+    const { config, registry, logger } = ctx;
+    let accel: import('../dataplane/native/accelerator.js').Accelerators | undefined;
+    let forwarder: import('../dataplane/native/forwarder.js').Forwarder | undefined;
+    if (config.accelerator.mode !== 'node') {
+      const { acceleratorsFromConfig } = await import('../dataplane/native/accelerator.js');
+      const a = acceleratorsFromConfig(config.accelerator, { registry, logger });
+      if (a.accelerators.status.some((st) => st.kind !== 'node' && st.available)) ({ accelerators: accel, forwarder } = a);
+      else a.accelerators.close();
+    }
+    const part = await createProxyPart({
       planFor: ctx.planFor,
       iptables: () => ctx.mode.base === 'iptables',
       remoteDialer: () => ctx.remoteDialer?.(),
+      forwarder: () => forwarder,
     })(ctx);
+    if (!part) { accel?.close(); return undefined; }
+    return { ...part, name: part.name, readiness: part.readiness, start: () => part.start(), stop: async () => { await part.stop(); accel?.close(); } };
   },
   // Node-local DNS on dns.listen (the catalog's cluster zone, forwarding the rest).
   async (ctx) => (await import('../dns/part.js')).createDnsPart(ctx),

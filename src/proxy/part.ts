@@ -24,6 +24,7 @@ import type { DatagramSession, RemoteDialer } from './remote-dialer.js';
 import type { OriginalDstResolver } from './original-dst.js';
 import { ProxyError } from './errors.js';
 import { UserspaceProxy } from './proxy.js';
+import type { Forwarder } from '../dataplane/native/forwarder.js';
 
 export interface ProxyPartContext {
   readonly config: Config;
@@ -40,6 +41,8 @@ export interface ProxyPartDeps {
   /** Program iptables REDIRECTs (default: `dataplane.mode === 'iptables'`; the data-plane detector decides for `auto`). */
   readonly iptables?: (config: Config) => boolean | Promise<boolean>;
   readonly originalDst?: { readonly port: number; readonly resolver: OriginalDstResolver };
+  /** Accelerated TCP forwarding (splice/sockmap) when the native addon is usable. */
+  readonly forwarder?: () => Forwarder | undefined;
   /** Process boundary for iptables (tests run it in a namespace). */
   readonly exec?: Exec;
 }
@@ -96,6 +99,7 @@ class ProxyAgentPart implements ProxyPart {
       logger: this.log, registry: ctx.registry,
       ...(deps.remoteDialer ? { remoteDialer: lazyDialer(deps.remoteDialer) } : {}),
       ...(deps.originalDst ? { originalDst: deps.originalDst } : {}),
+      ...(deps.forwarder?.() ? { forwarder: deps.forwarder()! } : {}),
       connectTimeoutMs: p.connectTimeoutMs, maxConnectAttempts: p.maxConnectAttempts, idleTimeoutMs: p.idleTimeoutMs,
       udpSessionIdleMs: p.udpSessionIdleMs, maxFlows: p.maxFlows, maxUdpSessions: p.maxUdpSessions, perServiceLabels: p.perServiceLabels,
     });

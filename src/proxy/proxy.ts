@@ -8,6 +8,7 @@
  * flows in progress are never cut by an update. A listener that fails to bind is
  * reported and tried again on the next apply.
  */
+import type { Forwarder } from '../dataplane/native/forwarder.js';
 import net from 'node:net';
 import type { Logger } from '../util/log.js';
 import type { Registry } from '../metrics/registry.js';
@@ -55,6 +56,8 @@ export interface UserspaceProxyOptions {
    * ordinary stream reads. 0 disables.
    */
   readonly readBuffers?: number;
+  /** Accelerated forwarding for socket-to-socket TCP flows (splice/sockmap; see tcp.ts). */
+  readonly forwarder?: Forwarder;
 }
 
 export interface ApplyResult {
@@ -108,7 +111,12 @@ export class UserspaceProxy {
       ...(opts.remoteDialer ? { remoteDialer: opts.remoteDialer } : {}),
     };
     const nbuf = opts.readBuffers ?? 128;
-    this.tcpSettings = { ...dial, idleTimeoutMs: opts.idleTimeoutMs ?? 3_600_000, ...(nbuf > 0 ? { readBuffers: new BufferPool(256 * 1024, nbuf) } : {}) };
+    this.tcpSettings = {
+      ...dial,
+      idleTimeoutMs: opts.idleTimeoutMs ?? 3_600_000,
+      ...(nbuf > 0 && !opts.forwarder ? { readBuffers: new BufferPool(256 * 1024, nbuf) } : {}),
+      ...(opts.forwarder ? { forwarder: opts.forwarder } : {}),
+    };
     this.udpSettings = { ...dial, sessionIdleMs: opts.udpSessionIdleMs ?? 30_000 };
     this.flows = new Gate(opts.maxFlows ?? 9_000);
     this.udpSessions = new Gate(opts.maxUdpSessions ?? 4_096);

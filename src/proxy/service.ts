@@ -121,9 +121,14 @@ export function openStream(ep: PlannedEndpoint, sp: PlannedServicePort, remote: 
   return connectTcp(ep.ip, ep.port, signal, onread);
 }
 
-export function connectTcp(host: string, port: number, signal: AbortSignal, onread?: net.OnReadOpts): Promise<net.Socket> {
+/**
+ * Connect to an endpoint. `paused`: Node never starts reading the socket (paused
+ * before 'connect'), so an accelerator can take its fd over (dataplane/native).
+ */
+export function connectTcp(host: string, port: number, signal: AbortSignal, onread?: net.OnReadOpts, paused = false): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const s = net.connect({ host, port, allowHalfOpen: true, noDelay: true, ...(onread ? { onread } : {}) });
+    if (paused) s.pause();
     const onAbort = (): void => {
       s.destroy();
       reject(new ProxyError('ERR_PROXY_CONNECT_TIMEOUT', `connect to ${host}:${port} timed out`));

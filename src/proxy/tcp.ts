@@ -9,13 +9,20 @@ import { ProxyError } from './errors.js';
 import type { ConnectionResult, DropReason, ServiceMetrics } from './metrics.js';
 import { pump } from './pump.js';
 import { adoptWithBuffer, ReadSink, type BufferPool } from './fast-read.js';
-import { clientIpOf, isFdExhausted, openStream, type DialSettings, type ServiceRuntime } from './service.js';
+import { clientIpOf, connectTcp, isFdExhausted, openStream, type DialSettings, type ServiceRuntime } from './service.js';
+import type { Forwarder } from '../dataplane/native/forwarder.js';
 
 export interface TcpSettings extends DialSettings {
   /** Close a flow after this long without a byte either way (0 = never). */
   readonly idleTimeoutMs: number;
   /** Large read buffers for socket-to-socket flows (fast-read.ts); none = stream reads. */
   readonly readBuffers?: BufferPool;
+  /**
+   * Accelerated forwarding (splice / sockmap, dataplane/native) for socket-to-socket
+   * flows; per connection it falls back to a slower path when one refuses. Tunnel
+   * streams (remote endpoints) always use the pump. No idle timeout on this path.
+   */
+  readonly forwarder?: Forwarder;
 }
 
 /** Admission of flows against the proxy-wide limit. */
@@ -59,6 +66,7 @@ export function admit(gate: FlowGate, m: ServiceMetrics, client: Socket): boolea
 export function handleTcp(rt: ServiceRuntime, accepted: Socket, s: TcpSettings, gate: FlowGate, log: Logger): void {
   const m = rt.metrics;
   if (!admit(gate, m, accepted)) return;
+  if (s.forwarder) { handleForwarded(rt, accepted, s, s.forwarder, gate, log); return; }
   // Large-buffer reads when the pool has two buffers for this flow.
   const pool = s.readBuffers;
   const bufA = pool?.take();
@@ -116,6 +124,52 @@ export function handleTcp(rt: ServiceRuntime, accepted: Socket, s: TcpSettings, 
       if (!client.destroyed) client.resetAndDestroy();
       if (client.closed) returnBuffers();
       else client.once('close', returnBuffers);
+    },
+  );
+}
+
+/**
+ * The accelerated path: the client arrives paused and the endpoint is dialled
+ * paused, so neither socket has been read by Node and the forwarder (splice,
+ * sockmap) can take both fds. A remote endpoint (tunnel stream) goes through pump().
+ */
+function handleForwarded(rt: ServiceRuntime, client: Socket, s: TcpSettings, forwarder: Forwarder, gate: FlowGate, log: Logger): void {
+  const m = rt.metrics;
+  const sp = rt.sp;
+  const early = (): void => { client.destroy(); };
+  client.on('error', early);
+  const finish = (err?: Error): void => {
+    gate.close();
+    m.activeFlows.dec();
+    if (err && log.isLevelEnabled('debug')) log.debug({ service: sp.id, err: err.message }, 'flow ended with error');
+  };
+  rt.dial(rt.input(clientIpOf(client.remoteAddress)), s, (ep, signal) => (ep.class === 'remote'
+    ? openStream(ep, sp, s.remoteDialer, signal)
+    : connectTcp(ep.ip, ep.port, signal, undefined, true))).then(
+    (d) => {
+      client.off('error', early);
+      m.result('ok');
+      const conn = d.conn;
+      if (d.endpoint.class === 'remote') {
+        pump(client, conn, {
+          toEndpoint: (n) => { m.toEndpoint += n; },
+          toClient: (n) => { m.toClient += n; },
+          done: (err) => { d.release(); finish(err); },
+        }, s.idleTimeoutMs, {});
+        return;
+      }
+      forwarder.forward(client, conn as Socket).then(
+        (r) => { m.toEndpoint += r.bytesIn; m.toClient += r.bytesOut; d.release(); finish(); },
+        (err: unknown) => { d.release(); finish(err instanceof Error ? err : new Error(String(err))); },
+      );
+    },
+    (err: unknown) => {
+      const f = failureOf(err);
+      m.result(f.result);
+      m.drop(f.drop);
+      finish();
+      if (f.drop === 'emfile') warnFdExhausted(log, 'connect');
+      if (!client.destroyed) client.resetAndDestroy();
     },
   );
 }
