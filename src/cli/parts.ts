@@ -8,6 +8,7 @@ import type { CatalogStore } from '../catalog/store.js';
 import type { Logger } from '../util/log.js';
 import type { Registry } from '../metrics/registry.js';
 import type { ReadinessCheck } from '../metrics/server.js';
+import { createTunnelPart } from '../tunnel/part.js';
 
 export interface AgentContext {
   readonly config: Config;
@@ -29,4 +30,4 @@ export interface AgentPart {
 export type AgentPartFactory = (ctx: AgentContext) => Promise<AgentPart | undefined>;
 
 /** Registered parts, in start order. */
-export const agentParts: AgentPartFactory[] = [];
+export const agentParts: AgentPartFactory[] = [createTunnelPart];
