@@ -46,8 +46,12 @@ export const Status = {
   /** The far agent is shutting down or over its flow limit. */
   unavailable: 5,
 } as const;
-export type StatusName = keyof typeof Status;
-const statusNames = Object.fromEntries(Object.entries(Status).map(([k, v]) => [v, k])) as Record<number, StatusName>;
+/** Status names as they appear in errors and metrics (same words as refusal reasons). */
+export type StatusName = 'ok' | 'unauthorised' | 'not-local' | 'bad-request' | 'connect-failed' | 'unavailable';
+const statusNames: Record<number, StatusName> = {
+  [Status.ok]: 'ok', [Status.unauthorised]: 'unauthorised', [Status.notLocal]: 'not-local',
+  [Status.badRequest]: 'bad-request', [Status.connectFailed]: 'connect-failed', [Status.unavailable]: 'unavailable',
+};
 
 export function statusName(code: number): StatusName | 'unknown' {
   return statusNames[code] ?? 'unknown';
@@ -197,29 +201,37 @@ export function chunksOf(data: MessageData): Iterable<Uint8Array> {
   return data instanceof Uint8Array ? [data] : data;
 }
 
-/** Incremental decoder of framed datagrams from a byte stream. */
+/** Incremental decoder of framed datagrams from a byte stream (linear in the bytes fed). */
 export class DatagramDecoder {
-  private buf: Buffer = Buffer.alloc(0);
+  private parts: Buffer[] = [];
+  private len = 0;
 
   /** Feed bytes; returns every complete datagram they finish. */
   push(data: MessageData): Buffer[] {
-    const parts: Buffer[] = [this.buf];
-    for (const c of chunksOf(data)) parts.push(Buffer.from(c.buffer, c.byteOffset, c.byteLength));
-    let b = parts.length === 2 && this.buf.length === 0 ? parts[1]! : Buffer.concat(parts);
-    const out: Buffer[] = [];
-    while (b.length >= 2) {
-      const len = b.readUInt16BE(0);
-      if (b.length < 2 + len) break;
-      // Copy: the source chunk may be a view on a larger muxer buffer.
-      out.push(Buffer.from(b.subarray(2, 2 + len)));
-      b = b.subarray(2 + len);
+    for (const c of chunksOf(data)) {
+      if (c.byteLength === 0) continue;
+      this.parts.push(Buffer.from(c.buffer, c.byteOffset, c.byteLength));
+      this.len += c.byteLength;
     }
-    this.buf = b.length > 0 ? Buffer.from(b) : Buffer.alloc(0);
+    const out: Buffer[] = [];
+    if (this.len < 2) return out;
+    if (this.parts[0]!.length < 2) this.parts = [Buffer.concat(this.parts)];
+    if (this.len < 2 + this.parts[0]!.readUInt16BE(0)) return out;
+    let b = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts);
+    while (b.length >= 2) {
+      const n = b.readUInt16BE(0);
+      if (b.length < 2 + n) break;
+      // Copy: the chunk may be a view on a larger muxer buffer that is reused.
+      out.push(Buffer.from(b.subarray(2, 2 + n)));
+      b = b.subarray(2 + n);
+    }
+    this.parts = b.length > 0 ? [Buffer.from(b)] : [];
+    this.len = b.length;
     return out;
   }
 
   /** Bytes held waiting for the rest of a datagram. */
   get pending(): number {
-    return this.buf.length;
+    return this.len;
   }
 }

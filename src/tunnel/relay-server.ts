@@ -4,7 +4,6 @@
  */
 import './polyfill.js';
 import { readFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -18,23 +17,22 @@ import { toMultiaddr } from './addrs.js';
 const HOP = '/libp2p/circuit/relay/0.2.0/hop';
 const PIPE_PATCH_MARKER = 'edgeway-pipe-patch';
 
-/** Is the @libp2p/utils pipe() leak fix (scripts/patch-deps.mjs) in the installed copy? */
+/**
+ * Is the @libp2p/utils pipe() leak fix (scripts/patch-deps.mjs) in the copy the
+ * circuit relay loads? Node resolution, by hand: walk up from this module, and at
+ * each node_modules prefer a copy nested under @libp2p/circuit-relay-v2.
+ */
 export async function pipePatchApplied(): Promise<boolean> {
-  try {
-    // Resolve from @libp2p/circuit-relay-v2, the package that calls pipe().
-    const req = createRequire(import.meta.url);
-    const relayPkg = dirname(req.resolve('@libp2p/circuit-relay-v2/package.json'));
-    const candidates = [
-      join(relayPkg, 'node_modules', '@libp2p', 'utils', 'dist', 'src', 'stream-utils.js'),
-      join(dirname(fileURLToPath(import.meta.resolve('@libp2p/utils'))), 'stream-utils.js'),
-    ];
-    for (const f of candidates) {
+  const rel = join('@libp2p', 'utils', 'dist', 'src', 'stream-utils.js');
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    for (const f of [join(dir, 'node_modules', '@libp2p', 'circuit-relay-v2', 'node_modules', rel), join(dir, 'node_modules', rel)]) {
       const text = await readFile(f, 'utf8').catch(() => undefined);
       if (text !== undefined) return text.includes(PIPE_PATCH_MARKER);
     }
-    return false;
-  } catch {
-    return false;
+    const up = dirname(dir);
+    if (up === dir) return false;
+    dir = up;
   }
 }
 
