@@ -26,8 +26,10 @@ export interface TunnelState {
   readonly peerId: string;
   readonly listen: string[];
   readonly relays: ReturnType<RelayManager['status']>;
-  readonly peers: { peerId: string; nodeName?: string; paths: string[] }[];
+  readonly peers: { peerId: string; nodeName?: string; paths: string[]; everRelayed: boolean }[];
   readonly inboundFlows: number;
+  /** Tunnel streams open now (in = served here, out = opened by this node's dialer). */
+  readonly streamsOpen: { in: number; out: number };
   readonly refusals: Record<string, number>;
   readonly upgrades: { attempts: number; successes: number };
   readonly updatedAt: string;
@@ -51,6 +53,8 @@ export class TunnelService {
   private stateDirty = true;
   private writing: Promise<void> = Promise.resolve();
   private peerId = '';
+  /** Peers that had a relayed connection at some point (tests prove LAN peers never do). */
+  private readonly everRelayed = new Set<string>();
 
   constructor(private readonly o: TunnelServiceOptions) {
     this.metrics = createTunnelMetrics(o.registry);
@@ -80,6 +84,9 @@ export class TunnelService {
     });
     this.dialer = new TunnelDialer({ node, nodeName: config.nodeName, directory, relays: this.relays, metrics: this.metrics, logger, directDialTimeoutMs: t.directDialTimeoutMs, onPathChange: onChange });
     node.addEventListener('connection:close', onChange);
+    node.addEventListener('connection:open', (evt) => {
+      if (connectionPath(evt.detail) === 'relayed') this.everRelayed.add(evt.detail.remotePeer.toString());
+    });
     node.addEventListener('self:peer:update', onChange);
     await this.server.start();
     this.dialer.start();
@@ -115,7 +122,7 @@ export class TunnelService {
     }
     return [...by].map(([peerId, paths]) => {
       const nodeName = this.directory?.knownNodeName(peerId);
-      return { peerId, ...(nodeName ? { nodeName } : {}), paths: [...paths].sort() };
+      return { peerId, ...(nodeName ? { nodeName } : {}), paths: [...paths].sort(), everRelayed: this.everRelayed.has(peerId) };
     });
   }
 
@@ -129,7 +136,7 @@ export class TunnelService {
   async state(): Promise<TunnelState> {
     const counter = async (c: { get(): Promise<{ values: { labels: Record<string, string | number>; value: number }[] }> }, label: string): Promise<Record<string, number>> => {
       const out: Record<string, number> = {};
-      for (const v of (await c.get()).values) out[String(v.labels[label])] = v.value;
+      for (const v of (await c.get()).values) { const k = String(v.labels[label]); out[k] = (out[k] ?? 0) + v.value; }
       return out;
     };
     const sum = (r: Record<string, number>): number => Object.values(r).reduce((a, b) => a + b, 0);
@@ -140,6 +147,10 @@ export class TunnelService {
       relays: this.relays?.status() ?? [],
       peers: this.peers(),
       inboundFlows: this.server?.openFlows ?? 0,
+      streamsOpen: await (async () => {
+        const o = await counter(this.metrics.streamsOpen, 'direction');
+        return { in: o.in ?? 0, out: o.out ?? 0 };
+      })(),
       refusals: await counter(this.metrics.refusals, 'reason'),
       upgrades: { attempts: sum(await counter(this.metrics.holePunchAttempts, 'method')), successes: sum(await counter(this.metrics.holePunchSuccesses, 'method')) },
       updatedAt: new Date().toISOString(),
