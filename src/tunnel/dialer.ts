@@ -20,8 +20,8 @@ import { MAX_STREAMS_PER_CONNECTION, type TunnelLibp2p } from './node.js';
 import type { PeerDirectory } from './peers.js';
 import type { RelayManager } from './relays.js';
 import type { TunnelMetrics, PeerPath } from './metrics.js';
-import { chunksOf, DatagramDecoder, decodeStatus, encodeRequest, frameDatagram, MAX_DATAGRAM, Status, statusName, TUNNEL_PROTOCOL, type TunnelProto } from './protocol.js';
-import { abortQuietly, bridgeSocket, closeQuietly, readPrefix, StreamDuplex } from './stream-io.js';
+import { chunksOf, DatagramDecoder, decodeStatus, encodeRequest, frameDatagram, MAX_DATAGRAM, Status, UDP_MAX_QUEUED_BYTES, statusName, TUNNEL_PROTOCOL, type TunnelProto } from './protocol.js';
+import { abortQuietly, bridgeSocket, closeQuietly, DatagramWriter, readPrefix, StreamDuplex } from './stream-io.js';
 import { DialFailedError, NotRunningError, TunnelRefusedError } from './errors.js';
 import { isCircuit, isUsableRemote } from './addrs.js';
 
@@ -260,8 +260,10 @@ export class StreamDatagramSession implements DatagramSession {
   private readonly closers: ((err?: Error) => void)[] = [];
   private closed = false;
   private backlog: Buffer[] = [];
+  private readonly writer: DatagramWriter;
 
   constructor(private readonly stream: Stream, rest: Uint8Array | undefined, private readonly metrics: TunnelMetrics) {
+    this.writer = new DatagramWriter(stream, UDP_MAX_QUEUED_BYTES, () => metrics.udpDropped.inc({ reason: 'backpressure' }));
     if (rest) this.backlog = this.decoder.push(rest);
     stream.addEventListener('message', (evt) => {
       for (const c of chunksOf(evt.data)) {
@@ -280,13 +282,8 @@ export class StreamDatagramSession implements DatagramSession {
   send(datagram: Uint8Array): void {
     if (this.closed || this.stream.writeStatus !== 'writable') return;
     if (datagram.length > MAX_DATAGRAM) { this.metrics.udpDropped.inc({ reason: 'oversize' }); return; }
-    if (this.stream.writableNeedsDrain) { this.metrics.udpDropped.inc({ reason: 'backpressure' }); return; }
     this.metrics.bytes.inc({ direction: 'tx' }, datagram.length);
-    try {
-      this.stream.send(frameDatagram(datagram));
-    } catch (err) {
-      abortQuietly(this.stream, err);
-    }
+    this.writer.write(frameDatagram(datagram));
   }
 
   onMessage(cb: (datagram: Uint8Array) => void): void {

@@ -11,6 +11,7 @@ import type { Protocol, Snapshot } from '../catalog/types.js';
 import type { DatagramSession, RemoteTarget } from '../proxy/remote-dialer.js';
 import type { Logger } from '../util/log.js';
 import type { TunnelDialer } from './dialer.js';
+import { UDP_RECV_BUFFER_BYTES } from './protocol.js';
 
 export interface IngressRoute {
   readonly listenHost?: string;
@@ -44,6 +45,8 @@ export interface TunnelIngressOptions {
 
 export class TunnelIngress {
   private readonly closers: (() => Promise<void>)[] = [];
+  /** Datagrams dropped by the UDP ingress, by reason (the flows' sessions are gone or not open yet). */
+  readonly udpDrops = { pendingFull: 0, noTarget: 0, sessionFailed: 0 };
   constructor(private readonly o: TunnelIngressOptions) {}
 
   async start(): Promise<void> {
@@ -82,7 +85,9 @@ export class TunnelIngress {
   }
 
   private async startUdp(r: IngressRoute): Promise<void> {
-    const sock = dgram.createSocket({ type: 'udp4' });
+    // A large receive buffer: bursts from many clients while the agent is busy
+    // otherwise overflow the 208 KiB default in the kernel (RcvbufErrors).
+    const sock = dgram.createSocket({ type: 'udp4', recvBufferSize: UDP_RECV_BUFFER_BYTES });
     const sessions = new Map<string, { session?: DatagramSession; pending: Buffer[]; idle?: NodeJS.Timeout; closed: boolean }>();
     const idleMs = this.o.udpIdleTimeoutMs ?? 60_000;
     const end = (key: string): void => {
@@ -98,7 +103,7 @@ export class TunnelIngress {
       let s = sessions.get(key);
       if (!s) {
         const target = r.pick();
-        if (!target) return;
+        if (!target) { this.udpDrops.noTarget++; return; }
         const entry: { session?: DatagramSession; pending: Buffer[]; idle?: NodeJS.Timeout; closed: boolean } = { pending: [msg], closed: false };
         s = entry;
         sessions.set(key, entry);
@@ -114,10 +119,12 @@ export class TunnelIngress {
           for (const d of entry.pending.splice(0)) session.send(d);
         }, (err: unknown) => {
           this.o.logger.debug({ err: String(err) }, 'udp tunnel session failed');
+          this.udpDrops.sessionFailed += entry.pending.length;
           end(key);
         });
       } else if (s.session) s.session.send(msg);
       else if (s.pending.length < 64) s.pending.push(msg);
+      else this.udpDrops.pendingFull++;
       clearTimeout(s.idle);
       s.idle = setTimeout(() => end(key), idleMs);
     });

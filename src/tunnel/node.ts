@@ -100,6 +100,11 @@ export async function createTunnelNode(opts: NodeOptions): Promise<TunnelLibp2p>
         maxOutboundStreams: MAX_STREAMS_PER_CONNECTION,
         // Larger frames cut per-frame overhead on bulk transfers.
         maxMessageSize: 256 * 1024,
+        // Streams that arrive before the upgrader listens on a new connection; over
+        // the limit (default 10) the whole connection is aborted
+        // (MaxEarlyStreamsError): a burst of flows on a fresh relayed connection
+        // killed it. Bounded by the stream limit instead.
+        maxEarlyStreams: MAX_STREAMS_PER_CONNECTION,
         streamOptions: {
           initialStreamWindowSize: 256 * 1024,
           maxStreamWindowSize: STREAM_WINDOW_BYTES,

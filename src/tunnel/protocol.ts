@@ -19,6 +19,14 @@ export const TUNNEL_VERSION = 1;
 export const MAX_HEADER_BYTES = 1024;
 /** Largest UDP payload (IPv4 65535 − 20 − 8). */
 export const MAX_DATAGRAM = 65_507;
+/**
+ * Datagrams queued on a stream before new ones are dropped (counted). A short
+ * muxer backpressure blip must not drop UDP (it did at `writableNeedsDrain`:
+ * 18 % of a 50-session burst); a stalled peer must not grow memory without bound.
+ */
+export const UDP_MAX_QUEUED_BYTES = 512 * 1024;
+/** SO_RCVBUF of tunnel UDP sockets (capped by net.core.rmem_max). */
+export const UDP_RECV_BUFFER_BYTES = 4 * 1024 * 1024;
 
 export type TunnelProto = 'tcp' | 'udp';
 

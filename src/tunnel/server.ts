@@ -12,8 +12,8 @@ import type { Snapshot } from '../catalog/types.js';
 import type { Logger } from '../util/log.js';
 import type { TunnelLibp2p } from './node.js';
 import { MAX_STREAMS_PER_CONNECTION } from './node.js';
-import { chunksOf, decodeRequest, DatagramDecoder, encodeStatus, frameDatagram, MAX_HEADER_BYTES, Status, TUNNEL_PROTOCOL, type TunnelRequest } from './protocol.js';
-import { abortQuietly, bridgeSocket, closeQuietly, readPrefix } from './stream-io.js';
+import { chunksOf, decodeRequest, DatagramDecoder, encodeStatus, frameDatagram, MAX_HEADER_BYTES, Status, UDP_MAX_QUEUED_BYTES, UDP_RECV_BUFFER_BYTES, TUNNEL_PROTOCOL, type TunnelRequest } from './protocol.js';
+import { abortQuietly, bridgeSocket, closeQuietly, DatagramWriter, readPrefix } from './stream-io.js';
 import type { RefusalReason, TunnelMetrics } from './metrics.js';
 
 /** Is `req` an endpoint of `req.serviceKey` that the catalog places on `nodeName`? (pure) */
@@ -171,7 +171,7 @@ export class TunnelServer {
 
   private serveUdp(stream: Stream, req: TunnelRequest, rest: Uint8Array | undefined, done: (result: string) => void): void {
     const m = this.o.metrics;
-    const sock = dgram.createSocket(net.isIPv6(req.ip) ? 'udp6' : 'udp4');
+    const sock = dgram.createSocket({ type: net.isIPv6(req.ip) ? 'udp6' : 'udp4', recvBufferSize: UDP_RECV_BUFFER_BYTES });
     const decoder = new DatagramDecoder();
     const idleMs = this.o.udpIdleTimeoutMs ?? 60_000;
     let idle: NodeJS.Timeout | undefined;
@@ -211,12 +211,11 @@ export class TunnelServer {
       this.o.logger.debug({ err: String(err) }, 'udp backend socket error');
       finish('error');
     });
+    const writer = new DatagramWriter(stream, UDP_MAX_QUEUED_BYTES, () => m.udpDropped.inc({ reason: 'backpressure' }));
     sock.on('message', (msg) => {
       touch();
-      if (stream.writeStatus !== 'writable') return;
-      if (stream.writableNeedsDrain) { m.udpDropped.inc({ reason: 'backpressure' }); return; }
       m.bytes.inc({ direction: 'tx' }, msg.length);
-      try { stream.send(frameDatagram(msg)); } catch { finish('error'); }
+      writer.write(frameDatagram(msg));
     });
     sock.connect(req.port, req.ip, () => {
       if (closed) return;

@@ -30,8 +30,11 @@ export interface TunnelState {
   readonly inboundFlows: number;
   /** Tunnel streams open now (in = served here, out = opened by this node's dialer). */
   readonly streamsOpen: { in: number; out: number };
+  /** Tunnel streams ever opened (any result). */
+  readonly streamsTotal: { in: number; out: number };
   readonly refusals: Record<string, number>;
   readonly upgrades: { attempts: number; successes: number };
+  readonly udpDropped: Record<string, number>;
   readonly updatedAt: string;
 }
 
@@ -153,6 +156,11 @@ export class TunnelService {
       })(),
       refusals: await counter(this.metrics.refusals, 'reason'),
       upgrades: { attempts: sum(await counter(this.metrics.holePunchAttempts, 'method')), successes: sum(await counter(this.metrics.holePunchSuccesses, 'method')) },
+      streamsTotal: await (async () => {
+        const o = await counter(this.metrics.streams, 'direction');
+        return { in: o.in ?? 0, out: o.out ?? 0 };
+      })(),
+      udpDropped: await counter(this.metrics.udpDropped, 'reason'),
       updatedAt: new Date().toISOString(),
     };
   }

@@ -243,3 +243,42 @@ export class StreamDuplex extends Duplex {
     cb(err);
   }
 }
+
+/**
+ * Writes framed datagrams to a stream, coalescing the ones queued in the same
+ * event-loop turn into one `send` (one muxer frame, one encrypted write instead of
+ * one per datagram: UDP bursts were CPU-bound on per-frame overhead). Drops (and
+ * reports) a datagram when more than `maxQueuedBytes` wait to be sent: UDP
+ * semantics, and memory bounded under a stalled peer.
+ */
+export class DatagramWriter {
+  private queue: Uint8Array[] = [];
+  private queued = 0;
+  private scheduled = false;
+
+  constructor(private readonly stream: Stream, private readonly maxQueuedBytes: number, private readonly onDrop: () => void) {}
+
+  write(frame: Uint8Array): void {
+    if (this.stream.writeStatus !== 'writable') return;
+    if (this.queued + this.stream.writeBufferLength > this.maxQueuedBytes) { this.onDrop(); return; }
+    this.queue.push(frame);
+    this.queued += frame.length;
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  private readonly flush = (): void => {
+    this.scheduled = false;
+    const q = this.queue;
+    this.queue = [];
+    this.queued = 0;
+    if (q.length === 0 || this.stream.writeStatus !== 'writable') return;
+    try {
+      this.stream.send(q.length === 1 ? q[0]! : Buffer.concat(q));
+    } catch (err) {
+      abortQuietly(this.stream, err);
+    }
+  };
+}
