@@ -169,6 +169,9 @@ export function bridgeSocket(socket: Socket, stream: Stream, initial: Uint8Array
   stream.addEventListener('close', onClose);
   if (initial && initial.byteLength > 0) writeToSocket(initial);
   if (stream.readableEnded) onEnd();
+  // A socket that sent FIN before any data may have emitted 'end' already (Node
+  // emits it from the initial read(0) even with no 'data' listener): carry it now.
+  if (socket.readableEnded) closeQuietly(stream);
   if (streamClosed) { socket.end(); maybeDone(); }
 }
 

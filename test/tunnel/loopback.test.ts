@@ -18,6 +18,7 @@ import { silentLogger } from '../../src/util/log.js';
 import { TunnelService } from '../../src/tunnel/service.js';
 import { startRelayServer, type RelayServerHandle } from '../../src/tunnel/relay-server.js';
 import { TunnelRefusedError } from '../../src/tunnel/errors.js';
+import { TunnelIngress } from '../../src/tunnel/ingress.js';
 import type { Snapshot } from '../../src/catalog/types.js';
 import { endpoint, freePort, service, snapshot } from './helpers.js';
 
@@ -90,6 +91,27 @@ describe('tunnel on loopback (relayed)', () => {
     await done;
     expect(Buffer.concat(got).equals(payload)).toBe(true);
     expect(a.peers().find((p) => p.nodeName === 'b')?.paths).toEqual(['relayed']);
+  });
+
+  it('ingress: a client that connects and half-closes at once (no data) gets a clean close', async () => {
+    const port = await freePort();
+    const ingress = new TunnelIngress({ dialer: a.dialer!, logger, routes: [{ listenHost: '127.0.0.1', listenPort: port, protocol: 'TCP', pick: () => ({ nodeName: 'b', protocol: 'TCP', serviceKey: 'default/echo', servicePort: 80, ip: '127.0.0.1', port: echoPort }) }] });
+    await ingress.start();
+    try {
+      for (const payload of ['', 'hello']) {
+        const got = await new Promise<string>((resolve, reject) => {
+          let buf = '';
+          const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true }, () => s.end(payload));
+          const t = setTimeout(() => { s.destroy(); reject(new Error(`no close for payload "${payload}"`)); }, 5000);
+          s.on('data', (d) => { buf += d.toString(); });
+          s.on('close', () => { clearTimeout(t); resolve(buf); });
+          s.on('error', reject);
+        });
+        expect(got).toBe(payload);
+      }
+    } finally {
+      await ingress.stop();
+    }
   });
 
   it('refuses a target that is not an endpoint on the far node, and counts it', async () => {
