@@ -191,6 +191,9 @@ export class TunnelDialer implements RemoteDialer {
     const conn = await this.connection(target.nodeName, signal);
     const stream = await conn.newStream(TUNNEL_PROTOCOL, {
       runOnLimitedConnection: true,
+      // Send the protocol name with the header (one round trip less per flow); a
+      // peer without the protocol fails the read of the status instead.
+      negotiateFully: false,
       maxOutboundStreams: MAX_STREAMS_PER_CONNECTION,
       ...(signal ? { signal } : {}),
     });
