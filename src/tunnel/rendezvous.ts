@@ -6,12 +6,13 @@
  *
  * The peer id of a registration is the authenticated remote peer of the
  * connection (Noise), never a claimed value. With a PSK only cluster members can
- * connect at all; a name is bound to the newest registration.
+ * connect at all; a name held by a connected peer cannot be taken by another.
  *
  * Wire: one request and one reply per stream, each a u32 length + JSON.
  */
 import type { Connection, Stream } from '@libp2p/interface';
 import type { PeerId } from '@libp2p/interface';
+import { peerIdFromString } from '@libp2p/peer-id';
 import type { TunnelLibp2p } from './node.js';
 import { closeQuietly, abortQuietly, readPrefix } from './stream-io.js';
 import type { Logger } from '../util/log.js';
@@ -70,7 +71,10 @@ export class RendezvousServer {
     return this.byName.size;
   }
 
+  private node?: TunnelLibp2p;
+
   async start(node: TunnelLibp2p): Promise<void> {
+    this.node = node;
     await node.handle(RENDEZVOUS_PROTOCOL, (stream: Stream, connection: Connection) => {
       this.serve(stream, connection).catch((err: unknown) => {
         this.opts.onRequest?.('unknown', 'error');
@@ -79,8 +83,17 @@ export class RendezvousServer {
     }, { runOnLimitedConnection: false, maxInboundStreams: 1024, maxOutboundStreams: 16 });
   }
 
-  /** Pure registry operations (unit-tested). */
-  register(peerId: string, nodeName: string, addrs: readonly string[], now = Date.now()): void {
+  /**
+   * Pure registry operations (unit-tested). A name held by another peer that is
+   * still connected (`isLive`) is not taken over: a peer with the PSK cannot
+   * hijack a live node's name; a node that re-created its identity gets its name
+   * once the old peer is gone (or its record expired).
+   */
+  register(peerId: string, nodeName: string, addrs: readonly string[], now = Date.now(), isLive: (peerId: string) => boolean = () => false): void {
+    const held = this.byName.get(nodeName);
+    if (held && held.peerId !== peerId && now - held.at <= this.opts.ttlMs && isLive(held.peerId)) {
+      throw new Error(`node name ${nodeName} is held by another connected peer`);
+    }
     for (const [name, rec] of this.byName) if (rec.peerId === peerId && name !== nodeName) this.byName.delete(name);
     if (!this.byName.has(nodeName) && this.byName.size >= this.opts.maxRecords) throw new Error('rendezvous registry full');
     this.byName.set(nodeName, { nodeName, peerId, addrs: [...addrs], at: now });
@@ -108,7 +121,8 @@ export class RendezvousServer {
     if (!req) reply = { ok: false, error: 'bad request' };
     else if (req.op === 'register') {
       try {
-        this.register(connection.remotePeer.toString(), req.nodeName, req.addrs);
+        this.register(connection.remotePeer.toString(), req.nodeName, req.addrs, Date.now(),
+          (id) => this.node?.getConnections(peerIdFromString(id)).some((c) => c.status === 'open') ?? false);
         reply = { ok: true, records: [] };
       } catch (err) {
         reply = { ok: false, error: (err as Error).message };

@@ -91,6 +91,16 @@ describe('rendezvous registry', () => {
     expect(() => r.register('P9', 'c1', [], 60)).toThrow(/full/);
     expect(r.lookup({ nodeName: 'a1' }, 2000)).toEqual([]);
   });
+
+  it('does not let another peer take the name of a live node', () => {
+    const r = new RendezvousServer({ ttlMs: 1000, maxRecords: 10, logger: silentLogger() });
+    r.register('P1', 'b1', [], 0);
+    expect(() => r.register('EVIL', 'b1', [], 10, (id) => id === 'P1')).toThrow(/held by another connected peer/);
+    expect(r.lookup({ nodeName: 'b1' }, 20).map((x) => x.peerId)).toEqual(['P1']);
+    // Once P1 is gone (or its record expired) a new identity may take the name.
+    r.register('P1-new', 'b1', [], 30, () => false);
+    expect(r.lookup({ nodeName: 'b1' }, 40).map((x) => x.peerId)).toEqual(['P1-new']);
+  });
 });
 
 describe('addresses', () => {
