@@ -10,7 +10,6 @@ import type { Registry } from '../metrics/registry.js';
 import type { ReadinessCheck } from '../metrics/server.js';
 import type { ResolvedMode } from '../dataplane/mode.js';
 import type { PlanFor } from '../plan/memo.js';
-import type { RemoteDialer } from '../proxy/remote-dialer.js';
 
 export interface AgentContext {
   readonly config: Config;
@@ -22,8 +21,6 @@ export interface AgentContext {
   readonly mode: ResolvedMode;
   /** The plan of a snapshot, built once and shared by every part. */
   readonly planFor: PlanFor;
-  /** The tunnel's dialer for endpoints in other LANs, once the tunnel part runs. */
-  readonly remoteDialer?: () => RemoteDialer | undefined;
 }
 
 export interface AgentPart {
@@ -52,12 +49,15 @@ export const agentParts: AgentPartFactory[] = [
       },
     });
   },
+  // Tunnel to nodes in other LANs (libp2p); the proxy dials remote endpoints through it.
+  async (ctx) => (await import('../tunnel/part.js')).createTunnelPart(ctx),
   // Userspace proxy: serves every service port the plan sends to userspace (L7
   // policies, remote endpoints through the tunnel, everything in iptables mode).
   async (ctx) => {
     // Without a kernel data plane nothing is redirected to the proxy's ports.
     if (ctx.mode.base === 'none') return undefined;
     const { createProxyPart } = await import('../proxy/part.js');
+    const { tunnelDialer } = await import('../tunnel/part.js');
     // Accelerated forwarding (splice/sockmap) when the addon is usable and allowed.
     const { config, registry, logger } = ctx;
     let accel: import('../dataplane/native/accelerator.js').Accelerators | undefined;
@@ -71,7 +71,7 @@ export const agentParts: AgentPartFactory[] = [
     const part = await createProxyPart({
       planFor: ctx.planFor,
       iptables: () => ctx.mode.base === 'iptables',
-      remoteDialer: () => ctx.remoteDialer?.(),
+      remoteDialer: () => tunnelDialer(),
       forwarder: () => forwarder,
     })(ctx);
     if (!part) { accel?.close(); return undefined; }

@@ -65,6 +65,45 @@ export const proxySchema = z
   })
   .strict();
 
+export const relayServerSchema = z
+  .object({
+    /** Reservations held at once (libp2p default 15 is far too few for a cluster). */
+    maxReservations: z.number().int().min(1).default(4096),
+    /** Bytes per relayed connection; 0 = unlimited (the libp2p 128 KiB default cuts tunnel flows). */
+    dataLimitBytes: z.number().int().min(0).default(0),
+    /** Lifetime of a relayed connection; 0 = unlimited (the libp2p 2 min default cuts tunnel flows). */
+    durationLimitMs: z.number().int().min(0).default(0),
+    reservationTtlMs: z.number().int().min(10_000).default(2 * 60 * 60 * 1000),
+    /** Relayed connections (HOP/STOP streams) at once. */
+    maxCircuits: z.number().int().min(1).default(4096),
+    /** Rendezvous records held (one per node). */
+    maxRendezvousRecords: z.number().int().min(1).default(65_536),
+  })
+  .strict();
+
+export const tunnelSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    listenPort: port.default(20006),
+    /** Addresses to listen on (the port is listenPort). */
+    listenAddresses: z.array(z.string().min(1)).default(['0.0.0.0']),
+    /** Addresses announced to peers instead of the listen ones (host or host:port or multiaddr). */
+    announce: z.array(z.string().min(1)).default([]),
+    psk: z.object({ path: z.string().default('') }).strict().default({ path: '' }),
+    relayNodes: z.array(relayNodeSchema).default([]),
+    mdns: z.boolean().default(false),
+    /** A direct dial slower than this falls back to a relay (then upgrades in the background). */
+    directDialTimeoutMs: z.number().int().min(50).default(1500),
+    /** A UDP session through the tunnel with no datagram for this long is closed (its stream too). */
+    udpIdleTimeoutMs: z.number().int().min(100).default(60_000),
+    /** Inbound tunnel flows at once. */
+    maxFlows: z.number().int().min(1).default(8192),
+    /** Write `tunnel-state.json` (peers by path, relays, counters) under stateDir. */
+    stateFile: z.boolean().default(true),
+    relayServer: relayServerSchema.default(() => relayServerSchema.parse({})),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     nodeName: z.string().min(1).optional(),
@@ -142,16 +181,7 @@ export const configSchema = z
         enabled: true, listen: ['169.254.96.16:53'], interface: 'edgeway0', upstreams: [], ttl: 30, cacheSize: 10_000,
         negativeTtl: 5, resolvConf: '/etc/resolv.conf', upstreamTimeoutMs: 2000, maxTcpConnections: 256,
       })),
-    tunnel: z
-      .object({
-        enabled: z.boolean().default(true),
-        listenPort: port.default(20006),
-        psk: z.object({ path: z.string().default('') }).strict().default({ path: '' }),
-        relayNodes: z.array(relayNodeSchema).default([]),
-        mdns: z.boolean().default(false),
-      })
-      .strict()
-      .default(() => ({ enabled: true, listenPort: 20006, psk: { path: '' }, relayNodes: [], mdns: false })),
+    tunnel: tunnelSchema.default(() => tunnelSchema.parse({})),
     /**
      * How the userspace proxy moves bytes (src/dataplane/native): `auto` takes the
      * fastest available path per connection (splice, sockmap, Node streams), a kind

@@ -1,0 +1,315 @@
+/**
+ * The sending end: reaches an endpoint on another node through one libp2p
+ * connection per peer (many streams on it), and implements the proxy's
+ * RemoteDialer seam.
+ *
+ * Path choice: an open direct connection if there is one; else a direct dial to
+ * the node's known addresses (short timeout: on a LAN it answers in ms); else
+ * through a relay, and then a background direct-dial upgrade with backoff.
+ * DCUtR never tries private addresses (PITFALLS.md), so this upgrade is what moves
+ * a relayed peer onto a direct path once one works; new streams then use it,
+ * streams already on the relay keep running.
+ */
+import type { Socket } from 'node:net';
+import type { Connection, PeerId, Stream } from '@libp2p/interface';
+import type { Multiaddr } from '@multiformats/multiaddr';
+import type { DatagramSession, RemoteDialer, RemoteTarget } from '../proxy/remote-dialer.js';
+import type { Logger } from '../util/log.js';
+import { Backoff, sleep } from '../util/backoff.js';
+import { MAX_STREAMS_PER_CONNECTION, type TunnelLibp2p } from './node.js';
+import type { PeerDirectory } from './peers.js';
+import type { RelayManager } from './relays.js';
+import type { TunnelMetrics, PeerPath } from './metrics.js';
+import { chunksOf, DatagramDecoder, decodeStatus, encodeRequest, frameDatagram, MAX_DATAGRAM, Status, UDP_MAX_QUEUED_BYTES, statusName, TUNNEL_PROTOCOL, type TunnelProto } from './protocol.js';
+import { abortQuietly, bridgeSocket, closeQuietly, DatagramWriter, readPrefix, StreamDuplex } from './stream-io.js';
+import { DialFailedError, NotRunningError, TunnelRefusedError } from './errors.js';
+import { isCircuit, isUsableRemote } from './addrs.js';
+
+export function connectionPath(conn: Connection): PeerPath {
+  return conn.direct === false || isCircuit(conn.remoteAddr) ? 'relayed' : 'direct';
+}
+
+/** Best open connection: direct first, then relayed. */
+export function bestConnection(conns: readonly Connection[]): Connection | undefined {
+  const open = conns.filter((c) => c.status === 'open');
+  return open.find((c) => connectionPath(c) === 'direct') ?? open[0];
+}
+
+export interface TunnelDialerOptions {
+  node: TunnelLibp2p;
+  nodeName: string;
+  directory: PeerDirectory;
+  relays: RelayManager;
+  metrics: TunnelMetrics;
+  logger: Logger;
+  /** Timeout of a direct dial before falling back to the relay. */
+  directDialTimeoutMs?: number;
+  /** Time for the far agent to answer (it dials the backend in between). */
+  statusTimeoutMs?: number;
+  upgradeMinBackoffMs?: number;
+  upgradeMaxBackoffMs?: number;
+  onPathChange?: () => void;
+}
+
+export class TunnelDialer implements RemoteDialer {
+  private readonly pending = new Map<string, Promise<Connection>>();
+  private readonly upgrading = new Set<string>();
+  private abort = new AbortController();
+  private running = false;
+
+  constructor(private readonly o: TunnelDialerOptions) {}
+
+  start(): void {
+    this.abort = new AbortController();
+    this.running = true;
+    this.o.node.addEventListener('connection:open', this.onConnectionOpen);
+  }
+
+  stop(): void {
+    this.running = false;
+    this.abort.abort(new Error('stopping'));
+    this.o.node.removeEventListener('connection:open', this.onConnectionOpen);
+  }
+
+  /** Inbound relayed connections are upgraded too (whichever side can dial wins). */
+  private readonly onConnectionOpen = (evt: CustomEvent<Connection>): void => {
+    const c = evt.detail;
+    this.o.onPathChange?.();
+    if (connectionPath(c) === 'relayed' && !this.o.relays.isRelay(c.remotePeer.toString())) this.scheduleUpgrade(c.remotePeer);
+  };
+
+  /** A connection to the node's peer, reusing the open one (direct preferred). */
+  async connection(nodeName: string, signal?: AbortSignal): Promise<Connection> {
+    if (!this.running) throw new NotRunningError();
+    const { peerId } = await this.o.directory.resolve(nodeName);
+    const key = peerId.toString();
+    const existing = bestConnection(this.o.node.getConnections(peerId));
+    if (existing) {
+      if (connectionPath(existing) === 'relayed') this.scheduleUpgrade(peerId);
+      return existing;
+    }
+    let p = this.pending.get(key);
+    if (!p) {
+      p = this.dialNew(nodeName, peerId, signal).finally(() => this.pending.delete(key));
+      this.pending.set(key, p);
+    }
+    return p;
+  }
+
+  private async peerStoreAddrs(peerId: PeerId): Promise<Multiaddr[]> {
+    try {
+      const peer = await this.o.node.peerStore.get(peerId);
+      return peer.addresses.map((a) => a.multiaddr).filter((m) => isUsableRemote(m));
+    } catch {
+      return [];
+    }
+  }
+
+  private async dialNew(nodeName: string, peerId: PeerId, signal?: AbortSignal): Promise<Connection> {
+    const t0 = performance.now();
+    const direct = this.o.directory.directAddrs(nodeName, peerId, await this.peerStoreAddrs(peerId));
+    let lastErr: unknown;
+    if (direct.length > 0) {
+      try {
+        const conn = await this.o.node.dial(direct, { signal: anySignal(signal, this.o.directDialTimeoutMs ?? 1500) });
+        this.o.metrics.dialSeconds.observe({ path: connectionPath(conn) }, (performance.now() - t0) / 1000);
+        return conn;
+      } catch (err) {
+        lastErr = err;
+        this.o.logger.debug({ node: nodeName, err: String(err) }, 'direct dial failed; trying the relays');
+      }
+    }
+    const circuits = this.o.relays.circuitAddrs(peerId.toString());
+    for (const ma of circuits) {
+      try {
+        const conn = await this.o.node.dial(ma, { signal: anySignal(signal, 10_000) });
+        this.o.metrics.dialSeconds.observe({ path: connectionPath(conn) }, (performance.now() - t0) / 1000);
+        this.scheduleUpgrade(peerId, nodeName);
+        return conn;
+      } catch (err) {
+        lastErr = err;
+      }
+    }
+    this.o.directory.invalidate(nodeName, peerId.toString());
+    throw new DialFailedError(nodeName, { cause: lastErr });
+  }
+
+  /** Retry a direct connection to a relayed peer with backoff until one works or the peer is gone. Idempotent. */
+  scheduleUpgrade(peerId: PeerId, nodeName?: string): void {
+    const key = peerId.toString();
+    if (this.upgrading.has(key) || !this.running) return;
+    this.upgrading.add(key);
+    void this.upgradeLoop(peerId, nodeName).finally(() => this.upgrading.delete(key));
+  }
+
+  private async upgradeLoop(peerId: PeerId, nodeNameHint?: string): Promise<void> {
+    const backoff = new Backoff(this.o.upgradeMinBackoffMs ?? 1000, this.o.upgradeMaxBackoffMs ?? 30_000);
+    const signal = this.abort.signal;
+    const log = this.o.logger.child({ peer: peerId.toString() });
+    while (!signal.aborted) {
+      const conns = this.o.node.getConnections(peerId).filter((c) => c.status === 'open');
+      if (conns.length === 0) return;
+      if (conns.some((c) => connectionPath(c) === 'direct')) { this.closeIdleRelayed(peerId); return; }
+      const nodeName = nodeNameHint ?? (await this.o.directory.nodeNameOf(peerId.toString()).catch(() => undefined));
+      const addrs = this.o.directory.directAddrs(nodeName, peerId, await this.peerStoreAddrs(peerId));
+      if (addrs.length > 0) {
+        this.o.metrics.holePunchAttempts.inc({ method: 'direct-dial' });
+        try {
+          const conn = await this.o.node.dial(addrs, { signal: anySignal(signal, this.o.directDialTimeoutMs ?? 1500), force: true });
+          if (connectionPath(conn) === 'direct') {
+            this.o.metrics.holePunchSuccesses.inc({ method: 'direct-dial' });
+            log.info({ node: nodeName, addr: conn.remoteAddr.toString() }, 'relayed peer upgraded to a direct connection');
+            this.o.onPathChange?.();
+            this.closeIdleRelayed(peerId);
+            return;
+          }
+        } catch (err) {
+          log.debug({ err: String(err) }, 'direct upgrade attempt failed');
+        }
+      }
+      await sleep(backoff.next(), signal).catch(() => undefined);
+    }
+  }
+
+  /** Relayed connections left without tunnel streams once a direct one exists are closed. */
+  closeIdleRelayed(peerId: PeerId): void {
+    const conns = this.o.node.getConnections(peerId);
+    if (!conns.some((c) => c.status === 'open' && connectionPath(c) === 'direct')) return;
+    for (const c of conns) {
+      if (connectionPath(c) === 'relayed' && c.status === 'open' && !c.streams.some((s) => s.protocol === TUNNEL_PROTOCOL)) {
+        c.close().catch(() => undefined);
+      }
+    }
+  }
+
+  /**
+   * Open a tunnel stream to `target` and wait for the far agent's status. Resolves
+   * with the stream (bytes after the status in `rest`); throws TunnelRefusedError
+   * on a refusal. The stream is closed on every failure path.
+   */
+  async openStream(target: RemoteTarget, proto: TunnelProto, signal?: AbortSignal): Promise<{ stream: Stream; rest: Uint8Array | undefined }> {
+    const conn = await this.connection(target.nodeName, signal);
+    const stream = await conn.newStream(TUNNEL_PROTOCOL, {
+      runOnLimitedConnection: true,
+      // Send the protocol name with the header (one round trip less per flow); a
+      // peer without the protocol fails the read of the status instead.
+      negotiateFully: false,
+      maxOutboundStreams: MAX_STREAMS_PER_CONNECTION,
+      ...(signal ? { signal } : {}),
+    });
+    try {
+      stream.send(encodeRequest({ proto, nodeName: target.nodeName, serviceKey: target.serviceKey, servicePort: target.servicePort, ip: target.ip, port: target.port }));
+      const { value, rest } = await readPrefix(stream, (b) => {
+        const s = decodeStatus(b);
+        return s ? { value: s, used: s.used } : undefined;
+      }, { maxBytes: 1024, timeoutMs: this.o.statusTimeoutMs ?? 10_000, ...(signal ? { signal } : {}) });
+      if (value.code !== Status.ok) {
+        this.o.metrics.streams.inc({ direction: 'out', proto, result: statusName(value.code) });
+        throw new TunnelRefusedError(statusName(value.code), value.reason);
+      }
+      return { stream, rest };
+    } catch (err) {
+      if (!(err instanceof TunnelRefusedError)) this.o.metrics.streams.inc({ direction: 'out', proto, result: 'error' });
+      closeQuietly(stream);
+      abortQuietly(stream, err);
+      throw err;
+    }
+  }
+
+  private track(proto: TunnelProto, stream: Stream): void {
+    const m = this.o.metrics;
+    m.streamsOpen.inc({ direction: 'out', proto });
+    stream.addEventListener('close', (evt) => {
+      m.streamsOpen.dec({ direction: 'out', proto });
+      m.streams.inc({ direction: 'out', proto, result: evt.error ? 'error' : 'ok' });
+    }, { once: true });
+  }
+
+  /** RemoteDialer: a byte stream to a TCP endpoint on another node. */
+  async dialStream(target: RemoteTarget, signal?: AbortSignal): Promise<StreamDuplex> {
+    const { stream, rest } = await this.openStream(target, 'tcp', signal);
+    this.track('tcp', stream);
+    const m = this.o.metrics;
+    const dup = new StreamDuplex(stream, rest);
+    dup.on('data', (c: Buffer) => m.bytes.inc({ direction: 'rx' }, c.length));
+    return dup;
+  }
+
+  /** Faster than dialStream for a socket: joins it to the stream without a Duplex in between. */
+  async bridge(socket: Socket, target: RemoteTarget, signal?: AbortSignal): Promise<void> {
+    const { stream, rest } = await this.openStream(target, 'tcp', signal);
+    this.track('tcp', stream);
+    const m = this.o.metrics;
+    bridgeSocket(socket, stream, rest, { onBytes: (tx, rx) => { m.bytes.inc({ direction: 'tx' }, tx); m.bytes.inc({ direction: 'rx' }, rx); } });
+  }
+
+  /** RemoteDialer: a datagram session to a UDP endpoint on another node (one stream per session). */
+  async openDatagramSession(target: RemoteTarget, signal?: AbortSignal): Promise<DatagramSession> {
+    const { stream, rest } = await this.openStream(target, 'udp', signal);
+    this.track('udp', stream);
+    return new StreamDatagramSession(stream, rest, this.o.metrics);
+  }
+}
+
+function anySignal(signal: AbortSignal | undefined, timeoutMs: number): AbortSignal {
+  const t = AbortSignal.timeout(timeoutMs);
+  return signal ? AbortSignal.any([signal, t]) : t;
+}
+
+/** Datagrams over one stream: u16-length framing; drops (counted) under backpressure, like UDP. */
+export class StreamDatagramSession implements DatagramSession {
+  private readonly decoder = new DatagramDecoder();
+  private readonly listeners: ((d: Uint8Array) => void)[] = [];
+  private readonly closers: ((err?: Error) => void)[] = [];
+  private closed = false;
+  private backlog: Buffer[] = [];
+  private readonly writer: DatagramWriter;
+
+  constructor(private readonly stream: Stream, rest: Uint8Array | undefined, private readonly metrics: TunnelMetrics) {
+    this.writer = new DatagramWriter(stream, UDP_MAX_QUEUED_BYTES, () => metrics.udpDropped.inc({ reason: 'backpressure' }));
+    if (rest) this.backlog = this.decoder.push(rest);
+    stream.addEventListener('message', (evt) => {
+      for (const c of chunksOf(evt.data)) {
+        for (const d of this.decoder.push(c)) {
+          metrics.bytes.inc({ direction: 'rx' }, d.length);
+          if (this.listeners.length === 0) this.backlog.push(d);
+          else for (const l of this.listeners) l(d);
+        }
+      }
+    });
+    // The far side closes on idle: close ours too so the stream is released.
+    stream.addEventListener('end', () => this.close(), { once: true });
+    stream.addEventListener('close', (evt) => this.finish(evt.error), { once: true });
+  }
+
+  send(datagram: Uint8Array): void {
+    if (this.closed || this.stream.writeStatus !== 'writable') return;
+    if (datagram.length > MAX_DATAGRAM) { this.metrics.udpDropped.inc({ reason: 'oversize' }); return; }
+    this.metrics.bytes.inc({ direction: 'tx' }, datagram.length);
+    this.writer.write(frameDatagram(datagram));
+  }
+
+  onMessage(cb: (datagram: Uint8Array) => void): void {
+    this.listeners.push(cb);
+    const b = this.backlog;
+    this.backlog = [];
+    for (const d of b) cb(d);
+  }
+
+  onClose(cb: (err?: Error) => void): void {
+    if (this.closed && this.stream.status !== 'open') { cb(); return; }
+    this.closers.push(cb);
+  }
+
+  close(): void {
+    closeQuietly(this.stream);
+    // Bounded: if the far side never closes its half, reset.
+    setTimeout(() => abortQuietly(this.stream, new Error('udp session closed')), 5000).unref();
+  }
+
+  private finish(err?: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const c of this.closers.splice(0)) c(err);
+  }
+}

@@ -1,0 +1,36 @@
+/** Tunnel metrics (`edgeway_tunnel_*`), created on an injected registry. */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+export type PeerPath = 'direct' | 'relayed';
+export type RefusalReason = 'unauthorised' | 'not-local' | 'bad-request' | 'connect-failed' | 'unavailable';
+
+export interface TunnelMetrics {
+  readonly peers: Gauge<'path'>;
+  readonly streamsOpen: Gauge<'direction' | 'proto'>;
+  readonly streams: Counter<'direction' | 'proto' | 'result'>;
+  readonly bytes: Counter<'direction'>;
+  readonly dialSeconds: Histogram<'path'>;
+  readonly holePunchAttempts: Counter<'method'>;
+  readonly holePunchSuccesses: Counter<'method'>;
+  readonly refusals: Counter<'reason'>;
+  readonly reservations: Gauge;
+  readonly udpDropped: Counter<'reason'>;
+  readonly rendezvous: Counter<'op' | 'result'>;
+}
+
+export function createTunnelMetrics(registry: Registry): TunnelMetrics {
+  const r = [registry];
+  return {
+    peers: new Gauge({ name: 'edgeway_tunnel_peers', help: 'Connected tunnel peers by path (a peer with any direct connection counts as direct)', labelNames: ['path'], registers: r }),
+    streamsOpen: new Gauge({ name: 'edgeway_tunnel_streams_open', help: 'Tunnel streams currently open', labelNames: ['direction', 'proto'], registers: r }),
+    streams: new Counter({ name: 'edgeway_tunnel_streams_total', help: 'Tunnel streams by result', labelNames: ['direction', 'proto', 'result'], registers: r }),
+    bytes: new Counter({ name: 'edgeway_tunnel_bytes_total', help: 'Payload bytes through tunnel streams (tx = towards the peer)', labelNames: ['direction'], registers: r }),
+    dialSeconds: new Histogram({ name: 'edgeway_tunnel_dial_duration_seconds', help: 'Time to get a connection to a peer (new connections only)', labelNames: ['path'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: r }),
+    holePunchAttempts: new Counter({ name: 'edgeway_tunnel_holepunch_attempts_total', help: 'Attempts to upgrade a relayed peer to a direct connection', labelNames: ['method'], registers: r }),
+    holePunchSuccesses: new Counter({ name: 'edgeway_tunnel_holepunch_successes_total', help: 'Relayed peers upgraded to a direct connection', labelNames: ['method'], registers: r }),
+    refusals: new Counter({ name: 'edgeway_tunnel_refusals_total', help: 'Inbound tunnel requests refused, by reason', labelNames: ['reason'], registers: r }),
+    reservations: new Gauge({ name: 'edgeway_tunnel_relay_reservations', help: 'Relays holding a reservation for this node', registers: r }),
+    udpDropped: new Counter({ name: 'edgeway_tunnel_udp_dropped_total', help: 'Datagrams dropped (stream backpressure, oversize)', labelNames: ['reason'], registers: r }),
+    rendezvous: new Counter({ name: 'edgeway_tunnel_rendezvous_requests_total', help: 'Rendezvous requests to relays', labelNames: ['op', 'result'], registers: r }),
+  };
+}

@@ -1,0 +1,52 @@
+/**
+ * The tunnel as an agent part. Other parts (the proxy) reach remote endpoints
+ * through `tunnelDialer()` once the part has started.
+ */
+import type { Registry } from 'prom-client';
+import type { Config } from '../config/schema.js';
+import type { Snapshot } from '../catalog/types.js';
+import type { Logger } from '../util/log.js';
+import type { RemoteDialer } from '../proxy/remote-dialer.js';
+import { TunnelService } from './service.js';
+
+/** What the part needs from the agent (structurally the agent's AgentContext; nothing imports cli/). */
+export interface TunnelPartContext {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly registry: Registry;
+  readonly store: { readonly snapshot: Snapshot };
+}
+
+/** Structurally the agent's AgentPart. */
+export interface TunnelPart {
+  readonly name: string;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  readonly readiness: { readonly name: string; check(): { ready: boolean; detail?: string } };
+  readonly service: TunnelService;
+}
+
+let current: TunnelService | undefined;
+
+/** The running tunnel's dialer (undefined when the tunnel is disabled or not started). */
+export function tunnelDialer(): RemoteDialer | undefined {
+  return current?.dialer;
+}
+
+export async function createTunnelPart(ctx: TunnelPartContext): Promise<TunnelPart | undefined> {
+  if (!ctx.config.tunnel.enabled) return undefined;
+  const service = new TunnelService({ config: ctx.config, logger: ctx.logger.child({ part: 'tunnel' }), registry: ctx.registry, snapshot: () => ctx.store.snapshot });
+  return {
+    name: 'tunnel',
+    service,
+    async start() {
+      await service.start();
+      current = service;
+    },
+    async stop() {
+      if (current === service) current = undefined;
+      await service.stop();
+    },
+    readiness: { name: 'tunnel', check: () => (service.node?.status === 'started' ? { ready: true } : { ready: false, detail: 'tunnel not started' }) },
+  };
+}

@@ -1,0 +1,127 @@
+/**
+ * Who is who: node name ↔ peer id, and the direct addresses to try for a node.
+ * Sources, in order of trust: the catalog (Node annotation `edgeway.io/peer-id`),
+ * then the relays' rendezvous (cached briefly). Authorisation of inbound streams
+ * lives here too: only peers that are a catalog node (by annotation or by a
+ * rendezvous record naming a catalog node) or a configured relay are let in.
+ */
+import { peerIdFromString } from '@libp2p/peer-id';
+import type { PeerId } from '@libp2p/interface';
+import type { Multiaddr } from '@multiformats/multiaddr';
+import type { Snapshot } from '../catalog/types.js';
+import type { TunnelLibp2p } from './node.js';
+import type { RelayManager } from './relays.js';
+import { isUsableRemote, toMultiaddr, withoutPeer } from './addrs.js';
+import { PeerUnknownError } from './errors.js';
+import type { PeerRecord } from './rendezvous.js';
+
+const POSITIVE_TTL_MS = 30_000;
+const NEGATIVE_TTL_MS = 2_000;
+/** Node address types that can carry tunnel traffic (Hostname is not an address). */
+const ADDRESS_TYPES = new Set(['InternalIP', 'ExternalIP']);
+
+export interface ResolvedPeer {
+  readonly nodeName: string;
+  readonly peerId: PeerId;
+}
+
+interface CacheEntry {
+  record?: PeerRecord;
+  expires: number;
+}
+
+export interface PeerDirectoryOptions {
+  node: TunnelLibp2p;
+  nodeName: string;
+  listenPort: number;
+  snapshot: () => Snapshot;
+  relays: RelayManager;
+  now?: () => number;
+}
+
+export class PeerDirectory {
+  private readonly byName = new Map<string, CacheEntry>();
+  private readonly byPeer = new Map<string, CacheEntry>();
+  private readonly now: () => number;
+
+  constructor(private readonly o: PeerDirectoryOptions) {
+    this.now = o.now ?? Date.now;
+  }
+
+  /** Peer id of a node: catalog annotation first, else the rendezvous. */
+  async resolve(nodeName: string): Promise<ResolvedPeer> {
+    const node = this.o.snapshot().nodes.find((n) => n.name === nodeName);
+    if (node?.peerId) return { nodeName, peerId: peerIdFromString(node.peerId) };
+    const rec = await this.cached(this.byName, nodeName, () => this.o.relays.lookup({ nodeName }));
+    if (!rec) throw new PeerUnknownError(nodeName, node ? 'no edgeway.io/peer-id annotation and no rendezvous record' : 'not a catalog node');
+    return { nodeName, peerId: peerIdFromString(rec.peerId) };
+  }
+
+  /** The node name a peer id belongs to (catalog, else rendezvous), if any. */
+  async nodeNameOf(peerId: string): Promise<string | undefined> {
+    const snap = this.o.snapshot();
+    const byAnnotation = snap.nodes.find((n) => n.peerId === peerId);
+    if (byAnnotation) return byAnnotation.name;
+    const rec = await this.cached(this.byPeer, peerId, () => this.o.relays.lookup({ peerId }));
+    if (!rec) return undefined;
+    const node = snap.nodes.find((n) => n.name === rec.nodeName);
+    // A node whose annotation names another id cannot be claimed through the rendezvous.
+    if (!node || (node.peerId && node.peerId !== peerId)) return undefined;
+    return node.name;
+  }
+
+  /** The node name for a peer id from what is known now (no network). */
+  knownNodeName(peerId: string): string | undefined {
+    const a = this.o.snapshot().nodes.find((n) => n.peerId === peerId);
+    if (a) return a.name;
+    const e = this.byPeer.get(peerId);
+    return e?.record?.nodeName;
+  }
+
+  /** May this peer open tunnel streams to us? */
+  async authorise(peerId: string): Promise<boolean> {
+    if (this.o.relays.isRelay(peerId)) return true;
+    return (await this.nodeNameOf(peerId)) !== undefined;
+  }
+
+  /**
+   * Direct (non-relayed) addresses to try for a node: its catalog addresses on the
+   * tunnel port, what it registered at the rendezvous, and what identify told us.
+   */
+  directAddrs(nodeName: string | undefined, peerId: PeerId, peerStoreAddrs: readonly Multiaddr[] = []): Multiaddr[] {
+    const id = peerId.toString();
+    const out = new Map<string, Multiaddr>();
+    const add = (s: string): void => {
+      if (!isUsableRemote(s)) return;
+      const base = withoutPeer(s);
+      if (!out.has(base)) out.set(base, toMultiaddr(base, this.o.listenPort, id));
+    };
+    const node = nodeName ? this.o.snapshot().nodes.find((n) => n.name === nodeName) : undefined;
+    for (const a of node?.addresses ?? []) if (ADDRESS_TYPES.has(a.type)) add(toMultiaddr(a.address, this.o.listenPort).toString());
+    const rec = (nodeName ? this.byName.get(nodeName)?.record : undefined) ?? this.byPeer.get(id)?.record;
+    for (const a of rec?.addrs ?? []) add(a);
+    for (const a of peerStoreAddrs) add(a.toString());
+    return [...out.values()];
+  }
+
+  /** Forget cached rendezvous answers (e.g. after a peer changed identity). */
+  invalidate(nodeName?: string, peerId?: string): void {
+    if (nodeName) this.byName.delete(nodeName);
+    if (peerId) this.byPeer.delete(peerId);
+  }
+
+  private async cached(map: Map<string, CacheEntry>, key: string, fetch: () => Promise<PeerRecord[]>): Promise<PeerRecord | undefined> {
+    const hit = map.get(key);
+    if (hit && hit.expires > this.now()) return hit.record;
+    const recs = await fetch();
+    const record = recs[0];
+    const expires = this.now() + (record ? POSITIVE_TTL_MS : NEGATIVE_TTL_MS);
+    map.set(key, record ? { record, expires } : { expires });
+    if (record) {
+      // Fill the other index as well.
+      this.byName.set(record.nodeName, { record, expires });
+      this.byPeer.set(record.peerId, { record, expires });
+    }
+    return record;
+  }
+}

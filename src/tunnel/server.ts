@@ -1,0 +1,235 @@
+/**
+ * The receiving end of `/edgeway/tunnel/1.0.0`. For each inbound stream: check the
+ * remote peer is a cluster node (or a relay), read the header, check the target
+ * is an endpoint that this node's own catalog places on this node, then dial it
+ * and join the bytes. Anything else is refused with a status and counted — this
+ * is never an open proxy. Every stream is closed or aborted on every path.
+ */
+import net from 'node:net';
+import dgram from 'node:dgram';
+import type { Connection, Stream } from '@libp2p/interface';
+import type { Snapshot } from '../catalog/types.js';
+import type { Logger } from '../util/log.js';
+import type { TunnelLibp2p } from './node.js';
+import { MAX_STREAMS_PER_CONNECTION } from './node.js';
+import { chunksOf, decodeRequest, DatagramDecoder, encodeStatus, frameDatagram, MAX_HEADER_BYTES, Status, UDP_MAX_QUEUED_BYTES, UDP_RECV_BUFFER_BYTES, TUNNEL_PROTOCOL, type TunnelRequest } from './protocol.js';
+import { abortQuietly, bridgeSocket, closeQuietly, DatagramWriter, readPrefix } from './stream-io.js';
+import type { RefusalReason, TunnelMetrics } from './metrics.js';
+
+/** Is `req` an endpoint of `req.serviceKey` that the catalog places on `nodeName`? (pure) */
+export function isLocalEndpoint(snap: Snapshot, nodeName: string, req: Pick<TunnelRequest, 'proto' | 'serviceKey' | 'servicePort' | 'ip' | 'port'>): boolean {
+  const svc = snap.services.find((s) => s.key === req.serviceKey);
+  if (!svc) return false;
+  const proto = req.proto === 'udp' ? 'UDP' : 'TCP';
+  const sp = svc.ports.find((p) => p.port === req.servicePort && p.protocol === proto);
+  if (!sp) return false;
+  return svc.endpoints.some((e) =>
+    e.ip === req.ip && e.nodeName === nodeName && (e.ready || e.serving) &&
+    (e.ports.some((p) => p.name === sp.name && p.protocol === proto && p.port === req.port) ||
+      (e.ports.length === 0 && sp.targetPort === req.port)));
+}
+
+export interface TunnelServerOptions {
+  node: TunnelLibp2p;
+  nodeName: string;
+  snapshot: () => Snapshot;
+  authorise: (peerId: string) => Promise<boolean>;
+  metrics: TunnelMetrics;
+  logger: Logger;
+  connectTimeoutMs?: number;
+  udpIdleTimeoutMs?: number;
+  headerTimeoutMs?: number;
+  /** Inbound flows at once; over it new streams get `unavailable`. */
+  maxFlows?: number;
+}
+
+export class TunnelServer {
+  private flows = 0;
+  private stopping = false;
+  constructor(private readonly o: TunnelServerOptions) {}
+
+  get openFlows(): number {
+    return this.flows;
+  }
+
+  async start(): Promise<void> {
+    this.stopping = false;
+    await this.o.node.handle(TUNNEL_PROTOCOL, (stream: Stream, connection: Connection) => {
+      this.serve(stream, connection).catch((err: unknown) => {
+        this.o.logger.debug({ err: String(err) }, 'tunnel stream failed');
+        abortQuietly(stream, err);
+      });
+    }, { runOnLimitedConnection: true, maxInboundStreams: MAX_STREAMS_PER_CONNECTION, maxOutboundStreams: MAX_STREAMS_PER_CONNECTION });
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.o.node.unhandle(TUNNEL_PROTOCOL).catch(() => undefined);
+  }
+
+  private refuse(stream: Stream, reason: RefusalReason, code: number, detail: string, proto = 'unknown'): void {
+    this.o.metrics.refusals.inc({ reason });
+    this.o.metrics.streams.inc({ direction: 'in', proto, result: reason });
+    try {
+      stream.send(encodeStatus(code, detail));
+    } catch { /* stream gone */ }
+    closeQuietly(stream);
+    // The dialer closes its side on a refusal; make sure we never hold the stream.
+    setTimeout(() => abortQuietly(stream, new Error('refused')), 5000).unref();
+  }
+
+  private async serve(stream: Stream, connection: Connection): Promise<void> {
+    const m = this.o.metrics;
+    const peer = connection.remotePeer.toString();
+    let header: { value: TunnelRequest; rest: Uint8Array | undefined };
+    try {
+      header = await readPrefix(stream, (b) => {
+        const r = decodeRequest(b);
+        return r ? { value: r.request, used: r.used } : undefined;
+      }, { maxBytes: MAX_HEADER_BYTES, timeoutMs: this.o.headerTimeoutMs ?? 10_000 });
+    } catch (err) {
+      this.refuse(stream, 'bad-request', Status.badRequest, (err as Error).message);
+      return;
+    }
+    const req = header.value;
+    if (!(await this.o.authorise(peer))) {
+      this.o.logger.warn({ peer, target: `${req.ip}:${req.port}` }, 'tunnel request from a peer that is not a cluster node: refused');
+      this.refuse(stream, 'unauthorised', Status.unauthorised, 'peer is not a cluster node', req.proto);
+      return;
+    }
+    if (req.nodeName !== this.o.nodeName || !isLocalEndpoint(this.o.snapshot(), this.o.nodeName, req)) {
+      this.o.logger.warn({ peer, service: req.serviceKey, target: `${req.ip}:${req.port}`, node: req.nodeName }, 'tunnel request for a target that is not a local endpoint: refused');
+      this.refuse(stream, 'not-local', Status.notLocal, 'target is not an endpoint on this node', req.proto);
+      return;
+    }
+    if (this.stopping || this.flows >= (this.o.maxFlows ?? 8192)) {
+      this.refuse(stream, 'unavailable', Status.unavailable, 'agent busy or stopping', req.proto);
+      return;
+    }
+    this.flows++;
+    m.streamsOpen.inc({ direction: 'in', proto: req.proto });
+    let counted = false;
+    const done = (result: string): void => {
+      if (counted) return;
+      counted = true;
+      this.flows--;
+      m.streamsOpen.dec({ direction: 'in', proto: req.proto });
+      m.streams.inc({ direction: 'in', proto: req.proto, result });
+    };
+    if (req.proto === 'tcp') this.serveTcp(stream, req, header.rest, done);
+    else this.serveUdp(stream, req, header.rest, done);
+  }
+
+  private serveTcp(stream: Stream, req: TunnelRequest, rest: Uint8Array | undefined, done: (result: string) => void): void {
+    const sock = net.connect({ host: req.ip, port: req.port, allowHalfOpen: true, noDelay: true });
+    // Bytes that arrive while the backend connects are kept, in order, after `rest`.
+    const early: Buffer[] = rest ? [Buffer.from(rest)] : [];
+    const onEarly = (evt: { data: Uint8Array | Iterable<Uint8Array> }): void => {
+      for (const c of chunksOf(evt.data)) early.push(Buffer.from(c));
+    };
+    stream.addEventListener('message', onEarly);
+    const timer = setTimeout(() => sock.destroy(new Error('connect timeout')), this.o.connectTimeoutMs ?? 5000);
+    const onEarlyClose = (): void => {
+      // Stream gone while we were still connecting.
+      clearTimeout(timer);
+      stream.removeEventListener('message', onEarly);
+      sock.destroy();
+      done('aborted');
+    };
+    stream.addEventListener('close', onEarlyClose, { once: true });
+    sock.once('error', (err) => {
+      if (sock.connecting || !sock.remoteAddress) {
+        clearTimeout(timer);
+        stream.removeEventListener('message', onEarly);
+        stream.removeEventListener('close', onEarlyClose);
+        done('connect-failed');
+        this.o.metrics.refusals.inc({ reason: 'connect-failed' });
+        try { stream.send(encodeStatus(Status.connectFailed, err.message)); } catch { /* gone */ }
+        closeQuietly(stream);
+        setTimeout(() => abortQuietly(stream, err), 5000).unref();
+      }
+    });
+    sock.once('connect', () => {
+      clearTimeout(timer);
+      stream.removeEventListener('close', onEarlyClose);
+      stream.removeEventListener('message', onEarly);
+      if (stream.status !== 'open') { sock.destroy(); done('aborted'); return; }
+      try {
+        stream.send(encodeStatus(Status.ok));
+      } catch (err) {
+        sock.destroy();
+        abortQuietly(stream, err);
+        done('aborted');
+        return;
+      }
+      bridgeSocket(sock, stream, early.length > 0 ? Buffer.concat(early) : undefined, {
+        onBytes: (tx, rx) => { this.o.metrics.bytes.inc({ direction: 'tx' }, tx); this.o.metrics.bytes.inc({ direction: 'rx' }, rx); },
+        onDone: (err) => done(err ? 'error' : 'ok'),
+      });
+    });
+  }
+
+  private serveUdp(stream: Stream, req: TunnelRequest, rest: Uint8Array | undefined, done: (result: string) => void): void {
+    const m = this.o.metrics;
+    const sock = dgram.createSocket({ type: net.isIPv6(req.ip) ? 'udp6' : 'udp4', recvBufferSize: UDP_RECV_BUFFER_BYTES });
+    const decoder = new DatagramDecoder();
+    const idleMs = this.o.udpIdleTimeoutMs ?? 60_000;
+    let idle: NodeJS.Timeout | undefined;
+    let closed = false;
+    const finish = (result: string): void => {
+      if (closed) return;
+      closed = true;
+      clearTimeout(idle);
+      try { sock.close(); } catch { /* closed */ }
+      stream.removeEventListener('message', onMessage);
+      closeQuietly(stream);
+      // Our side is closed; the dialer closes its side on `end`. Bounded in any case.
+      setTimeout(() => abortQuietly(stream, new Error('udp session over')), 5000).unref();
+      done(result);
+    };
+    const touch = (): void => {
+      clearTimeout(idle);
+      idle = setTimeout(() => finish('idle'), idleMs);
+    };
+    const toBackend = (dgs: Buffer[]): void => {
+      for (const d of dgs) {
+        m.bytes.inc({ direction: 'rx' }, d.length);
+        sock.send(d);
+      }
+    };
+    const onMessage = (evt: { data: Uint8Array | Iterable<Uint8Array> }): void => {
+      touch();
+      if (sock.remoteAddress === undefined) return;
+      toBackend(decoder.push(evt.data));
+    };
+    let early: Buffer[] = rest ? decoder.push(rest) : [];
+    const onEarly = (evt: { data: Uint8Array | Iterable<Uint8Array> }): void => { early = early.concat(decoder.push(evt.data)); };
+    stream.addEventListener('message', onEarly);
+    stream.addEventListener('end', () => finish('ok'), { once: true });
+    stream.addEventListener('close', () => finish('closed'), { once: true });
+    sock.on('error', (err) => {
+      this.o.logger.debug({ err: String(err) }, 'udp backend socket error');
+      finish('error');
+    });
+    const writer = new DatagramWriter(stream, UDP_MAX_QUEUED_BYTES, () => m.udpDropped.inc({ reason: 'backpressure' }));
+    sock.on('message', (msg) => {
+      touch();
+      m.bytes.inc({ direction: 'tx' }, msg.length);
+      writer.write(frameDatagram(msg));
+    });
+    sock.connect(req.port, req.ip, () => {
+      if (closed) return;
+      try {
+        stream.send(encodeStatus(Status.ok));
+      } catch {
+        finish('aborted');
+        return;
+      }
+      stream.removeEventListener('message', onEarly);
+      stream.addEventListener('message', onMessage);
+      toBackend(early);
+      early = [];
+      touch();
+    });
+  }
+}

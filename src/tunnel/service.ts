@@ -1,0 +1,182 @@
+/**
+ * The agent's tunnel: identity, libp2p node, relays + rendezvous, peer directory,
+ * inbound server, dialer (the proxy's RemoteDialer) and the state it reports
+ * (metrics, and `tunnel-state.json` under stateDir for operators and tests).
+ */
+import './polyfill.js';
+import { join } from 'node:path';
+import type { Registry } from 'prom-client';
+import type { Config } from '../config/schema.js';
+import type { Snapshot } from '../catalog/types.js';
+import type { Logger } from '../util/log.js';
+import { writeFileAtomic } from '../catalog/persist.js';
+import { createTunnelNode, type TunnelLibp2p } from './node.js';
+import { loadOrCreateIdentity, loadPsk } from './identity.js';
+import { createTunnelMetrics, type TunnelMetrics } from './metrics.js';
+import { RelayManager } from './relays.js';
+import { PeerDirectory } from './peers.js';
+import { TunnelServer } from './server.js';
+import { TunnelDialer, connectionPath } from './dialer.js';
+import { toMultiaddr } from './addrs.js';
+
+export const STATE_FILE = 'tunnel-state.json';
+
+export interface TunnelState {
+  readonly nodeName: string;
+  readonly peerId: string;
+  readonly listen: string[];
+  readonly relays: ReturnType<RelayManager['status']>;
+  readonly peers: { peerId: string; nodeName?: string; paths: string[]; everRelayed: boolean }[];
+  readonly inboundFlows: number;
+  /** Tunnel streams open now (in = served here, out = opened by this node's dialer). */
+  readonly streamsOpen: { in: number; out: number };
+  /** Tunnel streams ever opened (any result). */
+  readonly streamsTotal: { in: number; out: number };
+  readonly refusals: Record<string, number>;
+  readonly upgrades: { attempts: number; successes: number };
+  readonly udpDropped: Record<string, number>;
+  readonly updatedAt: string;
+}
+
+export interface TunnelServiceOptions {
+  config: Config;
+  logger: Logger;
+  registry: Registry;
+  snapshot: () => Snapshot;
+}
+
+export class TunnelService {
+  node?: TunnelLibp2p;
+  dialer?: TunnelDialer;
+  relays?: RelayManager;
+  directory?: PeerDirectory;
+  private server?: TunnelServer;
+  readonly metrics: TunnelMetrics;
+  private stateTimer?: NodeJS.Timeout;
+  private stateDirty = true;
+  private writing: Promise<void> = Promise.resolve();
+  private peerId = '';
+  /** Peers that had a relayed connection at some point (tests prove LAN peers never do). */
+  private readonly everRelayed = new Set<string>();
+
+  constructor(private readonly o: TunnelServiceOptions) {
+    this.metrics = createTunnelMetrics(o.registry);
+  }
+
+  async start(): Promise<void> {
+    const { config, logger } = this.o;
+    const t = config.tunnel;
+    const identity = await loadOrCreateIdentity(config.stateDir);
+    this.peerId = identity.peerId;
+    const psk = t.psk.path ? await loadPsk(t.psk.path) : undefined;
+    const node = await createTunnelNode({
+      privateKey: identity.privateKey,
+      listen: t.listenAddresses.map((a) => toMultiaddr(a, t.listenPort).toString()),
+      announce: t.announce.map((a) => toMultiaddr(a, t.listenPort).toString()),
+      ...(psk ? { psk } : {}),
+      relayReservations: t.relayNodes.length,
+    });
+    this.node = node;
+    const onChange = (): void => { this.stateDirty = true; };
+    this.relays = new RelayManager({ node, nodeName: config.nodeName, relays: t.relayNodes, defaultPort: t.listenPort, logger, metrics: this.metrics, onChange });
+    this.directory = new PeerDirectory({ node, nodeName: config.nodeName, listenPort: t.listenPort, snapshot: this.o.snapshot, relays: this.relays });
+    const directory = this.directory;
+    this.server = new TunnelServer({
+      node, nodeName: config.nodeName, snapshot: this.o.snapshot, authorise: (p) => directory.authorise(p),
+      metrics: this.metrics, logger, udpIdleTimeoutMs: t.udpIdleTimeoutMs, maxFlows: t.maxFlows,
+    });
+    this.dialer = new TunnelDialer({ node, nodeName: config.nodeName, directory, relays: this.relays, metrics: this.metrics, logger, directDialTimeoutMs: t.directDialTimeoutMs, onPathChange: onChange });
+    node.addEventListener('connection:close', onChange);
+    node.addEventListener('connection:open', (evt) => {
+      if (connectionPath(evt.detail) === 'relayed') this.everRelayed.add(evt.detail.remotePeer.toString());
+    });
+    node.addEventListener('self:peer:update', onChange);
+    await this.server.start();
+    this.dialer.start();
+    this.relays.start();
+    this.metrics.peers.reset();
+    this.stateTimer = setInterval(() => { this.refreshGauges(); void this.writeState(); }, 1000);
+    this.stateTimer.unref();
+    logger.info({ peerId: identity.peerId, created: identity.created, listen: node.getMultiaddrs().map(String), relays: t.relayNodes.map((r) => r.nodeName), psk: Boolean(psk) }, 'tunnel started');
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.stateTimer);
+    this.dialer?.stop();
+    await this.relays?.stop();
+    await this.server?.stop();
+    await this.node?.stop();
+    await this.writing;
+  }
+
+  /** Peers by path, from the live connections. */
+  peers(): TunnelState['peers'] {
+    const node = this.node;
+    if (!node) return [];
+    const relayIds = new Set(this.relays?.relayIds().map(String) ?? []);
+    const by = new Map<string, Set<string>>();
+    for (const c of node.getConnections()) {
+      if (c.status !== 'open') continue;
+      const id = c.remotePeer.toString();
+      if (relayIds.has(id)) continue;
+      let s = by.get(id);
+      if (!s) by.set(id, (s = new Set()));
+      s.add(connectionPath(c));
+    }
+    return [...by].map(([peerId, paths]) => {
+      const nodeName = this.directory?.knownNodeName(peerId);
+      return { peerId, ...(nodeName ? { nodeName } : {}), paths: [...paths].sort(), everRelayed: this.everRelayed.has(peerId) };
+    });
+  }
+
+  private refreshGauges(): void {
+    const peers = this.peers();
+    this.metrics.peers.set({ path: 'direct' }, peers.filter((p) => p.paths.includes('direct')).length);
+    this.metrics.peers.set({ path: 'relayed' }, peers.filter((p) => !p.paths.includes('direct')).length);
+    this.metrics.reservations.set(this.relays?.reservedRelays().length ?? 0);
+  }
+
+  async state(): Promise<TunnelState> {
+    const counter = async (c: { get(): Promise<{ values: { labels: Record<string, string | number>; value: number }[] }> }, label: string): Promise<Record<string, number>> => {
+      const out: Record<string, number> = {};
+      for (const v of (await c.get()).values) { const k = String(v.labels[label]); out[k] = (out[k] ?? 0) + v.value; }
+      return out;
+    };
+    const sum = (r: Record<string, number>): number => Object.values(r).reduce((a, b) => a + b, 0);
+    return {
+      nodeName: this.o.config.nodeName,
+      peerId: this.peerId,
+      listen: this.node?.getMultiaddrs().map(String) ?? [],
+      relays: this.relays?.status() ?? [],
+      peers: this.peers(),
+      inboundFlows: this.server?.openFlows ?? 0,
+      streamsOpen: await (async () => {
+        const o = await counter(this.metrics.streamsOpen, 'direction');
+        return { in: o.in ?? 0, out: o.out ?? 0 };
+      })(),
+      refusals: await counter(this.metrics.refusals, 'reason'),
+      upgrades: { attempts: sum(await counter(this.metrics.holePunchAttempts, 'method')), successes: sum(await counter(this.metrics.holePunchSuccesses, 'method')) },
+      streamsTotal: await (async () => {
+        const o = await counter(this.metrics.streams, 'direction');
+        return { in: o.in ?? 0, out: o.out ?? 0 };
+      })(),
+      udpDropped: await counter(this.metrics.udpDropped, 'reason'),
+      updatedAt: new Date().toISOString(),
+    };
+  }
+
+  private last = '';
+  private writeState(): Promise<void> {
+    if (!this.o.config.tunnel.stateFile) return Promise.resolve();
+    this.writing = this.writing.then(async () => {
+      const s = await this.state();
+      const { updatedAt: _u, ...cmp } = s;
+      const key = JSON.stringify(cmp);
+      if (key === this.last && !this.stateDirty) return;
+      this.last = key;
+      this.stateDirty = false;
+      await writeFileAtomic(join(this.o.config.stateDir, STATE_FILE), JSON.stringify(s, null, 2), 0o644);
+    }).catch((err: unknown) => this.o.logger.warn({ err: String(err) }, 'cannot write tunnel state file'));
+    return this.writing;
+  }
+}
