@@ -91,7 +91,8 @@ export const tunnelSchema = z
     announce: z.array(z.string().min(1)).default([]),
     psk: z.object({ path: z.string().default('') }).strict().default({ path: '' }),
     relayNodes: z.array(relayNodeSchema).default([]),
-    mdns: z.boolean().default(false),
+    /** mDNS discovery on the LAN: not built yet; `true` is refused rather than ignored. */
+    mdns: z.boolean().refine((v) => !v, 'mDNS discovery is not built in this version').default(false),
     /** A direct dial slower than this falls back to a relay (then upgrades in the background). */
     directDialTimeoutMs: z.number().int().min(50).default(1500),
     /** A UDP session through the tunnel with no datagram for this long is closed (its stream too). */
