@@ -126,7 +126,7 @@ export function bridgeSocket(socket: Socket, stream: Stream, initial: Uint8Array
     for (const c of chunksOf(evt.data)) if (!writeToSocket(c)) full = true;
     if (full && !streamPauseWanted) {
       streamPauseWanted = true;
-      queueMicrotask(() => { if (streamPauseWanted && stream.status === 'open') stream.pause(); });
+      queueMicrotask(() => { if (streamPauseWanted) pauseStream(stream); });
     }
   };
   const onDrain = (): void => {
@@ -151,7 +151,7 @@ export function bridgeSocket(socket: Socket, stream: Stream, initial: Uint8Array
     }
   });
   socket.on('drain', () => {
-    if (streamPauseWanted) { streamPauseWanted = false; if (stream.status === 'open') stream.resume(); }
+    if (streamPauseWanted) { streamPauseWanted = false; resumeStream(stream); }
   });
   socket.on('end', () => closeQuietly(stream));
   socket.on('error', (err) => { firstError ??= err; abortQuietly(stream, err); });
@@ -198,7 +198,7 @@ export class StreamDuplex extends Duplex {
     for (const c of chunksOf(evt.data)) if (!this.push(Buffer.from(c.buffer, c.byteOffset, c.byteLength))) full = true;
     if (full && !this.pauseWanted) {
       this.pauseWanted = true;
-      queueMicrotask(() => { if (this.pauseWanted && this.stream.status === 'open') this.stream.pause(); });
+      queueMicrotask(() => { if (this.pauseWanted) pauseStream(this.stream); });
     }
   };
   private readonly onDrain = (): void => {
@@ -218,7 +218,7 @@ export class StreamDuplex extends Duplex {
   override _read(): void {
     if (this.pauseWanted) {
       this.pauseWanted = false;
-      if (this.stream.status === 'open') this.stream.resume();
+      resumeStream(this.stream);
     }
   }
 
@@ -284,4 +284,24 @@ export class DatagramWriter {
       abortQuietly(this.stream, err);
     }
   };
+}
+
+/**
+ * pause()/resume() throw StreamStateError once the read side is closing or closed
+ * (a remote close can land between the decision and a deferred call): then there
+ * is nothing left to pause, so the call is skipped — never an uncaught exception.
+ */
+function readOpen(stream: Stream): boolean {
+  const rs = (stream as unknown as { readStatus?: string }).readStatus;
+  return stream.status === 'open' && rs !== 'closing' && rs !== 'closed';
+}
+
+export function pauseStream(stream: Stream): void {
+  if (!readOpen(stream)) return;
+  try { stream.pause(); } catch { /* closed meanwhile: nothing to pause */ }
+}
+
+export function resumeStream(stream: Stream): void {
+  if (!readOpen(stream)) return;
+  try { stream.resume(); } catch { /* closed meanwhile: nothing to resume */ }
 }
