@@ -21,6 +21,8 @@ export interface AgentContext {
   readonly mode: ResolvedMode;
   /** The plan of a snapshot, built once and shared by every part. */
   readonly planFor: PlanFor;
+  /** Set an annotation on this node's Node object (only with the Kubernetes source). */
+  readonly annotateNode?: (key: string, value: string) => Promise<void>;
 }
 
 export interface AgentPart {

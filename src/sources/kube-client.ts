@@ -64,7 +64,16 @@ export function loadKubeConfig(opts: KubeAuthOptions): { kc: KubeConfig; via: st
 }
 
 /** GET `path` from the current cluster and parse the JSON body. Throws KubeApiError. */
-export async function getJson(kc: KubeConfig, path: string, signal: AbortSignal, timeoutMs = 60_000): Promise<unknown> {
+export function getJson(kc: KubeConfig, path: string, signal: AbortSignal, timeoutMs = 60_000): Promise<unknown> {
+  return requestJson(kc, 'GET', path, undefined, signal, timeoutMs);
+}
+
+/** JSON merge patch (RFC 7386) of the object at `path`; returns the patched object. Throws KubeApiError. */
+export function mergePatch(kc: KubeConfig, path: string, patch: unknown, signal: AbortSignal, timeoutMs = 30_000): Promise<unknown> {
+  return requestJson(kc, 'PATCH', path, patch, signal, timeoutMs);
+}
+
+async function requestJson(kc: KubeConfig, method: 'GET' | 'PATCH', path: string, body: unknown, signal: AbortSignal, timeoutMs: number): Promise<unknown> {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new SourceError('ERR_KUBE_CONFIG', 'kubernetes source: no current cluster');
   const url = new URL(cluster.server + path);
@@ -73,31 +82,33 @@ export async function getJson(kc: KubeConfig, path: string, signal: AbortSignal,
   if (init.headers && typeof (init.headers as Iterable<unknown>)[Symbol.iterator] === 'function') {
     for (const [k, v] of init.headers as Iterable<[string, string]>) headers[k] = v;
   }
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  if (payload !== undefined) headers['content-type'] = 'application/merge-patch+json';
   const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: 'GET', headers, agent: init.agent as HttpAgent | undefined, signal, timeout: timeoutMs }, (res) => {
+    const req = request(url, { method, headers, agent: init.agent as HttpAgent | undefined, signal, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('error', (err) => reject(new KubeApiError(`GET ${path}: ${err.message}`, undefined, { cause: err })));
+      res.on('error', (err) => reject(new KubeApiError(`${method} ${path}: ${err.message}`, undefined, { cause: err })));
       res.on('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');
         const code = res.statusCode ?? 0;
         if (code !== 200) {
           let message = res.statusMessage ?? '';
           try { message = String((JSON.parse(text) as { message?: unknown }).message ?? message); } catch { /* not a Status body */ }
-          reject(new KubeApiError(`GET ${path}: HTTP ${code}${message ? ` ${message}` : ''}`, code));
+          reject(new KubeApiError(`${method} ${path}: HTTP ${code}${message ? ` ${message}` : ''}`, code));
           return;
         }
         try {
           resolve(JSON.parse(text));
         } catch (err) {
-          reject(new KubeApiError(`GET ${path}: response is not JSON`, code, { cause: err }));
+          reject(new KubeApiError(`${method} ${path}: response is not JSON`, code, { cause: err }));
         }
       });
     });
     req.on('timeout', () => req.destroy(new Error(`timed out after ${timeoutMs} ms`)));
-    req.on('error', (err) => reject(new KubeApiError(`GET ${path}: ${err.message}`, undefined, { cause: err })));
-    req.end();
+    req.on('error', (err) => reject(new KubeApiError(`${method} ${path}: ${err.message}`, undefined, { cause: err })));
+    req.end(payload);
   });
 }
 

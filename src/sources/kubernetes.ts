@@ -21,8 +21,8 @@ import { objectRef, type ServiceFilterMode } from '../catalog/convert.js';
 import { Backoff } from '../util/backoff.js';
 import { applyDelete, applyUpsert, convertObject, KIND_TO_RECORD, type ApiKind } from './dispatch.js';
 import type { Source } from './source.js';
-import { KubeApiError } from './errors.js';
-import { getJson, loadKubeConfig, toPlainObject } from './kube-client.js';
+import { KubeApiError, SourceError } from './errors.js';
+import { getJson, loadKubeConfig, mergePatch, toPlainObject } from './kube-client.js';
 
 export interface KubernetesSourceOptions {
   kubeconfig: string;
@@ -118,6 +118,15 @@ export class KubernetesSource implements Source {
     this.abort = new AbortController();
     this.setState('starting', 'waiting for the initial lists');
     for (const u of this.units) this.relaunch(u);
+  }
+
+  /**
+   * Set one annotation on a Node (JSON merge patch; needs `patch` on nodes). Used to
+   * publish this node's tunnel peer id. Throws KubeApiError (e.g. 403 without RBAC).
+   */
+  async annotateNode(nodeName: string, key: string, value: string, signal: AbortSignal = AbortSignal.timeout(30_000)): Promise<void> {
+    if (!this.kc) throw new SourceError('ERR_KUBE_CONFIG', 'kubernetes source not started');
+    await mergePatch(this.kc, `/api/v1/nodes/${encodeURIComponent(nodeName)}`, { metadata: { annotations: { [key]: value } } }, signal);
   }
 
   /** Stop every informer; records already given stay in the catalog. */

@@ -8,6 +8,7 @@ import type { Snapshot } from '../catalog/types.js';
 import type { Logger } from '../util/log.js';
 import type { RemoteDialer } from '../proxy/remote-dialer.js';
 import { TunnelService } from './service.js';
+import { PEER_ID_ANNOTATION } from '../catalog/convert.js';
 
 /** What the part needs from the agent (structurally the agent's AgentContext; nothing imports cli/). */
 export interface TunnelPartContext {
@@ -15,6 +16,8 @@ export interface TunnelPartContext {
   readonly logger: Logger;
   readonly registry: Registry;
   readonly store: { readonly snapshot: Snapshot };
+  /** Publishes the peer id as the Node annotation edgeway.io/peer-id (Kubernetes source only). */
+  readonly annotateNode?: (key: string, value: string) => Promise<void>;
 }
 
 /** Structurally the agent's AgentPart. */
@@ -42,6 +45,15 @@ export async function createTunnelPart(ctx: TunnelPartContext): Promise<TunnelPa
     async start() {
       await service.start();
       current = service;
+      // Peers resolve node name → peer id from this annotation; without RBAC for it
+      // (or without an API) they find us through the relays' rendezvous instead.
+      if (ctx.annotateNode) {
+        const peerId = (await service.state()).peerId;
+        ctx.annotateNode(PEER_ID_ANNOTATION, peerId).then(
+          () => ctx.logger.info({ peerId, annotation: PEER_ID_ANNOTATION }, 'peer id published on the Node'),
+          (err: unknown) => ctx.logger.warn({ err: String(err), annotation: PEER_ID_ANNOTATION }, 'cannot publish the peer id on the Node; peers find it through the relays'),
+        );
+      }
     },
     async stop() {
       if (current === service) current = undefined;

@@ -29,7 +29,7 @@ afterEach(async () => {
   dir = '';
 });
 
-async function writeConfig(apiUrl: string): Promise<string> {
+async function writeConfig(apiUrl: string, tunnelPort?: number): Promise<string> {
   dir = await mkdtemp(join(tmpdir(), 'edgeway-agent-'));
   const file = join(dir, 'agent.yaml');
   await writeFile(file, [
@@ -38,7 +38,7 @@ async function writeConfig(apiUrl: string): Promise<string> {
     `sources: { kubernetes: { enabled: true, apiServer: "${apiUrl}", minBackoffMs: 20, maxBackoffMs: 200 } }`,
     'dataplane: { mode: none }',
     'dns: { enabled: false }',
-    'tunnel: { enabled: false }',
+    tunnelPort ? `tunnel: { enabled: true, listenPort: ${tunnelPort}, listenAddresses: ["127.0.0.1"] }` : 'tunnel: { enabled: false }',
     'metrics: { listen: "127.0.0.1:0" }',
   ].join('\n'));
   return file;
@@ -155,5 +155,37 @@ describe('edgeway agent with the Kubernetes source', () => {
     expect(r.code, r.stderr).toBe(0);
     const snap = JSON.parse(r.stdout) as { services: { key: string; endpoints: { ip: string }[] }[] };
     expect(snap.services.map((s) => `${s.key} ${s.endpoints.map((e) => e.ip).join(',')}`)).toEqual(['default/db ', 'default/web 10.244.1.1']);
+  });
+
+  it.each([
+    { name: 'published', forbidden: false },
+    { name: 'refused by RBAC (403): logged, the agent still serves', forbidden: true },
+  ])('the tunnel peer id on the Node annotation edgeway.io/peer-id: $name', async ({ forbidden }) => {
+    api = await KubeApiServer.start();
+    for (const o of objects()) api.create(o);
+    api.patchForbidden = forbidden;
+    const srv = (await import('node:net')).createServer();
+    const tunnelPort = await new Promise<number>((r) => srv.listen(0, '127.0.0.1', () => r((srv.address() as { port: number }).port)));
+    await new Promise((r) => srv.close(r));
+    const config = await writeConfig(api.url, tunnelPort);
+    const agent = await startAgent(config);
+    const id = await runCli(['identity', '--state-dir', join(dir, 'state')]);
+    const peerId = id.stdout.trim().split(/\s+/).find((w) => w.startsWith('12D3Koo'));
+    expect(peerId).toBeDefined();
+    const annotation = async (): Promise<string | undefined> => {
+      const list = await (await fetch(`${api!.url}/api/v1/nodes`)).json() as { items: { metadata: { name: string; annotations?: Record<string, string> } }[] };
+      return list.items.find((n) => n.metadata.name === 'edge-1')?.metadata.annotations?.['edgeway.io/peer-id'];
+    };
+    if (forbidden) {
+      await until(async () => agent.logs, (l) => l.some((x) => String(x.msg).startsWith('cannot publish the peer id')), 'a warning');
+      expect(await annotation()).toBeUndefined();
+      expect((await agent.get('/readyz')).status).toBe(200);
+    } else {
+      await until(annotation, (v) => v === peerId, 'the annotation');
+      // The catalog sees it through the watch, like any other node's.
+      const r = await runCli(['catalog', '--config', config, '--json']);
+      expect((JSON.parse(r.stdout) as { nodes: { name: string; peerId?: string }[] }).nodes.find((n) => n.name === 'edge-1')?.peerId).toBe(peerId);
+    }
+    expect(await agent.stop()).toBe(0);
   });
 });

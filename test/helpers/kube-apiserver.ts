@@ -357,9 +357,13 @@ export class KubeApiServer {
         ...(url.searchParams.has('limit') ? { limit: Number(url.searchParams.get('limit')) } : {}),
       });
     };
+    if (req.method === 'PATCH') {
+      this.patch(req, path, log, res);
+      return;
+    }
     if (req.method !== 'GET') {
       log(405);
-      this.json(res, 405, status(405, 'MethodNotAllowed', 'this test server is read-only over HTTP; use its controls'));
+      this.json(res, 405, status(405, 'MethodNotAllowed', 'only GET and PATCH (merge patch) are served; use the controls'));
       return;
     }
     const fi = this.failures.findIndex((f) => path.startsWith(f.path) && (f.watch === undefined || f.watch === watch));
@@ -385,6 +389,38 @@ export class KubeApiServer {
     if (watch) this.startWatch(type, namespace, rvParam, res);
     else this.sendList(type, namespace, Number(url.searchParams.get('limit') ?? 0), res);
   }
+
+  /**
+   * PATCH of one named object with `application/merge-patch+json` (RFC 7386), as
+   * `kubectl annotate` sends; the change is a MODIFIED event with a new resourceVersion.
+   * `patchForbidden` answers 403 (an agent without RBAC for it).
+   */
+  private patch(req: IncomingMessage, path: string, log: (code: number) => void, res: ServerResponse): void {
+    const m = /^\/(?:api\/(v1)|apis\/([^/]+)\/([^/]+))(?:\/namespaces\/([^/]+))?\/([^/]+)\/([^/]+)$/.exec(path);
+    const type = m && this.served.find((t) => t.group === (m[2] ?? '') && t.version === (m[1] ?? m[3]) && t.plural === m[5]);
+    const key = m ? `${m[4] ?? ''}/${m[6]}` : '';
+    const obj = type ? this.objects.get(typeKey(type))?.get(key) : undefined;
+    if (!type || !obj) { log(404); this.json(res, 404, status(404, 'NotFound', 'not found')); return; }
+    if (this.patchForbidden) { log(403); this.json(res, 403, status(403, 'Forbidden', 'patch is forbidden')); return; }
+    if (req.headers['content-type'] !== 'application/merge-patch+json') {
+      log(415);
+      this.json(res, 415, status(415, 'UnsupportedMediaType', 'only application/merge-patch+json'));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      let patch: unknown;
+      try { patch = JSON.parse(Buffer.concat(chunks).toString('utf8')); } catch { log(400); this.json(res, 400, status(400, 'BadRequest', 'body is not JSON')); return; }
+      const merged = mergePatchJson(structuredClone(obj), patch) as KubeObject;
+      const stored = this.update({ ...merged, kind: obj.kind ?? type.kind } as KubeObject);
+      log(200);
+      this.json(res, 200, stored);
+    });
+  }
+
+  /** Answer PATCH with 403 (an agent whose RBAC lacks it). */
+  patchForbidden = false;
 
   private itemsOf(type: ResourceType, namespace: string | undefined): KubeObject[] {
     const all = [...(this.objects.get(typeKey(type))?.values() ?? [])];
@@ -458,4 +494,15 @@ export class KubeApiServer {
     if (!group.versions.some((v) => v.version === g[2])) return undefined;
     return resources(g[1]!, g[2]);
   }
+}
+
+/** RFC 7386 JSON merge patch. */
+function mergePatchJson(target: unknown, patch: unknown): unknown {
+  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) return patch;
+  const out: Record<string, unknown> = target !== null && typeof target === 'object' && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = mergePatchJson(out[k], v);
+  }
+  return out;
 }

@@ -69,9 +69,12 @@ ${configHelp}
       await s.start().catch((err: unknown) => logger.error({ source: s.name, err: String(err) }, 'source failed to start'));
     }
 
+    // The Kubernetes source can publish facts about this node (the tunnel's peer id).
+    const kube = sources.find((s): s is Source & { annotateNode(n: string, k: string, v: string): Promise<void> } => 'annotateNode' in s);
+    const annotateNode = kube ? (key: string, value: string): Promise<void> => kube.annotateNode(config.nodeName, key, value) : undefined;
     const parts: AgentPart[] = [];
     for (const factory of agentParts) {
-      const part = await factory({ config, logger, registry, store, mode, planFor });
+      const part = await factory({ config, logger, registry, store, mode, planFor, ...(annotateNode ? { annotateNode } : {}) });
       if (!part) continue;
       await part.start();
       parts.push(part);
