@@ -45,8 +45,26 @@ export interface OriginalDst {
   port: number;
 }
 
+/** libbpf object and map operations (native/src/bpfobj.cc); synchronous, a few syscalls each. Errors carry `errno`. */
+export interface NativeBpf {
+  loadAll(object: string, progDir: string, mapDir: string, reuse: Record<string, string>): void;
+  progId(pin: string): number;
+  attach(cgroup: string, attachType: string, progPin: string): void;
+  detach(cgroup: string, attachType: string, prog: string | number): void;
+  attachments(cgroup: string): { id: number; attachType: string; name: string }[];
+  progMapIds(id: number): number[];
+  mapName(id: number): string;
+  pinById(kind: 'prog' | 'map', id: number, path: string): void;
+  /** Keys and values must have the map's exact sizes; stops at the first failure. Returns the count applied. */
+  mapOps(ops: readonly { op: 'update' | 'delete'; map: string; key: Buffer; value?: Buffer }[]): number;
+  dump(map: string): { key: Buffer; value: Buffer }[];
+  dumpPerCpu(map: string): { key: Buffer; values: Buffer[] }[];
+}
+
 export interface NativeAddon {
   readonly abi: number;
+  /** Absent in addons built before bpfobj.cc existed. */
+  readonly bpf?: NativeBpf;
   Pool: new (threads: number, onDone: PoolCompletion) => NativePool;
   Sockmap: new (objectPath: string) => NativeSockmap;
   /** The pre-NAT destination; equals the local address for a tracked, untranslated connection; null without a conntrack entry. */
