@@ -70,6 +70,13 @@ Fd OpenPin(Napi::Env env, const std::string& path) {
   return Fd(fd);
 }
 
+// A loaded program or map by kernel id.
+Fd ById(Napi::Env env, bool prog, uint32_t id) {
+  int fd = prog ? bpf_prog_get_fd_by_id(id) : bpf_map_get_fd_by_id(id);
+  if (fd < 0) throw Errno(env, errno, std::string(prog ? "program" : "map") + " id " + std::to_string(id));
+  return Fd(fd);
+}
+
 // Attach type names are libbpf's (the same strings bpftool prints).
 bpf_attach_type AttachType(Napi::Env env, const std::string& name) {
   for (int t = 0; t < __MAX_BPF_ATTACH_TYPE; t++) {
@@ -188,14 +195,8 @@ Napi::Value Detach(const Napi::CallbackInfo& info) {
   std::string cg = Str(info, 0, "cgroup"), type = Str(info, 1, "attachType");
   bpf_attach_type t = AttachType(env, type);
   Fd cgfd = OpenCgroup(env, cg);
-  Fd prog(-1);
-  if (info.Length() > 2 && info[2].IsNumber()) {
-    int fd = bpf_prog_get_fd_by_id(info[2].As<Napi::Number>().Uint32Value());
-    if (fd < 0) throw Errno(env, errno, "program id");
-    prog = Fd(fd);
-  } else {
-    prog = OpenPin(env, Str(info, 2, "prog"));
-  }
+  Fd prog = info.Length() > 2 && info[2].IsNumber() ? ById(env, true, info[2].As<Napi::Number>().Uint32Value())
+                                                     : OpenPin(env, Str(info, 2, "prog"));
   if (bpf_prog_detach2(prog.get(), cgfd.get(), t)) throw Errno(env, errno, "detach " + type + " from " + cg);
   return env.Undefined();
 }
@@ -239,9 +240,7 @@ Napi::Value Attachments(const Napi::CallbackInfo& info) {
 
 Napi::Value ProgMapIds(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = bpf_prog_get_fd_by_id(U32(info, 0, "id"));
-  if (fd < 0) throw Errno(env, errno, "program id");
-  Fd prog(fd);
+  Fd prog = ById(env, true, U32(info, 0, "id"));
   bpf_prog_info pi = ProgInfo(env, prog.get());
   std::vector<uint32_t> ids(pi.nr_map_ids);
   Napi::Array out = Napi::Array::New(env);
@@ -257,9 +256,7 @@ Napi::Value ProgMapIds(const Napi::CallbackInfo& info) {
 
 Napi::Value MapName(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = bpf_map_get_fd_by_id(U32(info, 0, "id"));
-  if (fd < 0) throw Errno(env, errno, "map id");
-  Fd map(fd);
+  Fd map = ById(env, false, U32(info, 0, "id"));
   return Napi::String::New(env, MapInfo(env, map.get()).name);
 }
 
@@ -268,9 +265,7 @@ Napi::Value PinById(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string kind = Str(info, 0, "kind"), path = Str(info, 2, "path");
   uint32_t id = U32(info, 1, "id");
-  int fd = kind == "prog" ? bpf_prog_get_fd_by_id(id) : bpf_map_get_fd_by_id(id);
-  if (fd < 0) throw Errno(env, errno, kind + " id " + std::to_string(id));
-  Fd obj(fd);
+  Fd obj = ById(env, kind == "prog", id);
   if (bpf_obj_pin(obj.get(), path.c_str())) throw Errno(env, errno, "pin " + path);
   return env.Undefined();
 }
