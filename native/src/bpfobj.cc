@@ -9,7 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -53,6 +55,37 @@ Napi::Error Errno(Napi::Env env, int err, const std::string& what) {
   e.Set("code", Napi::String::New(env, "ERR_NATIVE_ERRNO"));
   return e;
 }
+
+// Work that runs on a libuv worker thread (no JS there): it returns 0 or an errno
+// and says what failed; the promise resolves with `done(env)` or rejects with the
+// errno text.
+class Task : public Napi::AsyncWorker {
+ public:
+  using Work = std::function<int(std::string* what)>;
+  using Done = std::function<Napi::Value(Napi::Env)>;
+  static Napi::Promise Run(Napi::Env env, Work work, Done done) {
+    auto* t = new Task(env, std::move(work), std::move(done));  // deleted by node-addon-api after OnOK/OnError
+    Napi::Promise p = t->deferred_.Promise();
+    t->Queue();
+    return p;
+  }
+
+ private:
+  Task(Napi::Env env, Work work, Done done)
+      : Napi::AsyncWorker(env, "edgeway-bpf"), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)), done_(std::move(done)) {}
+  void Execute() override {
+    err_ = work_(&what_);
+    if (err_) SetError(what_);
+  }
+  void OnOK() override { deferred_.Resolve(done_(Env())); }
+  void OnError(const Napi::Error&) override { deferred_.Reject(Errno(Env(), err_ == 0 ? EINVAL : err_, what_).Value()); }
+
+  Napi::Promise::Deferred deferred_;
+  Work work_;
+  Done done_;
+  int err_ = 0;
+  std::string what_;
+};
 
 std::string Str(const Napi::CallbackInfo& info, size_t i, const char* name) {
   if (info.Length() <= i || !info[i].IsString()) throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a string");
@@ -129,7 +162,44 @@ std::string ProgName(int fd, const bpf_prog_info& info) {
   return name;
 }
 
-// loadAll(object, progDir, mapDir, reuse: { [mapName]: pinPath })
+// Loads and pins on a worker thread (the verifier takes tens of ms).
+int LoadAllWork(const std::string& object, const std::string& prog_dir, const std::string& map_dir,
+                const std::map<std::string, std::string>& reuse, std::string* what) {
+  libbpf_set_print(nullptr);
+  bpf_object* obj = bpf_object__open_file(object.c_str(), nullptr);
+  if (!obj) {
+    *what = "open " + object;
+    return errno;
+  }
+  auto fail = [&](int err, const std::string& w) {
+    bpf_object__close(obj);
+    *what = w;
+    return err < 0 ? -err : err;
+  };
+  bpf_map* m;
+  bpf_object__for_each_map(m, obj) {
+    auto it = reuse.find(bpf_map__name(m));
+    if (it == reuse.end()) continue;
+    int fd = bpf_obj_get(it->second.c_str());
+    if (fd < 0) return fail(errno, "bpf_obj_get " + it->second);
+    int err = bpf_map__reuse_fd(m, fd);  // dups fd
+    close(fd);
+    if (err) return fail(err, std::string("reuse map ") + bpf_map__name(m));
+  }
+  int err = bpf_object__load(obj);
+  if (err) return fail(err, "load " + object);
+  err = bpf_object__pin_maps(obj, map_dir.c_str());
+  if (err) return fail(err, "pin maps under " + map_dir);
+  err = bpf_object__pin_programs(obj, prog_dir.c_str());
+  if (err) {
+    bpf_object__unpin_maps(obj, map_dir.c_str());
+    return fail(err, "pin programs under " + prog_dir);
+  }
+  bpf_object__close(obj);  // the pins hold programs and maps
+  return 0;
+}
+
+// loadAll(object, progDir, mapDir, reuse: { [mapName]: pinPath }) → Promise<void>
 Napi::Value LoadAll(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string object = Str(info, 0, "object"), prog_dir = Str(info, 1, "progDir"), map_dir = Str(info, 2, "mapDir");
@@ -142,34 +212,9 @@ Napi::Value LoadAll(const Napi::CallbackInfo& info) {
       reuse[k] = o.Get(k).As<Napi::String>().Utf8Value();
     }
   }
-  libbpf_set_print(nullptr);
-  bpf_object* obj = bpf_object__open_file(object.c_str(), nullptr);
-  if (!obj) throw Errno(env, errno, "open " + object);
-  auto fail = [&](int err, const std::string& what) {
-    bpf_object__close(obj);
-    return Errno(env, err, what);
-  };
-  bpf_map* m;
-  bpf_object__for_each_map(m, obj) {
-    auto it = reuse.find(bpf_map__name(m));
-    if (it == reuse.end()) continue;
-    int fd = bpf_obj_get(it->second.c_str());
-    if (fd < 0) throw fail(errno, "bpf_obj_get " + it->second);
-    int err = bpf_map__reuse_fd(m, fd);  // dups fd
-    close(fd);
-    if (err) throw fail(err, std::string("reuse map ") + bpf_map__name(m));
-  }
-  int err = bpf_object__load(obj);
-  if (err) throw fail(err, "load " + object);
-  err = bpf_object__pin_maps(obj, map_dir.c_str());
-  if (err) throw fail(err, "pin maps under " + map_dir);
-  err = bpf_object__pin_programs(obj, prog_dir.c_str());
-  if (err) {
-    bpf_object__unpin_maps(obj, map_dir.c_str());
-    throw fail(err, "pin programs under " + prog_dir);
-  }
-  bpf_object__close(obj);  // the pins hold programs and maps
-  return env.Undefined();
+  return Task::Run(
+      env, [=](std::string* what) { return LoadAllWork(object, prog_dir, map_dir, reuse, what); },
+      [](Napi::Env e) { return e.Undefined(); });
 }
 
 Napi::Value ProgId(const Napi::CallbackInfo& info) {
@@ -270,10 +315,9 @@ Napi::Value PinById(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// Pinned map fds opened once per call and closed when it returns.
+// Pinned map fds opened once per call and closed when it returns (worker thread).
 class MapFds {
  public:
-  explicit MapFds(Napi::Env env) : env_(env) {}
   ~MapFds() {
     for (auto& e : maps_) close(e.second.fd);
   }
@@ -281,100 +325,166 @@ class MapFds {
     int fd;
     uint32_t key_size, value_size;
   };
-  const Map& Get(const std::string& path) {
+  // nullptr with *err/*what set on failure.
+  const Map* Get(const std::string& path, int* err, std::string* what) {
     auto it = maps_.find(path);
-    if (it != maps_.end()) return it->second;
+    if (it != maps_.end()) return &it->second;
     int fd = bpf_obj_get(path.c_str());
-    if (fd < 0) throw Errno(env_, errno, "bpf_obj_get " + path);
-    Fd owned(fd);
-    bpf_map_info mi = MapInfo(env_, fd);
-    const Map& m = maps_[path] = Map{fd, mi.key_size, mi.value_size};
-    (void)owned.Take();  // kept open until the call returns
-    return m;
+    if (fd < 0) {
+      *err = errno;
+      *what = "bpf_obj_get " + path;
+      return nullptr;
+    }
+    bpf_map_info mi{};
+    uint32_t len = sizeof(mi);
+    if (bpf_obj_get_info_by_fd(fd, &mi, &len)) {
+      *err = errno;
+      *what = "BPF_OBJ_GET_INFO_BY_FD " + path;
+      close(fd);
+      return nullptr;
+    }
+    return &(maps_[path] = Map{fd, mi.key_size, mi.value_size});
   }
 
  private:
-  Napi::Env env_;
   std::map<std::string, Map> maps_;
 };
 
-// mapOps([{ op: 'update' | 'delete', map, key, value? }]) in order; throws at the
-// first failure (later operations are not applied).
+struct MapOp {
+  bool update;
+  std::string path;
+  std::vector<uint8_t> key, value;
+};
+
+int MapOpsWork(const std::vector<MapOp>& ops, std::string* what) {
+  MapFds fds;
+  for (size_t i = 0; i < ops.size(); i++) {
+    const MapOp& o = ops[i];
+    int err = 0;
+    const MapFds::Map* m = fds.Get(o.path, &err, what);
+    if (!m) return err;
+    std::string where = "op " + std::to_string(i) + (o.update ? " update " : " delete ") + o.path;
+    // The kernel reads exactly key_size/value_size bytes: never past a buffer.
+    if (o.key.size() != m->key_size || (o.update && o.value.size() != m->value_size)) {
+      *what = where + ": key/value of " + std::to_string(o.key.size()) + "/" + std::to_string(o.value.size()) + " bytes, the map wants " +
+              std::to_string(m->key_size) + "/" + std::to_string(m->value_size);
+      return EINVAL;
+    }
+    int r = o.update ? bpf_map_update_elem(m->fd, o.key.data(), o.value.data(), BPF_ANY) : bpf_map_delete_elem(m->fd, o.key.data());
+    if (r) {
+      *what = where;
+      return errno;
+    }
+  }
+  return 0;
+}
+
+// mapOps([{ op: 'update' | 'delete', map, key, value? }]) → Promise<number>, in
+// order on a worker thread; rejects at the first failure (later operations are
+// not applied). Keys and values are copied first, so callers may reuse buffers.
 Napi::Value MapOps(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "mapOps(ops[])");
-  Napi::Array ops = info[0].As<Napi::Array>();
-  MapFds fds(env);
-  for (uint32_t i = 0; i < ops.Length(); i++) {
-    Napi::Object o = ops.Get(i).As<Napi::Object>();
+  Napi::Array arr = info[0].As<Napi::Array>();
+  auto ops = std::make_shared<std::vector<MapOp>>();
+  ops->reserve(arr.Length());
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Object o = arr.Get(i).As<Napi::Object>();
     std::string op = o.Get("op").As<Napi::String>().Utf8Value();
-    std::string path = o.Get("map").As<Napi::String>().Utf8Value();
+    if (op != "update" && op != "delete") throw Napi::TypeError::New(env, "op " + std::to_string(i) + ": unknown op " + op);
     Napi::Value kv = o.Get("key");
-    if (!kv.IsBuffer()) throw Napi::TypeError::New(env, "op " + std::to_string(i) + ": key must be a Buffer");
+    Napi::Value vv = o.Get("value");
+    if (!kv.IsBuffer() || (op == "update" && !vv.IsBuffer()))
+      throw Napi::TypeError::New(env, "op " + std::to_string(i) + ": key (and value of an update) must be Buffers");
     auto key = kv.As<Napi::Buffer<uint8_t>>();
-    const MapFds::Map& m = fds.Get(path);
-    int fd = m.fd;
-    // The kernel reads exactly key_size/value_size bytes: never past a Buffer.
-    if (key.Length() != m.key_size) throw Napi::RangeError::New(env, "op " + std::to_string(i) + ": key is " + std::to_string(key.Length()) + " bytes, " + path + " wants " + std::to_string(m.key_size));
-    int r;
-    if (op == "update") {
-      Napi::Value vv = o.Get("value");
-      if (!vv.IsBuffer()) throw Napi::TypeError::New(env, "op " + std::to_string(i) + ": value must be a Buffer");
+    MapOp m{op == "update", o.Get("map").As<Napi::String>().Utf8Value(), std::vector<uint8_t>(key.Data(), key.Data() + key.Length()), {}};
+    if (m.update) {
       auto value = vv.As<Napi::Buffer<uint8_t>>();
-      if (value.Length() != m.value_size) throw Napi::RangeError::New(env, "op " + std::to_string(i) + ": value is " + std::to_string(value.Length()) + " bytes, " + path + " wants " + std::to_string(m.value_size));
-      r = bpf_map_update_elem(fd, key.Data(), value.Data(), BPF_ANY);
-    } else if (op == "delete") {
-      r = bpf_map_delete_elem(fd, key.Data());
-    } else {
-      throw Napi::TypeError::New(env, "op " + std::to_string(i) + ": unknown op " + op);
+      m.value.assign(value.Data(), value.Data() + value.Length());
     }
-    if (r) throw Errno(env, errno, "op " + std::to_string(i) + " " + op + " " + path);
+    ops->push_back(std::move(m));
   }
-  return Napi::Number::New(env, ops.Length());
+  uint32_t n = arr.Length();
+  return Task::Run(
+      env, [ops](std::string* what) { return MapOpsWork(*ops, what); }, [n](Napi::Env e) { return Napi::Number::New(e, n); });
 }
 
-Napi::Value DumpImpl(const Napi::CallbackInfo& info, bool percpu) {
-  Napi::Env env = info.Env();
-  std::string path = Str(info, 0, "map");
-  Fd map = OpenPin(env, path);
-  bpf_map_info mi = MapInfo(env, map.get());
-  size_t vsize = mi.value_size;
+struct DumpResult {
+  uint32_t value_size = 0;
   int ncpu = 1;
-  if (percpu) {
-    ncpu = libbpf_num_possible_cpus();
-    if (ncpu <= 0) throw Errno(env, -ncpu, "possible CPUs");
-    vsize = ((mi.value_size + 7) / 8) * 8 * size_t(ncpu);
+  size_t stride = 0;
+  std::vector<std::pair<std::vector<uint8_t>, std::vector<uint8_t>>> rows;
+};
+
+int DumpWork(const std::string& path, bool percpu, DumpResult* out, std::string* what) {
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) {
+    *what = "bpf_obj_get " + path;
+    return errno;
   }
-  std::vector<uint8_t> key(mi.key_size), next(mi.key_size), value(vsize);
-  Napi::Array out = Napi::Array::New(env);
-  uint32_t n = 0;
+  Fd map(fd);
+  bpf_map_info mi{};
+  uint32_t len = sizeof(mi);
+  if (bpf_obj_get_info_by_fd(fd, &mi, &len)) {
+    *what = "BPF_OBJ_GET_INFO_BY_FD " + path;
+    return errno;
+  }
+  out->value_size = mi.value_size;
+  out->stride = mi.value_size;
+  if (percpu) {
+    out->ncpu = libbpf_num_possible_cpus();
+    if (out->ncpu <= 0) {
+      *what = "possible CPUs";
+      return -out->ncpu;
+    }
+    out->stride = ((mi.value_size + 7) / 8) * 8;  // per-CPU values are 8-byte aligned
+  }
+  std::vector<uint8_t> key(mi.key_size), next(mi.key_size), value(out->stride * size_t(out->ncpu));
   void* prev = nullptr;
-  // Bounded by the map's entries; a concurrent delete restarts nothing (the kernel
-  // returns the first key when `prev` is gone), the cap guards that case.
+  // Bounded: a key deleted under us makes the kernel restart from the first key,
+  // so cap the walk at twice the map's capacity.
   for (uint64_t guard = 0; guard <= uint64_t(mi.max_entries) * 2; guard++) {
-    if (bpf_map_get_next_key(map.get(), prev, next.data())) {
+    if (bpf_map_get_next_key(fd, prev, next.data())) {
       if (errno == ENOENT) break;
-      throw Errno(env, errno, "get_next_key " + path);
+      *what = "get_next_key " + path;
+      return errno;
     }
     key.swap(next);
     prev = key.data();
-    if (bpf_map_lookup_elem(map.get(), key.data(), value.data())) {
+    if (bpf_map_lookup_elem(fd, key.data(), value.data())) {
       if (errno == ENOENT) continue;  // deleted between the two calls
-      throw Errno(env, errno, "lookup " + path);
+      *what = "lookup " + path;
+      return errno;
     }
-    Napi::Object row = Napi::Object::New(env);
-    row.Set("key", Napi::Buffer<uint8_t>::Copy(env, key.data(), key.size()));
-    if (percpu) {
-      size_t stride = ((mi.value_size + 7) / 8) * 8;
-      Napi::Array values = Napi::Array::New(env, size_t(ncpu));
-      for (int c = 0; c < ncpu; c++) values.Set(uint32_t(c), Napi::Buffer<uint8_t>::Copy(env, value.data() + stride * size_t(c), mi.value_size));
-      row.Set("values", values);
-    } else {
-      row.Set("value", Napi::Buffer<uint8_t>::Copy(env, value.data(), mi.value_size));
-    }
-    out.Set(n++, row);
+    out->rows.emplace_back(key, value);
   }
-  return out;
+  return 0;
+}
+
+// dump(map) → Promise<{ key, value }[]>; dumpPerCpu(map) → Promise<{ key, values[] }[]>.
+Napi::Value DumpImpl(const Napi::CallbackInfo& info, bool percpu) {
+  std::string path = Str(info, 0, "map");
+  auto res = std::make_shared<DumpResult>();
+  return Task::Run(
+      info.Env(), [=](std::string* what) { return DumpWork(path, percpu, res.get(), what); },
+      [res, percpu](Napi::Env env) -> Napi::Value {
+        Napi::Array out = Napi::Array::New(env, res->rows.size());
+        uint32_t n = 0;
+        for (const auto& [key, value] : res->rows) {
+          Napi::Object row = Napi::Object::New(env);
+          row.Set("key", Napi::Buffer<uint8_t>::Copy(env, key.data(), key.size()));
+          if (percpu) {
+            Napi::Array values = Napi::Array::New(env, size_t(res->ncpu));
+            for (int c = 0; c < res->ncpu; c++)
+              values.Set(uint32_t(c), Napi::Buffer<uint8_t>::Copy(env, value.data() + res->stride * size_t(c), res->value_size));
+            row.Set("values", values);
+          } else {
+            row.Set("value", Napi::Buffer<uint8_t>::Copy(env, value.data(), res->value_size));
+          }
+          out.Set(n++, row);
+        }
+        return out;
+      });
 }
 
 Napi::Value Dump(const Napi::CallbackInfo& info) { return DumpImpl(info, false); }

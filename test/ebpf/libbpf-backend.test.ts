@@ -18,7 +18,7 @@ function errnoError(msg: string, errno: number): Error {
   return Object.assign(new Error(msg), { errno, code: 'ERR_NATIVE_ERRNO' });
 }
 const fake: NativeBpf = {
-  loadAll: (...a) => { calls.push(['loadAll', ...a]); },
+  loadAll: (...a) => { calls.push(['loadAll', ...a]); return Promise.resolve(); },
   progId: (pin) => { if (pin === '/missing') throw errnoError('bpf_obj_get /missing: No such file or directory', 2); return 42; },
   attach: (...a) => { calls.push(['attach', ...a]); },
   detach: (...a) => { calls.push(['detach', ...a]); },
@@ -26,9 +26,9 @@ const fake: NativeBpf = {
   progMapIds: () => [3, 4],
   mapName: () => 'ew_svc4_v1',
   pinById: (...a) => { calls.push(['pinById', ...a]); },
-  mapOps: (ops) => { calls.push(['mapOps', ops.length]); return ops.length; },
-  dump: () => [{ key: Buffer.from([1]), value: Buffer.from([2]) }],
-  dumpPerCpu: () => [{ key: Buffer.from([0]), values: [Buffer.from([2]), Buffer.from([3])] }],
+  mapOps: (ops) => { calls.push(['mapOps', ops.length]); return ops[0]?.map === '/fail' ? Promise.reject(errnoError('op 0 delete /fail: Operation not permitted', 1)) : Promise.resolve(ops.length); },
+  dump: () => Promise.resolve([{ key: Buffer.from([1]), value: Buffer.from([2]) }]),
+  dumpPerCpu: () => Promise.resolve([{ key: Buffer.from([0]), values: [Buffer.from([2]), Buffer.from([3])] }]),
 };
 const dir = mkdtempSync(join(tmpdir(), 'ew-libbpf-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -69,6 +69,10 @@ describe('LibbpfBackend', () => {
     expect((err as BpfCommandError).code).toBe('ERR_EBPF_COMMAND');
     expect((err as Error).message).toMatch(/No such file/);
     expect((err as { errno?: number }).errno).toBe(2);
+    // Asynchronous failures (worker-thread calls) are wrapped the same way.
+    const async = await bpf.mapOps([{ op: 'delete', map: '/fail', key: Buffer.from([0]) }]).catch((e: unknown) => e);
+    expect(async).toBeInstanceOf(BpfCommandError);
+    expect((async as { errno?: number }).errno).toBe(1);
   });
 
   it('defaultBpfBackend is libbpf exactly when the addon has the bpf functions', () => {

@@ -23,7 +23,7 @@ export class LibbpfBackend implements BpfBackend {
       // libbpf creates only the last path component of a pin's directory.
       mkdirSync(progDir, { recursive: true });
       mkdirSync(mapDir, { recursive: true });
-      this.bpf.loadAll(object, progDir, mapDir, Object.fromEntries(reuseMaps ?? []));
+      return this.bpf.loadAll(object, progDir, mapDir, Object.fromEntries(reuseMaps ?? []));
     });
   }
 
@@ -57,7 +57,7 @@ export class LibbpfBackend implements BpfBackend {
 
   mapOps(ops: readonly MapOp[]): Promise<void> {
     if (ops.length === 0) return Promise.resolve();
-    return this.call('mapOps', () => { this.bpf.mapOps(ops); });
+    return this.call('mapOps', async () => { await this.bpf.mapOps(ops); });
   }
 
   dump(map: string): Promise<MapEntry[]> {
@@ -69,14 +69,14 @@ export class LibbpfBackend implements BpfBackend {
   }
 
   /** Errors become BpfCommandError (as with bpftool), keeping errno and the addon error as cause. */
-  private call<T>(what: string, fn: () => T): Promise<T> {
+  private async call<T>(what: string, fn: () => T | Promise<T>): Promise<T> {
     try {
-      return Promise.resolve(fn());
+      return await fn();
     } catch (err) {
       const e = err as Error & { errno?: number };
       const wrapped = new BpfCommandError(`libbpf ${what}: ${e.message}`, { cause: err });
       if (typeof e.errno === 'number') Object.assign(wrapped, { errno: e.errno });
-      return Promise.reject(wrapped);
+      throw wrapped;
     }
   }
 }
