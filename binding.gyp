@@ -6,7 +6,8 @@
         "native/src/addon.cc",
         "native/src/pool.cc",
         "native/src/sockmap.cc",
-        "native/src/origdst.cc"
+        "native/src/origdst.cc",
+        "native/src/bpfobj.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('path').dirname(require.resolve('node-addon-api/package.json'))\")"

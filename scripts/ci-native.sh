@@ -12,5 +12,5 @@ if [[ ! -f native/build/Release/edgeway_native.node || ! -f bpf/build/sockmap_ve
 fi
 bash scripts/build-native.sh --gyp >/tmp/edgeway-gyp.log 2>&1 || { tail -40 /tmp/edgeway-gyp.log; exit 1; }
 for addon in native/build/Release/edgeway_native.node build/Release/edgeway_native.node; do
-  node -e "const a = require('./$addon'); if (a.abi !== 1 || typeof a.Pool !== 'function' || typeof a.getOriginalDst !== 'function') process.exit(1); console.log('ci-native: loads', '$addon')"
+  node -e "const a = require('./$addon'); if (a.abi !== 1 || typeof a.Pool !== 'function' || typeof a.getOriginalDst !== 'function' || typeof a.bpf?.mapOps !== 'function') process.exit(1); console.log('ci-native: loads', '$addon')"
 done

@@ -1,5 +1,5 @@
 // JavaScript bindings: Pool (splice / sockmap forwarding on epoll threads),
-// Sockmap (the BPF object), getOriginalDst(fd). Glue only — policy lives in
+// Sockmap (the BPF object), getOriginalDst(fd), bpf.* (bpfobj.cc). Glue only — policy lives in
 // src/dataplane/native/.
 #include <napi.h>
 #include <string.h>
@@ -8,6 +8,7 @@
 #include <memory>
 #include <stdexcept>
 
+#include "bpfobj.h"
 #include "origdst.h"
 #include "pool.h"
 #include "sockmap.h"
@@ -232,6 +233,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Sockmap", sockmap);
   exports.Set("Pool", PoolWrap::Init(env));
   exports.Set("getOriginalDst", Napi::Function::New(env, GetOriginalDstJs));
+  RegisterBpfObj(env, exports);
   exports.Set("abi", Napi::Number::New(env, 1));
   return exports;
 }

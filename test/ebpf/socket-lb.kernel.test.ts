@@ -5,6 +5,9 @@
  * the ClusterIPs at all, so a flow only works when the connect()/sendmsg() hook
  * rewrote it, and nft counter rules on the ClusterIP ranges must stay at zero.
  *
+ * The whole suite runs once per BpfBackend (bpftool and the addon's libbpf); a
+ * BpftoolBackend is the independent observer of kernel state in both.
+ *
  * IP plan (exists only inside this test's namespaces):
  *   client ns  10.1.0.1/24  fd00:1::1/64
  *   backend ns 10.1.0.2/24  fd00:1::2/64   backends b1/b2/b3 on ports 8081/8082/8083 (TCP+UDP, dual stack)
@@ -15,7 +18,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
 import { SocketLb, listPins } from '../../src/dataplane/ebpf/socket-lb.js';
-import { BpftoolBackend } from '../../src/dataplane/ebpf/backend.js';
+import { BpftoolBackend, type BpfBackend } from '../../src/dataplane/ebpf/backend.js';
+import { BpfCommandError } from '../../src/dataplane/ebpf/errors.js';
+import { LibbpfBackend, nativeBpf } from '../../src/dataplane/ebpf/libbpf-backend.js';
+import { loadNative } from '../../src/dataplane/native/addon.js';
 import { findCgroup2Root } from '../../src/dataplane/ebpf/host.js';
 import { ensureObject } from './object.js';
 import { Lab, kernelSkipReason, run } from '../helpers/netns.js';
@@ -31,6 +37,13 @@ const BACKENDS = [['b1', 8081], ['b2', 8082], ['b3', 8083]] as const;
 
 const skip = kernelSkipReason() ?? (findCgroup2Root() ? undefined : 'no cgroup v2') ?? ensureObject();
 if (skip) console.warn(`skipping socket-LB kernel tests: ${skip}`);
+const native = nativeBpf();
+const libbpfSkip = skip ?? (native ? undefined : loadNative().addonReason ?? 'the addon has no bpf functions (rebuild it)');
+if (libbpfSkip && !skip && process.env.CI === 'true') throw new Error(`CI: ${libbpfSkip}`);
+const CASES: { name: string; skip: string | undefined; make: () => BpfBackend }[] = [
+  { name: 'bpftool', skip, make: () => new BpftoolBackend() },
+  { name: 'libbpf (addon)', skip: libbpfSkip, make: () => new LibbpfBackend(native!) },
+];
 
 function fullPlan(backends: readonly (readonly [string, number])[] = BACKENDS): Plan {
   const eps4 = backends.map(([, p]) => ep('10.1.0.2', p));
@@ -44,7 +57,12 @@ function fullPlan(backends: readonly (readonly [string, number])[] = BACKENDS): 
 
 interface ClientResult { counts: Record<string, number>; errors: number; firstError?: string; peers?: Record<string, number> }
 
-describe.skipIf(skip !== undefined)('socket-LB (cgroup sock_addr hooks)', () => {
+describe.each(CASES)('socket-LB (cgroup sock_addr hooks) via $name', (c) => {
+  if (c.skip !== undefined) {
+    it.skip(`skipped: ${c.skip}`, () => undefined);
+    return;
+  }
+  const backend = c.make();
   const lab = new Lab();
   let client = '';
   let backendNs = '';
@@ -83,7 +101,7 @@ describe.skipIf(skip !== undefined)('socket-LB (cgroup sock_addr hooks)', () => 
     await lab.exec(client, 'nft', ['-f', '-'], { input: counters });
     await lab.exec(backendNs, 'nft', ['-f', '-'], { input: counters });
     mkdirSync(cgroup);
-    lb = new SocketLb({ bpffsRoot, pinDir, cgroup, registry });
+    lb = new SocketLb({ bpffsRoot, pinDir, cgroup, registry, backend });
     expect(await lb.start()).toBe('fresh');
     // Fresh (empty) maps: nothing attached until the first apply filled them.
     expect(await new BpftoolBackend().attachments(cgroup)).toEqual([]);
@@ -157,6 +175,24 @@ describe.skipIf(skip !== undefined)('socket-LB (cgroup sock_addr hooks)', () => 
     expect(text).toMatch(/edgeway_ebpf_map_entries\{map="ew_be4_v1"\} 9/);
   });
 
+  it('a map transaction stops at the first failure, applying what came before, and says why', async () => {
+    const be = lb.mapPin('backend4');
+    const key = Buffer.from([0xff, 0xff, 0xff, 0x7f]);
+    const value = (await backend.dump(be))[0]!.value;
+    const err = await backend.mapOps([
+      { op: 'update', map: be, key, value },
+      { op: 'delete', map: be, key: Buffer.from([0xfe, 0xff, 0xff, 0x7f]) },
+      { op: 'delete', map: be, key },
+    ]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BpfCommandError);
+    expect((err as Error).message).toMatch(/No such file or directory|ENOENT/i);
+    expect((await backend.dump(be)).some((e) => e.key.equals(key))).toBe(true);
+    await backend.mapOps([{ op: 'delete', map: be, key }]);
+    expect((await backend.dump(be)).some((e) => e.key.equals(key))).toBe(false);
+    // A key of the wrong size is refused before the kernel reads past it.
+    await expect(backend.mapOps([{ op: 'delete', map: be, key: Buffer.from([1, 0, 0]) }])).rejects.toBeInstanceOf(BpfCommandError);
+  });
+
   it('backend removal takes effect for new connections', async () => {
     expect(await lb.apply(fullPlan(BACKENDS.slice(0, 2)))).toBeGreaterThan(0);
     const r = await whoami([`--host ${VIP4}`, '--port 80', '--n 40']);
@@ -200,7 +236,7 @@ describe.skipIf(skip !== undefined)('socket-LB (cgroup sock_addr hooks)', () => 
 
     // The old controller object is dropped without cleanup (process exit), a new one takes over.
     await lb.stop();
-    lb = new SocketLb({ bpffsRoot, pinDir, cgroup });
+    lb = new SocketLb({ bpffsRoot, pinDir, cgroup, backend });
     expect(await lb.start()).toBe('restored');
     expect(await lb.apply(fullPlan())).toBe(0);
     expect(lb.status()).toMatchObject({ attached: 9, frontends: 5, backends: 15 });
@@ -218,7 +254,7 @@ describe.skipIf(skip !== undefined)('socket-LB (cgroup sock_addr hooks)', () => 
 
   it('reloads programs over kept maps when program pins are gone', async () => {
     await run('rm', ['-rf', join(pinDir, 'progs')]);
-    const again = new SocketLb({ bpffsRoot, pinDir, cgroup });
+    const again = new SocketLb({ bpffsRoot, pinDir, cgroup, backend });
     expect(await again.start()).toBe('reloaded');
     expect(await again.apply(fullPlan())).toBe(0);
     // The old programs (pins gone) were replaced, not stacked.
@@ -233,7 +269,7 @@ describe.skipIf(skip !== undefined)('socket-LB (cgroup sock_addr hooks)', () => 
     const oldIds = (await bpf.attachments(cgroup)).map((a) => a.id).sort();
     const sticky = Object.keys((await whoami([`--host ${VIP4_AFF}`, '--port 80', '--n 1'])).counts);
     await run('umount', [bpffsRoot]);
-    const adopted = new SocketLb({ bpffsRoot, pinDir, cgroup });
+    const adopted = new SocketLb({ bpffsRoot, pinDir, cgroup, backend });
     expect(await adopted.start()).toBe('adopted');
     expect(await adopted.apply(fullPlan())).toBe(0);
     expect((await bpf.attachments(cgroup)).map((a) => a.id).sort()).toEqual(oldIds);
@@ -251,7 +287,7 @@ describe.skipIf(skip !== undefined)('socket-LB (cgroup sock_addr hooks)', () => 
     const oldIds = (await bpf.attachments(cgroup)).map((a) => a.id).sort();
     expect(oldIds.length).toBe(8);
     await run('umount', [bpffsRoot]);
-    const fresh = new SocketLb({ bpffsRoot, pinDir, cgroup });
+    const fresh = new SocketLb({ bpffsRoot, pinDir, cgroup, backend });
     expect(await fresh.start()).toBe('fresh');
     // The old attachments (and the maps they hold) still serve before the first apply.
     expect((await bpf.attachments(cgroup)).map((a) => a.id).sort()).toEqual(oldIds);

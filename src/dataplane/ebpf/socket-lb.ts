@@ -14,9 +14,10 @@ import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Plan } from '../../plan/types.js';
 import { silentLogger, type Logger } from '../../util/log.js';
-import { BpftoolBackend, type BpfBackend, type MapOp } from './backend.js';
+import type { BpfBackend, MapOp } from './backend.js';
 import type { SocketLbLifecycle } from './combined.js';
 import { BpfObjectMissingError, EbpfUnsupportedError } from './errors.js';
+import { defaultBpfBackend } from './libbpf-backend.js';
 import { DEFAULT_OBJECT, checkPinPath, ensureBpffs, findCgroup2Root, mkdirp } from './host.js';
 import { LAYOUTS, MAPS, PROGRAMS, STATS, U32, U64, decode, encode, type MapKey, type StatName, type StructDef } from './layout.js';
 import { computeSync, desiredFrontends, emptyState, frontendKey, type FallbackReason, type LbState, type SyncOp } from './sync.js';
@@ -30,6 +31,7 @@ export interface SocketLbOptions {
   readonly pinDir?: string;
   /** cgroup v2 directory to attach to (default: the cgroup v2 root). */
   readonly cgroup?: string;
+  /** Default: `LibbpfBackend` when the native addon is loaded, else `BpftoolBackend`. */
   readonly backend?: BpfBackend;
   readonly registry?: Registry;
   readonly logger?: Logger;
@@ -76,8 +78,8 @@ export class SocketLb implements SocketLbLifecycle {
     const cg = opts.cgroup ?? findCgroup2Root();
     if (!cg) throw new EbpfUnsupportedError('no cgroup v2 hierarchy mounted');
     this.cgroup = cg;
-    this.bpf = opts.backend ?? new BpftoolBackend();
     this.log = (opts.logger ?? silentLogger()).child({ part: 'ebpf' });
+    this.bpf = opts.backend ?? defaultBpfBackend(this.log);
     if (opts.registry) this.metrics = createMetrics(opts.registry, this);
   }
 

@@ -45,8 +45,30 @@ export interface OriginalDst {
   port: number;
 }
 
+/**
+ * libbpf object and map operations (native/src/bpfobj.cc). Loads, map transactions
+ * and dumps run on a worker thread (promises); the rest are a few syscalls each.
+ * Errors carry `errno`.
+ */
+export interface NativeBpf {
+  loadAll(object: string, progDir: string, mapDir: string, reuse: Record<string, string>): Promise<void>;
+  progId(pin: string): number;
+  attach(cgroup: string, attachType: string, progPin: string): void;
+  detach(cgroup: string, attachType: string, prog: string | number): void;
+  attachments(cgroup: string): { id: number; attachType: string; name: string }[];
+  progMapIds(id: number): number[];
+  mapName(id: number): string;
+  pinById(kind: 'prog' | 'map', id: number, path: string): void;
+  /** Keys and values must have the map's exact sizes (copied before the promise returns); stops at the first failure. */
+  mapOps(ops: readonly { op: 'update' | 'delete'; map: string; key: Buffer; value?: Buffer }[]): Promise<number>;
+  dump(map: string): Promise<{ key: Buffer; value: Buffer }[]>;
+  dumpPerCpu(map: string): Promise<{ key: Buffer; values: Buffer[] }[]>;
+}
+
 export interface NativeAddon {
   readonly abi: number;
+  /** Absent in addons built before bpfobj.cc existed. */
+  readonly bpf?: NativeBpf;
   Pool: new (threads: number, onDone: PoolCompletion) => NativePool;
   Sockmap: new (objectPath: string) => NativeSockmap;
   /** The pre-NAT destination; equals the local address for a tracked, untranslated connection; null without a conntrack entry. */
