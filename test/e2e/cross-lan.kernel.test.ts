@@ -110,8 +110,14 @@ describe.skipIf(!!skip)('cross-LAN through the real agents and relay', () => {
   it('a client on a1 reaches the backend on b1 by ClusterIP (TCP), through the tunnel', async () => {
     const r = await whoami('10.96.0.30', 80, 5);
     expect(r).toMatchObject({ counts: { b1: 5 }, errors: 0 });
-    const s = await state('a1');
-    expect(s?.peers.some((p) => p.nodeName === 'b1')).toBe(true);
+    // The state file is rewritten periodically: wait for the peer to show up in it.
+    const end = Date.now() + 15_000;
+    let s = await state('a1');
+    while (!s?.peers.some((p) => p.nodeName === 'b1') && Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 200));
+      s = await state('a1');
+    }
+    expect(s?.peers.some((p) => p.nodeName === 'b1'), JSON.stringify(s)).toBe(true);
   });
 
   it('UDP by ClusterIP reaches the backend on b1 through the tunnel', async () => {
