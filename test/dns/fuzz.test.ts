@@ -16,21 +16,11 @@ import { analyzeResponse } from '../../src/dns/cache.js';
 import { silentLogger } from '../../src/util/log.js';
 import { CATALOG, query } from './fixtures.js';
 import { udpExchange } from './upstream.js';
+import { prng } from '../helpers/prng.js';
 
 const SEED = Number(process.env.DNS_FUZZ_SEED ?? 0x5eed);
 const COUNT = Number(process.env.DNS_FUZZ_COUNT ?? 100_000);
 
-/** mulberry32: small, fast, reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const SEEDS = [
   query('web.default.svc.cluster.local', 'A'),

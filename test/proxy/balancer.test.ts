@@ -3,21 +3,11 @@ import {
   ClientIpAffinityBalancer, ConsistentHashBalancer, createBalancer, LeastRequestBalancer, RandomBalancer, RoundRobinBalancer,
 } from '../../src/proxy/balancer.js';
 import { HashRing } from '../../src/proxy/hash.js';
+import { prng } from '../helpers/prng.js';
 
 // Endpoint keys used throughout (test IP plan: 10.9.0.0/24 backends).
 const EPS = ['10.9.0.1:80', '10.9.0.2:80', '10.9.0.3:80'];
 
-/** Deterministic PRNG (mulberry32) so distribution bounds never flake. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function counts(pick: () => number | undefined, n: number): number[] {
   const c = EPS.map(() => 0);
