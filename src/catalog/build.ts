@@ -69,8 +69,3 @@ export function buildSnapshot(records: CatalogRecords, revision: number, builtAt
   const nodes = [...records.nodes].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return { version: SNAPSHOT_VERSION, revision, builtAt, origin: 'live', services, nodes };
 }
-
-/** Content equality (ignores revision/builtAt/origin): used to skip no-op snapshots. */
-export function sameContent(a: Snapshot, b: Snapshot): boolean {
-  return JSON.stringify(a.services) === JSON.stringify(b.services) && JSON.stringify(a.nodes) === JSON.stringify(b.nodes);
-}

@@ -67,6 +67,24 @@ export const configHelp = `  -c, --config FILE     YAML config file (required)
       --state-dir DIR     override stateDir
       --log-level LEVEL   trace|debug|info|warn|error|silent`;
 
+/** Long-running commands (agent, relay): the config options plus the metrics listener. */
+export const daemonOptions = { ...configOptions, 'metrics-listen': { type: 'string' } } as const satisfies Options;
+
+export const daemonHelp = `${configHelp}
+      --metrics-listen ADDR   override metrics.listen (host:port, '' disables)`;
+
+/**
+ * Resolves with the signal name at the first SIGINT/SIGTERM. Call it first thing in
+ * a daemon: a stop during start-up then waits for what started so far and releases
+ * it, instead of the default action killing the process mid-way.
+ */
+export function stopSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
+}
+
 export function requireString(values: Record<string, unknown>, key: string): string {
   const v = values[key];
   if (typeof v !== 'string' || v === '') throw new UsageError(`--${key} is required`);

@@ -18,6 +18,8 @@ export async function configFromArgs(values: Record<string, unknown>, extra: Con
   const nodeName = optString(values, 'node-name');
   const stateDir = optString(values, 'state-dir');
   const logLevel = optString(values, 'log-level');
+  // '' is meaningful here (disables the listener), so it is not optString.
+  if (typeof values['metrics-listen'] === 'string') overrides.metricsListen = values['metrics-listen'];
   if (nodeName) overrides.nodeName = nodeName;
   if (stateDir) overrides.stateDir = stateDir;
   if (logLevel) overrides.logLevel = logLevel;

@@ -1,4 +1,4 @@
-import { configHelp, configOptions, EXIT_OK, EXIT_RUNTIME, optString, type Command } from '../command.js';
+import { daemonHelp, daemonOptions, EXIT_OK, EXIT_RUNTIME, stopSignal, type Command } from '../command.js';
 import { configFromArgs, createLogger, createSources } from '../runtime.js';
 import { CatalogStore } from '../../catalog/store.js';
 import { loadSnapshot, snapshotPath } from '../../catalog/persist.js';
@@ -18,19 +18,12 @@ Runs the node agent until SIGINT/SIGTERM. Serves the persisted catalog when the
 sources are unreachable at start, and says so in logs, /readyz and metrics.
 
 Options:
-${configHelp}
-      --metrics-listen ADDR   override metrics.listen (host:port, '' disables)`,
-  options: { ...configOptions, 'metrics-listen': { type: 'string' } },
+${daemonHelp}`,
+  options: daemonOptions,
   async run(values) {
-    const metricsListen = typeof values['metrics-listen'] === 'string' ? values['metrics-listen'] : undefined;
-    const config = await configFromArgs(values, metricsListen !== undefined ? { metricsListen } : {});
+    const config = await configFromArgs(values);
     const logger = createLogger(config.log.level);
-    // Signals are taken from the first moment: a stop during start-up waits for the
-    // parts started so far and releases them, instead of killing the process mid-way.
-    const stopRequested = new Promise<string>((resolve) => {
-      process.once('SIGINT', () => resolve('SIGINT'));
-      process.once('SIGTERM', () => resolve('SIGTERM'));
-    });
+    const stopRequested = stopSignal();
     const mode = await resolveMode(config);
     if (mode.error) {
       logger.error({ reasons: mode.reasons }, mode.error);
@@ -51,9 +44,8 @@ ${configHelp}
     }
 
     let metrics: MetricsServer | undefined;
-    const listen = optString({ l: config.metrics.listen }, 'l');
-    if (listen) {
-      metrics = await startMetricsServer(registry, listen);
+    if (config.metrics.listen) {
+      metrics = await startMetricsServer(registry, config.metrics.listen);
       metrics.addReadiness({ name: 'catalog', check: () => store.readiness() });
       logger.info({ listen: `${metrics.address.address}:${metrics.address.port}` }, 'metrics listening');
     }

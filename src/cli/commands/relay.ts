@@ -1,4 +1,4 @@
-import { configHelp, configOptions, EXIT_OK, optString, type Command } from '../command.js';
+import { daemonHelp, daemonOptions, EXIT_OK, stopSignal, type Command } from '../command.js';
 import { configFromArgs, createLogger } from '../runtime.js';
 import { createRegistry } from '../../metrics/registry.js';
 import { startMetricsServer, type MetricsServer } from '../../metrics/server.js';
@@ -15,24 +15,19 @@ each other's peer ids by node name. Listens on tunnel.listenPort (20006); uses
 tunnel.psk.path when set; the identity lives in stateDir. Runs until SIGINT/SIGTERM.
 
 Options:
-${configHelp}
-      --metrics-listen ADDR   override metrics.listen (host:port, '' disables)`,
-  options: { ...configOptions, 'metrics-listen': { type: 'string' } },
+${daemonHelp}`,
+  options: daemonOptions,
   async run(values) {
-    const metricsListen = typeof values['metrics-listen'] === 'string' ? values['metrics-listen'] : undefined;
-    const config = await configFromArgs(values, metricsListen !== undefined ? { metricsListen } : {});
+    const config = await configFromArgs(values);
+    const stopped = stopSignal();
     const logger = createLogger(config.log.level);
     const registry = createRegistry();
     const relay = await startRelayServer(config, logger, registry);
     let metrics: MetricsServer | undefined;
-    const listen = optString({ l: config.metrics.listen }, 'l');
-    if (listen) metrics = await startMetricsServer(registry, listen);
+    if (config.metrics.listen) metrics = await startMetricsServer(registry, config.metrics.listen);
     // One line on stdout for scripts: the relay's peer id and addresses.
     process.stdout.write(`relay ${relay.peerId} ${relay.node.getMultiaddrs().map(String).join(' ')}\n`);
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', () => resolve());
-      process.once('SIGTERM', () => resolve());
-    });
+    await stopped;
     await relay.stop();
     await metrics?.close();
     return EXIT_OK;
