@@ -1,6 +1,6 @@
 // JavaScript bindings: Pool (splice / sockmap forwarding on epoll threads),
 // Sockmap (the BPF object), getOriginalDst(fd), bpf.* (bpfobj.cc). Glue only — policy lives in
-// src/dataplane/native/.
+// src/native/.
 #include <napi.h>
 #include <string.h>
 

@@ -5,9 +5,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
-import { Accelerators, acceleratorsFromConfig, describeAccelerators } from '../../src/dataplane/native/accelerator.js';
+import { Accelerators, acceleratorsFromConfig, describeAccelerators } from '../../src/native/accelerator.js';
 import { configSchema } from '../../src/config/schema.js';
-import type { NativeAddon, NativePool, NativeSockmap } from '../../src/dataplane/native/addon.js';
+import type { NativeAddon, NativePool, NativeSockmap } from '../../src/native/addon.js';
 import { ForwardHarness, receiveAll, sendRandom, withTimeout } from './forward-harness.js';
 
 function fakeAddon(opts: { spliceErrno?: number; sockmapLoad?: string }): NativeAddon {

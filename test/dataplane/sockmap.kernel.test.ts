@@ -6,8 +6,8 @@
  */
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Accelerators } from '../../src/dataplane/native/accelerator.js';
-import { loadNative } from '../../src/dataplane/native/addon.js';
+import { Accelerators } from '../../src/native/accelerator.js';
+import { loadNative } from '../../src/native/addon.js';
 import { kernelSkipReason } from '../helpers/netns.js';
 import { ForwardHarness, receiveAll, sendRandom, withTimeout } from './forward-harness.js';
 

@@ -21,7 +21,7 @@ import { SocketLb, listPins } from '../../src/dataplane/ebpf/socket-lb.js';
 import { BpftoolBackend, type BpfBackend } from '../../src/dataplane/ebpf/backend.js';
 import { BpfCommandError } from '../../src/dataplane/ebpf/errors.js';
 import { LibbpfBackend, nativeBpf } from '../../src/dataplane/ebpf/libbpf-backend.js';
-import { loadNative } from '../../src/dataplane/native/addon.js';
+import { loadNative } from '../../src/native/addon.js';
 import { findCgroup2Root } from '../../src/dataplane/ebpf/host.js';
 import { ensureObject } from './object.js';
 import { Lab, kernelSkipReason, run } from '../helpers/netns.js';

@@ -2,7 +2,7 @@ import { EXIT_OK, type Command } from '../command.js';
 import { probeCapabilities, type Probe } from '../../dataplane/detect.js';
 import { probeSocketLb } from '../../dataplane/ebpf/host.js';
 import { decideMode } from '../../dataplane/mode.js';
-import { loadNative } from '../../dataplane/native/addon.js';
+import { loadNative } from '../../native/addon.js';
 
 export const doctorCommand: Command = {
   name: 'doctor',

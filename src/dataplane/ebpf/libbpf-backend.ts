@@ -8,7 +8,7 @@
  * `bpf` functions, else `BpftoolBackend`.
  */
 import { mkdirSync } from 'node:fs';
-import { loadNative, type NativeBpf } from '../native/addon.js';
+import { loadNative, type NativeBpf } from '../../native/addon.js';
 import type { Logger } from '../../util/log.js';
 import { BpftoolBackend, type BpfBackend, type CgroupAttachment, type MapEntry, type MapOp, type PerCpuEntry } from './backend.js';
 import { BpfCommandError } from './errors.js';

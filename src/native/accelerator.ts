@@ -6,8 +6,8 @@
  */
 import type net from 'node:net';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { Config } from '../../config/schema.js';
-import type { Logger } from '../../util/log.js';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../util/log.js';
 import { loadNative, type NativeLoad, type OriginalDst, type SockmapStats } from './addon.js';
 import { HandoverError, NativeUnavailableError } from './errors.js';
 import type { ForwardOptions, ForwardResult, Forwarder, ForwarderKind } from './forwarder.js';
