@@ -38,7 +38,7 @@ const BACKENDS = [['b1', 8081], ['b2', 8082], ['b3', 8083]] as const;
 const skip = kernelSkipReason() ?? (findCgroup2Root() ? undefined : 'no cgroup v2') ?? ensureObject();
 if (skip) console.warn(`skipping socket-LB kernel tests: ${skip}`);
 const native = nativeBpf();
-const libbpfSkip = skip ?? (native ? undefined : loadNative().addonReason ?? 'the addon has no bpf functions (rebuild it)');
+const libbpfSkip = skip ?? (native ? undefined : loadNative().bpfReason ?? 'the libbpf addon has no bpf functions (rebuild it)');
 if (libbpfSkip && !skip && process.env.CI === 'true') throw new Error(`CI: ${libbpfSkip}`);
 const CASES: { name: string; skip: string | undefined; make: () => BpfBackend }[] = [
   { name: 'bpftool', skip, make: () => new BpftoolBackend() },
