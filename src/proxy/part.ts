@@ -34,6 +34,8 @@ export interface ProxyPartDeps {
   readonly forwarder?: () => Forwarder | undefined;
   /** How long stop() lets flows finish (default 5 s). */
   readonly closeDeadlineMs?: number;
+  /** TCP listen address (default '::', every address; tests use loopback). */
+  readonly listenHost?: string;
 }
 
 /** What the data plane's sync engine drives (structurally its UserspaceListeners). */
@@ -72,6 +74,7 @@ export function createProxyPart(deps: ProxyPartDeps = {}) {
       ...(deps.originalDst ? { originalDst: deps.originalDst } : {}),
       ...(forwarder ? { forwarder } : {}),
       ...(deps.closeDeadlineMs !== undefined ? { closeDeadlineMs: deps.closeDeadlineMs } : {}),
+      ...(deps.listenHost ? { listenHost: deps.listenHost } : {}),
       connectTimeoutMs: p.connectTimeoutMs, maxConnectAttempts: p.maxConnectAttempts, idleTimeoutMs: p.idleTimeoutMs,
       udpSessionIdleMs: p.udpSessionIdleMs, maxFlows: p.maxFlows, maxUdpSessions: p.maxUdpSessions, perServiceLabels: p.perServiceLabels,
     });

@@ -81,9 +81,6 @@ export function handleTcp(rt: ServiceRuntime, accepted: Socket, s: TcpSettings, 
   const m = rt.metrics;
   if (!admit(gate, m, accepted)) return;
   if (s.forwarder) { handleForwarded(rt, accepted, s, s.forwarder, gate, log); return; }
-  // Destroying the client ends the flow on every path: the pump takes the endpoint
-  // down with it, a dial in progress finds the client closed.
-  accepted.once('close', onShutdown(s, () => accepted.destroy()));
   // Large-buffer reads when the pool has two buffers for this flow.
   const pool = s.readBuffers;
   const bufA = pool?.take();
@@ -99,6 +96,9 @@ export function handleTcp(rt: ServiceRuntime, accepted: Socket, s: TcpSettings, 
     if (bufA) pool!.give(bufA);
     if (bufB) pool!.give(bufB);
   }
+  // Destroying the client (the socket that owns the handle now) ends the flow on
+  // every path: the pump takes the endpoint down with it, a dial finds it closed.
+  client.once('close', onShutdown(s, () => client.destroy()));
   // Only after both sockets are closed: until then a handle may still read into them.
   const returnBuffers = (): void => { if (sinks) { pool!.give(bufA!); pool!.give(bufB!); } };
   let upstreamRef: Socket | undefined;

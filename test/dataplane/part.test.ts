@@ -8,7 +8,7 @@ import { CatalogStore } from '../../src/catalog/store.js';
 import { convertEndpointSlice, convertService } from '../../src/catalog/convert.js';
 import { parseConfig } from '../../src/config/load.js';
 import { createDataplanePart } from '../../src/dataplane/part.js';
-import { FakeNftExecutor } from '../../src/dataplane/nftables/fake.js';
+import { FakeNftExecutor } from '../helpers/fake-nft-executor.js';
 import { silentLogger } from '../../src/util/log.js';
 
 const service = { metadata: { name: 'web', namespace: 'default' }, spec: { clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80, targetPort: 8080 }] } };
