@@ -7,17 +7,14 @@
  * 10.244.1.5 on this node (n1) or on n2 (another LAN: remote → userspace port).
  */
 import { describe, expect, it } from 'vitest';
-import { readFile } from 'node:fs/promises';
 import { Registry } from 'prom-client';
 import { CatalogStore } from '../../src/catalog/store.js';
 import { convertEndpointSlice, convertService } from '../../src/catalog/convert.js';
 import { parseConfig } from '../../src/config/load.js';
 import { createDataplanePart } from '../../src/dataplane/part.js';
-import { createProxyPart } from '../../src/proxy/part.js';
-import type { Transaction } from '../../src/dataplane/nftables/transaction.js';
 import { FakeNftExecutor } from '../helpers/fake-nft-executor.js';
 import { silentLogger } from '../../src/util/log.js';
-import { freePort } from '../proxy/util.js';
+import { listenerOrder, recordingExecutor } from './listener-order.js';
 
 const service = { metadata: { name: 'web', namespace: 'default' }, spec: { clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80, targetPort: 8080 }] } };
 const slice = (node: string) => ({
@@ -29,30 +26,6 @@ const slice = (node: string) => ({
 async function until(pred: () => boolean | Promise<boolean>): Promise<void> {
   for (let i = 0; i < 500; i++) { if (await pred()) return; await new Promise((r) => setTimeout(r, 10)); }
   throw new Error('condition not met');
-}
-
-function publish(sink: ReturnType<CatalogStore['sink']>, endpointNode: string): void {
-  const svc = convertService(service, 'FilterIfLabelExists');
-  const sl = convertEndpointSlice(slice(endpointNode));
-  if (!svc.ok || !sl.ok) throw new Error('fixture invalid');
-  sink.upsert('service', 'default/web', svc.value);
-  sink.upsert('slice', 'default/web-1', sl.value);
-  sink.setState('synced');
-}
-
-/**
- * Is a TCP socket in LISTEN state on `port` in this namespace? Read from the
- * kernel's table (a connect probe would race the proxy's reset of a flow it
- * cannot route, and count as a flow).
- */
-async function listening(port: number): Promise<boolean> {
-  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    const text = await readFile(f, 'utf8').catch(() => '');
-    // Columns: sl local_address rem_address st …; st 0A = LISTEN.
-    if (text.split('\n').some((l) => { const c = l.trim().split(/\s+/); return c[1]?.endsWith(hex) && c[3] === '0A'; })) return true;
-  }
-  return false;
 }
 
 describe('data-plane agent part', () => {
@@ -96,48 +69,11 @@ describe('data-plane agent part', () => {
   });
 
   // Each rule write records whether the proxy listened on the port it redirects to.
-  it.each(['nftables', 'iptables'] as const)('%s: the proxy listens on the userspace port before any rule points at it; removed after', async (mode) => {
-    const port = await freePort();
-    const config = parseConfig({ nodeName: 'n1', dataplane: { mode, minSyncIntervalMs: 0, userspacePorts: `${port}-${port}` }, proxy: { iptablesBackend: 'legacy' } }, 'test.yaml');
-    const registry = new Registry();
-    const store = new CatalogStore({ logger: silentLogger(), registry, coalesceMs: 0 });
-    const proxy = await createProxyPart({ listenHost: '127.0.0.1' })({ config, logger: silentLogger(), registry });
-    const writes: { points: boolean; listening: boolean }[] = [];
-    const fake = new FakeNftExecutor();
-    const recordingNft = Object.assign(Object.create(fake) as FakeNftExecutor, {
-      run: async (tx: Transaction) => {
-        const text = JSON.stringify(tx);
-        writes.push({ points: text.includes(`"redirect":{"port":${port}`) || text.includes(String(port)), listening: await listening(port) });
-        return fake.run(tx);
-      },
-    });
-    const iptablesExec = async (cmd: string, _args: readonly string[], input?: string): Promise<string> => {
-      if (cmd.endsWith('-restore') && input) writes.push({ points: input.includes(`--to-ports ${port}`), listening: await listening(port) });
-      return '';
-    };
-    const part = (await createDataplanePart({ config, logger: silentLogger(), registry, store, listeners: proxy.listeners, iptablesExec }, recordingNft))!;
-    const sink = store.sink('test');
-    await proxy.start();
-    await part.start();
-    try {
-      publish(sink, 'n2'); // remote endpoint: the port goes to the proxy (and on through the tunnel)
-      await until(() => part.readiness.check().ready);
-      await part.settled();
-      const pointing = writes.filter((w) => w.points);
-      expect(pointing.length).toBeGreaterThan(0);
-      expect(pointing.every((w) => w.listening)).toBe(true);
-      // The service goes away: the listener closes only after the rules stopped pointing at it.
-      writes.length = 0;
-      sink.remove('slice', 'default/web-1');
-      sink.remove('service', 'default/web');
-      await until(async () => !(await listening(port)));
-      await part.settled();
-      expect(writes.length).toBeGreaterThan(0);
-      expect(writes.at(-1)!.listening).toBe(true);
-    } finally {
-      await part.stop();
-      await proxy.stop();
-      await store.close();
-    }
+  it.each(['nftables', 'iptables'] as const)('%s: the proxy listens on the userspace port before any rule points at it; closes it after', async (mode) => {
+    const r = await listenerOrder(mode, { nft: (record) => recordingExecutor(new FakeNftExecutor(), record) });
+    expect(r.pointing).toBeGreaterThan(0);
+    expect(r.pointingWithoutListener).toBe(0);
+    expect(r.lastWriteBeforeCloseHadListener).toBe(true);
   });
+
 });
