@@ -2,7 +2,20 @@
 // Entry point: the compiled CLI lives in dist/ (npm run build).
 import { main } from '../dist/cli/main.js';
 
+// Commands return once everything they started is stopped, so the process ends by
+// itself. If a handle is still open after that (a bug), the exit is still bounded:
+// say so and exit with the command's code.
+const LINGER_MS = 5000;
+
+function finish(code) {
+  process.exitCode = code;
+  setTimeout(() => {
+    process.stderr.write(`edgeway: handles still open ${LINGER_MS} ms after the command returned; exiting with ${code}\n`);
+    process.exit(code);
+  }, LINGER_MS).unref();
+}
+
 main(process.argv.slice(2)).then(
-  (code) => { process.exitCode = code; },
-  (err) => { console.error(err instanceof Error ? err.stack ?? err.message : String(err)); process.exitCode = 1; },
+  finish,
+  (err) => { console.error(err instanceof Error ? err.stack ?? err.message : String(err)); finish(1); },
 );

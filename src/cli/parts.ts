@@ -1,7 +1,8 @@
 /**
- * Agent parts: each subsystem (data plane, DNS, proxy, tunnel) plugs into the agent
+ * Agent parts: each subsystem (tunnel, proxy, data plane, DNS) plugs into the agent
  * through one factory here. A factory returns undefined when the config disables it.
- * The agent starts parts in this order and stops them in reverse.
+ * The agent starts parts in this order and stops them in reverse; a part whose
+ * start() throws makes the agent stop the ones started before it and exit 1.
  */
 import type { Config } from '../config/schema.js';
 import type { CatalogStore } from '../catalog/store.js';
@@ -10,6 +11,9 @@ import type { Registry } from '../metrics/registry.js';
 import type { ReadinessCheck } from '../metrics/server.js';
 import type { ResolvedMode } from '../dataplane/mode.js';
 import type { PlanFor } from '../plan/memo.js';
+import type { RemoteDialer } from '../proxy/remote-dialer.js';
+import type { UserspaceListeners } from '../dataplane/sync-engine.js';
+import { AgentError } from './errors.js';
 
 export interface AgentContext {
   readonly config: Config;
@@ -27,39 +31,68 @@ export interface AgentContext {
 
 export interface AgentPart {
   readonly name: string;
-  /** Start serving; must not throw for conditions the part can retry on its own. */
+  /**
+   * Start serving; must not throw for conditions the part can retry on its own,
+   * and must throw (releasing what it took) for those it cannot.
+   */
   start(): Promise<void>;
-  /** Stop and release everything (sockets, interfaces); kernel state is kept unless the part says otherwise. */
+  /**
+   * Stop and release everything (sockets, interfaces); kernel state is kept unless
+   * the part says otherwise. Also called after a start() that threw or was
+   * interrupted, so it must cope with a part that is half started.
+   */
   stop(): Promise<void>;
   readonly readiness?: ReadinessCheck;
 }
 
-export type AgentPartFactory = (ctx: AgentContext) => Promise<AgentPart | undefined>;
+/**
+ * Links between the parts of one agent, filled in as the parts are built (one
+ * object per agent run: no module state). Later parts read what earlier ones set.
+ */
+export interface AgentWiring {
+  /** The tunnel's dialer for remote endpoints (undefined until the tunnel has started). */
+  remoteDialer?: () => RemoteDialer | undefined;
+  /** The proxy's listeners: the data plane opens them before its rules point at them. */
+  listeners?: UserspaceListeners;
+}
 
-/** Registered parts, in start order. */
+export type AgentPartFactory = (ctx: AgentContext, wiring: AgentWiring) => Promise<AgentPart | undefined>;
+
+/**
+ * Registered parts, in start order (stopped in reverse): the tunnel and the proxy
+ * listen before the data plane writes rules that lead traffic to them; on stop the
+ * data plane stops syncing first, then the proxy closes.
+ */
 export const agentParts: AgentPartFactory[] = [
-  // Kernel data plane: nftables, plus eBPF socket-LB when the mode enables it.
-  async (ctx) => {
-    const { createDataplanePart } = await import('../dataplane/part.js');
-    const { config, registry, logger } = ctx;
-    return createDataplanePart({
-      ...ctx,
-      socketLb: async () => {
-        const { SocketLb } = await import('../dataplane/ebpf/socket-lb.js');
-        const cgroup = config.dataplane.ebpf.cgroupPath;
-        return new SocketLb({ registry, logger, pinDir: config.dataplane.ebpf.pinDir, ...(cgroup ? { cgroup } : {}) });
-      },
-    });
-  },
   // Tunnel to nodes in other LANs (libp2p); the proxy dials remote endpoints through it.
-  async (ctx) => (await import('../tunnel/part.js')).createTunnelPart(ctx),
+  async (ctx, wiring) => {
+    const part = await (await import('../tunnel/part.js')).createTunnelPart(ctx);
+    if (!part) return undefined;
+    wiring.remoteDialer = () => part.service.dialer;
+    return {
+      name: part.name,
+      readiness: part.readiness,
+      stop: () => part.stop(),
+      async start() {
+        await part.start();
+        // libp2p runs with FaultTolerance.NO_FATAL (a relay address that cannot be
+        // reserved must not kill the node), so a TCP listen that failed (address in
+        // use) still "starts". Such a tunnel reaches nobody: fail the start instead.
+        const t = ctx.config.tunnel;
+        if (t.listenAddresses.length === 0) return;
+        const addrs = part.service.node?.getMultiaddrs().map(String) ?? [];
+        if (!addrs.some((a) => !a.includes('/p2p-circuit'))) {
+          throw new AgentError('ERR_TUNNEL_LISTEN', `tunnel could not listen on ${t.listenAddresses.map((a) => `${a}:${t.listenPort}`).join(', ')} (address in use or not local?)`);
+        }
+      },
+    };
+  },
   // Userspace proxy: serves every service port the plan sends to userspace (L7
   // policies, remote endpoints through the tunnel, everything in iptables mode).
-  async (ctx) => {
+  async (ctx, wiring) => {
     // Without a kernel data plane nothing is redirected to the proxy's ports.
     if (ctx.mode.base === 'none') return undefined;
     const { createProxyPart } = await import('../proxy/part.js');
-    const { tunnelDialer } = await import('../tunnel/part.js');
     // Accelerated forwarding (splice/sockmap) when the addon is usable and allowed.
     const { config, registry, logger } = ctx;
     let accel: import('../native/accelerator.js').Accelerators | undefined;
@@ -70,14 +103,31 @@ export const agentParts: AgentPartFactory[] = [
       if (a.accelerators.status.some((st) => st.kind !== 'node' && st.available)) ({ accelerators: accel, forwarder } = a);
       else a.accelerators.close();
     }
-    const part = await createProxyPart({
-      planFor: ctx.planFor,
-      iptables: () => ctx.mode.base === 'iptables',
-      remoteDialer: () => tunnelDialer(),
-      forwarder: () => forwarder,
-    })(ctx);
-    if (!part) { accel?.close(); return undefined; }
-    return { ...part, name: part.name, readiness: part.readiness, start: () => part.start(), stop: async () => { await part.stop(); accel?.close(); } };
+    const remote = wiring.remoteDialer;
+    const part = await createProxyPart({ ...(remote ? { remoteDialer: () => remote() } : {}), forwarder: () => forwarder })(ctx);
+    wiring.listeners = part.listeners;
+    return {
+      name: part.name,
+      readiness: part.readiness,
+      start: () => part.start(),
+      // Flows are closed (with their deadline) before the pool that forwards them.
+      stop: async () => { try { await part.stop(); } finally { accel?.close(); } },
+    };
+  },
+  // Kernel data plane: nftables (+ eBPF socket-LB) or iptables; opens the proxy's
+  // listeners before the rules that point at them.
+  async (ctx, wiring) => {
+    const { createDataplanePart } = await import('../dataplane/part.js');
+    const { config, registry, logger } = ctx;
+    return createDataplanePart({
+      ...ctx,
+      ...(wiring.listeners ? { listeners: wiring.listeners } : {}),
+      socketLb: async () => {
+        const { SocketLb } = await import('../dataplane/ebpf/socket-lb.js');
+        const cgroup = config.dataplane.ebpf.cgroupPath;
+        return new SocketLb({ registry, logger, pinDir: config.dataplane.ebpf.pinDir, ...(cgroup ? { cgroup } : {}) });
+      },
+    });
   },
   // Node-local DNS on dns.listen (the catalog's cluster zone, forwarding the rest).
   async (ctx) => (await import('../dns/part.js')).createDnsPart(ctx),

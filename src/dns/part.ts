@@ -18,6 +18,7 @@ import { DnsMetrics } from './metrics.js';
 import { DnsServer } from './server.js';
 import { chooseUpstreams } from './upstreams.js';
 import { Zone, type ZoneOptions } from './zone.js';
+import { DnsListenError } from './errors.js';
 
 export interface DnsPartDeps {
   readonly config: Config;
@@ -59,6 +60,8 @@ export async function createDnsPart(deps: DnsPartDeps): Promise<DnsPart | undefi
   const abort = new AbortController();
   let state = 'starting';
   let loop: Promise<void> | undefined;
+  /** A failure of the first bind that retrying cannot fix: start() throws it. */
+  let fatal: Error | undefined;
 
   const bind = async (): Promise<void> => {
     const backoff = new Backoff(500, 30_000);
@@ -75,6 +78,9 @@ export async function createDnsPart(deps: DnsPartDeps): Promise<DnsPart | undefi
         log.info({ listen: s.addresses().map((a) => `${a.proto}://${a.address}:${a.port}`), upstreams: choice.upstreams.map((u) => `${u.host}:${u.port}`), from: choice.from }, 'dns serving');
         return;
       } catch (err) {
+        // Another process holding the DNS address at start is a setup error, not a
+        // transient state: the agent must not run half-started (it stops and exits 1).
+        if (backoff.attempts === 0 && isAddressInUse(err)) { fatal = err as Error; state = `not serving: ${fatal.message}`; return; }
         state = `not serving: ${String((err as Error).message ?? err)}`;
         log.error({ err: String(err) }, 'dns cannot start; retrying');
         await sleep(backoff.next(), abort.signal).catch(() => undefined);
@@ -91,6 +97,7 @@ export async function createDnsPart(deps: DnsPartDeps): Promise<DnsPart | undefi
       // The first attempt is awaited so a working setup is serving when start() returns.
       loop = bind();
       await Promise.race([loop, sleep(2000)]);
+      if (fatal) throw fatal;
     },
     async stop() {
       abort.abort();
@@ -101,4 +108,8 @@ export async function createDnsPart(deps: DnsPartDeps): Promise<DnsPart | undefi
       await iface.remove().catch((err: unknown) => log.error({ err: String(err) }, 'dns interface removal failed'));
     },
   };
+}
+
+function isAddressInUse(err: unknown): boolean {
+  return err instanceof DnsListenError && (err.cause as NodeJS.ErrnoException | undefined)?.code === 'EADDRINUSE';
 }

@@ -15,7 +15,7 @@ import type { Logger } from '../util/log.js';
 import type { PlannedEndpoint } from '../plan/types.js';
 import { pump } from './pump.js';
 import { clientIpOf, endpointKey, openStream, type ServiceRuntime } from './service.js';
-import { admit, failureOf, type FlowGate, type TcpSettings } from './tcp.js';
+import { admit, failureOf, onShutdown, type FlowGate, type TcpSettings } from './tcp.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded. */
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
@@ -69,7 +69,9 @@ export class HttpPath {
     const m = this.rt().metrics;
     if (!admit(gate, m, client)) return;
     if (this.settings.idleTimeoutMs > 0) client.setTimeout(this.settings.idleTimeoutMs, () => { m.drop('idle_timeout'); client.destroy(); });
+    const untrack = onShutdown(this.settings, () => client.destroy());
     client.once('close', () => {
+      untrack();
       gate.close();
       m.activeFlows.dec();
       m.toEndpoint += client.bytesRead;

@@ -10,6 +10,7 @@
  */
 import type { Forwarder } from '../native/forwarder.js';
 import net from 'node:net';
+import { setMaxListeners } from 'node:events';
 import type { Logger } from '../util/log.js';
 import type { Registry } from '../metrics/registry.js';
 import type { PlannedServicePort } from '../plan/types.js';
@@ -58,6 +59,8 @@ export interface UserspaceProxyOptions {
   readonly readBuffers?: number;
   /** Accelerated forwarding for socket-to-socket TCP flows (splice/sockmap; see tcp.ts). */
   readonly forwarder?: Forwarder;
+  /** How long `close()` lets TCP flows in progress finish before cutting them (default 5 s). */
+  readonly closeDeadlineMs?: number;
 }
 
 export interface ApplyResult {
@@ -76,6 +79,7 @@ interface Entry {
 
 class Gate implements FlowGate {
   open = 0;
+  private idle: (() => void)[] = [];
   constructor(private readonly max: number) {}
   tryOpen(): boolean {
     if (this.open >= this.max) return false;
@@ -84,6 +88,16 @@ class Gate implements FlowGate {
   }
   close(): void {
     this.open--;
+    if (this.open === 0) for (const f of this.idle.splice(0)) f();
+  }
+  /** Resolves when no flow is open, or after `ms` (whichever comes first). */
+  drained(ms: number): Promise<void> {
+    if (this.open === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      function done(): void { clearTimeout(t); resolve(); }
+      this.idle.push(done);
+    });
   }
 }
 
@@ -101,6 +115,9 @@ export class UserspaceProxy {
   private shared: net.Server | undefined;
   private host: string;
   private lastEmfileLog = 0;
+  /** Aborted by close() once the drain deadline has passed: ends every TCP flow. */
+  private readonly shutdown = new AbortController();
+  private closing = false;
 
   constructor(private readonly opts: UserspaceProxyOptions) {
     this.log = opts.logger;
@@ -116,7 +133,10 @@ export class UserspaceProxy {
       idleTimeoutMs: opts.idleTimeoutMs ?? 3_600_000,
       ...(nbuf > 0 && !opts.forwarder ? { readBuffers: new BufferPool(256 * 1024, nbuf) } : {}),
       ...(opts.forwarder ? { forwarder: opts.forwarder } : {}),
+      shutdown: this.shutdown.signal,
     };
+    // One abort listener per open flow: up to maxFlows of them.
+    setMaxListeners(0, this.shutdown.signal);
     this.udpSettings = { ...dial, sessionIdleMs: opts.udpSessionIdleMs ?? 30_000 };
     this.flows = new Gate(opts.maxFlows ?? 9_000);
     this.udpSessions = new Gate(opts.maxUdpSessions ?? 4_096);
@@ -132,8 +152,14 @@ export class UserspaceProxy {
     return this.udpSessions.open;
   }
 
-  /** Serve exactly the userspace service ports of `servicePorts`. Idempotent. */
-  async apply(servicePorts: readonly PlannedServicePort[]): Promise<ApplyResult> {
+  /**
+   * Serve exactly the userspace service ports of `servicePorts`. With `keepOthers`,
+   * listeners of ports no longer named stay open (closed by a later apply without
+   * it): the data plane opens new listeners before its rules point at them and
+   * closes old ones only after its rules stopped pointing at them. Idempotent.
+   */
+  async apply(servicePorts: readonly PlannedServicePort[], opts: { keepOthers?: boolean } = {}): Promise<ApplyResult> {
+    if (this.shutdown.signal.aborted || this.closing) return { listeners: 0, failed: [] };
     const wanted = new Map<string, PlannedServicePort>();
     for (const sp of servicePorts) {
       if (sp.target !== 'userspace' || sp.userspacePort === undefined) continue;
@@ -141,7 +167,9 @@ export class UserspaceProxy {
       wanted.set(`${sp.protocol}/${sp.userspacePort}`, sp);
     }
     for (const [k, e] of this.entries) {
-      if (!wanted.has(k) || wanted.get(k)!.id !== e.rt.sp.id) this.closeEntry(k, e);
+      const w = wanted.get(k);
+      // A port now planned for another service port is replaced at once either way.
+      if (w ? w.id !== e.rt.sp.id : !opts.keepOthers) this.closeEntry(k, e);
     }
     const failed: string[] = [];
     for (const [k, sp] of wanted) {
@@ -187,11 +215,23 @@ export class UserspaceProxy {
     return a && typeof a === 'object' ? a.port : e?.udp ? userspacePort : undefined;
   }
 
-  /** Close every listener and every flow. */
-  async close(): Promise<void> {
+  /**
+   * Close every listener at once (and every UDP session), let the TCP flows in
+   * progress finish for up to `deadlineMs` (default `closeDeadlineMs`), then end
+   * the rest (reset, or the forwarder's cancel). Resolves when no flow is open, or
+   * at most one more second after the deadline if a flow does not go away.
+   * The proxy serves nothing afterwards.
+   */
+  async close(deadlineMs = this.opts.closeDeadlineMs ?? 5_000): Promise<void> {
+    this.closing = true;
     for (const [k, e] of this.entries) this.closeEntry(k, e);
     if (this.shared) { this.shared.close(); this.shared = undefined; }
     this.metrics.listeners.set(0);
+    if (this.flows.open > 0) this.log.info({ flows: this.flows.open, deadlineMs }, 'proxy closing: waiting for flows to finish');
+    await this.flows.drained(deadlineMs);
+    if (this.flows.open > 0) this.log.warn({ flows: this.flows.open }, 'proxy closing: flows still open at the deadline; ending them');
+    this.shutdown.abort();
+    await this.flows.drained(1_000);
   }
 
   private closeEntry(k: string, e: Entry): void {

@@ -23,6 +23,20 @@ export interface TcpSettings extends DialSettings {
    * streams (remote endpoints) always use the pump. No idle timeout on this path.
    */
   readonly forwarder?: Forwarder;
+  /** Aborted when the proxy closes and its drain deadline has passed: every flow ends at once. */
+  readonly shutdown?: AbortSignal;
+}
+
+/**
+ * Run `end` once `s.shutdown` aborts (at once when it already has). Returns the
+ * unregister, to call when the flow is over or `end` no longer applies.
+ */
+export function onShutdown(s: Pick<TcpSettings, 'shutdown'>, end: () => void): () => void {
+  const sig = s.shutdown;
+  if (!sig) return () => undefined;
+  if (sig.aborted) { queueMicrotask(end); return () => undefined; }
+  sig.addEventListener('abort', end, { once: true });
+  return () => sig.removeEventListener('abort', end);
 }
 
 /** Admission of flows against the proxy-wide limit. */
@@ -82,6 +96,9 @@ export function handleTcp(rt: ServiceRuntime, accepted: Socket, s: TcpSettings, 
     if (bufA) pool!.give(bufA);
     if (bufB) pool!.give(bufB);
   }
+  // Destroying the client (the socket that owns the handle now) ends the flow on
+  // every path: the pump takes the endpoint down with it, a dial finds it closed.
+  client.once('close', onShutdown(s, () => client.destroy()));
   // Only after both sockets are closed: until then a handle may still read into them.
   const returnBuffers = (): void => { if (sinks) { pool!.give(bufA!); pool!.give(bufB!); } };
   let upstreamRef: Socket | undefined;
@@ -138,7 +155,11 @@ function handleForwarded(rt: ServiceRuntime, client: Socket, s: TcpSettings, for
   const sp = rt.sp;
   const early = (): void => { client.destroy(); };
   client.on('error', early);
+  // Until the forwarder owns the sockets, a shutdown destroys the client; after the
+  // handover the forwarder's own signal ends the flow (never close an fd under it).
+  const untrack = onShutdown(s, () => client.destroy());
   const finish = (err?: Error): void => {
+    untrack();
     gate.close();
     m.activeFlows.dec();
     if (err && log.isLevelEnabled('debug')) log.debug({ service: sp.id, err: err.message }, 'flow ended with error');
@@ -158,7 +179,9 @@ function handleForwarded(rt: ServiceRuntime, client: Socket, s: TcpSettings, for
         }, s.idleTimeoutMs, {});
         return;
       }
-      forwarder.forward(client, conn as Socket).then(
+      if (client.destroyed) { (conn as Socket).destroy(); d.release(); finish(); return; }
+      untrack();
+      forwarder.forward(client, conn as Socket, s.shutdown ? { signal: s.shutdown } : {}).then(
         (r) => { m.toEndpoint += r.bytesIn; m.toClient += r.bytesOut; d.release(); finish(); },
         (err: unknown) => { d.release(); finish(err instanceof Error ? err : new Error(String(err))); },
       );

@@ -12,7 +12,8 @@ import { request as httpRequest, type Agent as HttpAgent } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
+import { createInterface } from 'node:readline';
+import { KubeConfig, Watch } from '@kubernetes/client-node';
 import { KubeApiError, SourceError } from './errors.js';
 
 export interface KubeAuthOptions {
@@ -73,7 +74,8 @@ export function mergePatch(kc: KubeConfig, path: string, patch: unknown, signal:
   return requestJson(kc, 'PATCH', path, patch, signal, timeoutMs);
 }
 
-async function requestJson(kc: KubeConfig, method: 'GET' | 'PATCH', path: string, body: unknown, signal: AbortSignal, timeoutMs: number): Promise<unknown> {
+/** URL, headers and agent of a request to the current cluster, as client-node's own requests make them. */
+async function prepare(kc: KubeConfig, path: string): Promise<{ url: URL; headers: Record<string, string>; agent: HttpAgent | undefined; request: typeof httpRequest }> {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new SourceError('ERR_KUBE_CONFIG', 'kubernetes source: no current cluster');
   const url = new URL(cluster.server + path);
@@ -82,11 +84,20 @@ async function requestJson(kc: KubeConfig, method: 'GET' | 'PATCH', path: string
   if (init.headers && typeof (init.headers as Iterable<unknown>)[Symbol.iterator] === 'function') {
     for (const [k, v] of init.headers as Iterable<[string, string]>) headers[k] = v;
   }
+  return { url, headers, agent: init.agent as HttpAgent | undefined, request: url.protocol === 'https:' ? httpsRequest : httpRequest };
+}
+
+/** The Status message of an error body, else the HTTP reason phrase. */
+function statusMessage(text: string, fallback: string): string {
+  try { return String((JSON.parse(text) as { message?: unknown }).message ?? fallback); } catch { return fallback; }
+}
+
+async function requestJson(kc: KubeConfig, method: 'GET' | 'PATCH', path: string, body: unknown, signal: AbortSignal, timeoutMs: number): Promise<unknown> {
+  const { url, headers, agent, request } = await prepare(kc, path);
   const payload = body === undefined ? undefined : JSON.stringify(body);
   if (payload !== undefined) headers['content-type'] = 'application/merge-patch+json';
-  const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
   return new Promise((resolve, reject) => {
-    const req = request(url, { method, headers, agent: init.agent as HttpAgent | undefined, signal, timeout: timeoutMs }, (res) => {
+    const req = request(url, { method, headers, agent, signal, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('error', (err) => reject(new KubeApiError(`${method} ${path}: ${err.message}`, undefined, { cause: err })));
@@ -94,8 +105,7 @@ async function requestJson(kc: KubeConfig, method: 'GET' | 'PATCH', path: string
         const text = Buffer.concat(chunks).toString('utf8');
         const code = res.statusCode ?? 0;
         if (code !== 200) {
-          let message = res.statusMessage ?? '';
-          try { message = String((JSON.parse(text) as { message?: unknown }).message ?? message); } catch { /* not a Status body */ }
+          const message = statusMessage(text, res.statusMessage ?? '');
           reject(new KubeApiError(`${method} ${path}: HTTP ${code}${message ? ` ${message}` : ''}`, code));
           return;
         }
@@ -110,6 +120,68 @@ async function requestJson(kc: KubeConfig, method: 'GET' | 'PATCH', path: string
     req.on('error', (err) => reject(new KubeApiError(`${method} ${path}: ${err.message}`, undefined, { cause: err })));
     req.end(payload);
   });
+}
+
+type WatchCallback = Parameters<Watch['watch']>[2];
+
+/**
+ * client-node's `Watch` (the transport its `ListWatch` informer uses), with every
+ * request tied to the source's AbortSignal from the moment it is sent. The stock
+ * one creates its AbortController only once the response headers are in, and
+ * `ListWatch.stop()` aborts only a watch it already holds: a stop between a list
+ * and its watch (a one-shot command stopping at the first sync, an agent stopped
+ * early) left that watch open for good and the process never exited. Same wire
+ * behaviour otherwise: `?watch=true&<params>`, newline-delimited events, a non-200
+ * answer is an error carrying `statusCode` (410 → the informer relists), the end of
+ * the stream calls `done(null)` (the informer resumes from its resourceVersion).
+ */
+export class AbortableWatch extends Watch {
+  constructor(private readonly kc: KubeConfig, private readonly signal: AbortSignal) {
+    super(kc);
+  }
+
+  override async watch(path: string, queryParams: Record<string, string | number | boolean | undefined>, callback: WatchCallback, done: (err: unknown) => void): Promise<AbortController> {
+    const controller = new AbortController();
+    let finished = false;
+    const finish = (err: unknown): void => {
+      if (finished) return;
+      finished = true;
+      controller.abort();
+      done(err);
+    };
+    if (this.signal.aborted) {
+      finish(new KubeApiError(`watch ${path}: source stopped`));
+      return controller;
+    }
+    const { url, headers, agent, request } = await prepare(this.kc, path);
+    url.searchParams.set('watch', 'true');
+    for (const [k, v] of Object.entries(queryParams)) if (v !== undefined) url.searchParams.set(k, String(v));
+    const req = request(url, { method: 'GET', headers, agent, signal: AbortSignal.any([controller.signal, this.signal]) }, (res) => {
+      res.on('error', finish);
+      if (res.statusCode !== 200) {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const code = res.statusCode ?? 0;
+          finish(new KubeApiError(`watch ${path}: HTTP ${code} ${statusMessage(Buffer.concat(chunks).toString('utf8'), res.statusMessage ?? '')}`, code));
+        });
+        return;
+      }
+      // A silently dead path is noticed by TCP keepalive (as client-node's Watch does).
+      res.socket.setKeepAlive(true, 30_000);
+      const lines = createInterface({ input: res, crlfDelay: Infinity });
+      lines.on('error', finish); // readline re-emits the response's errors (an aborted stream)
+      lines.on('line', (line) => {
+        let ev: { type?: unknown; object?: unknown };
+        try { ev = JSON.parse(line) as typeof ev; } catch { return; } // client-node ignores unparsable lines too
+        if (typeof ev.type === 'string') callback(ev.type, ev.object, ev);
+      });
+      lines.on('close', () => finish(null));
+    });
+    req.on('error', (err) => finish(new KubeApiError(`watch ${path}: ${err.message}`, undefined, { cause: err })));
+    req.end();
+    return controller;
+  }
 }
 
 /**

@@ -14,7 +14,7 @@
  * - the source is `synced` once every unit has listed, `degraded` (with the
  *   failing units in the detail) while one is failing.
  */
-import { makeInformer, type Informer, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
+import { ListWatch, type Informer, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from '../util/log.js';
 import type { RecordKind, SourceSink, SourceState } from '../catalog/store.js';
 import { objectRef, type ServiceFilterMode } from '../catalog/convert.js';
@@ -22,7 +22,7 @@ import { Backoff } from '../util/backoff.js';
 import { applyDelete, applyUpsert, convertObject, KIND_TO_RECORD, type ApiKind } from './dispatch.js';
 import type { Source } from './source.js';
 import { KubeApiError, SourceError } from './errors.js';
-import { getJson, loadKubeConfig, mergePatch, toPlainObject } from './kube-client.js';
+import { AbortableWatch, getJson, loadKubeConfig, mergePatch, toPlainObject } from './kube-client.js';
 
 export interface KubernetesSourceOptions {
   kubeconfig: string;
@@ -182,7 +182,8 @@ export class KubernetesSource implements Source {
       this.log.info({ resource: u.spec.name, path: cand.path }, fallback ? `using ${cand.label} (${u.spec.candidates[0]!.label} not served)` : `watching ${cand.label}`);
     }
     u.current = cand;
-    const inf = makeInformer<KubernetesObject>(this.kc!, cand.path, () => this.list(u, gen, cand));
+    // client-node's informer (what makeInformer builds) over a watch that stop() can always abort.
+    const inf = new ListWatch<KubernetesObject>(cand.path, new AbortableWatch(this.kc!, this.abort.signal), () => this.list(u, gen, cand), false);
     u.informer = inf;
     const live = (): boolean => this.running && gen === u.generation;
     const upsert = (raw: KubernetesObject, type: 'add' | 'update'): void => {

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
 import { compile } from '../../src/dataplane/nftables/compile.js';
 import { diffTransaction, fullTransaction } from '../../src/dataplane/nftables/transaction.js';
-import { FakeNftExecutor } from '../../src/dataplane/nftables/fake.js';
+import { FakeNftExecutor } from '../helpers/fake-nft-executor.js';
 import { NftError, classifyNftStderr } from '../../src/dataplane/nftables/errors.js';
 import { NftSyncer } from '../../src/dataplane/nftables/sync.js';
 import { serviceChain } from '../../src/dataplane/nftables/names.js';

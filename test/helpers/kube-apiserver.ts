@@ -59,6 +59,11 @@ export interface KubeApiServerOptions {
   bookmarkIntervalMs?: number;
   /** Listen port (default 0: any free port). */
   port?: number;
+  /**
+   * Answer watch requests only after this many ms (default 0): the latency of a
+   * distant API server, which widens the window between a list and its watch.
+   */
+  watchDelayMs?: number;
 }
 
 /** Minimal object shape: what the server reads and stamps. */
@@ -123,6 +128,8 @@ export class KubeApiServer {
   private rv = 1;
   private compactedRv = 0;
   private readonly failures: Failure[] = [];
+  /** Watches waiting out `watchDelayMs`. */
+  private readonly delayed = new Set<NodeJS.Timeout>();
   private served: ResourceType[];
   private portNumber = 0;
   /** Every request received, in order. */
@@ -255,6 +262,8 @@ export class KubeApiServer {
     const server = this.server;
     if (!server) return;
     this.server = undefined;
+    for (const t of this.delayed) clearTimeout(t);
+    this.delayed.clear();
     for (const w of [...this.watchers]) this.endWatch(w);
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     for (const s of this.sockets) s.destroy();
@@ -386,8 +395,14 @@ export class KubeApiServer {
     }
     const namespace = m[4];
     log(200);
-    if (watch) this.startWatch(type, namespace, rvParam, res);
-    else this.sendList(type, namespace, Number(url.searchParams.get('limit') ?? 0), res);
+    if (watch) {
+      const delay = this.opts.watchDelayMs ?? 0;
+      if (delay <= 0) this.startWatch(type, namespace, rvParam, res);
+      else {
+        const t = setTimeout(() => { this.delayed.delete(t); if (!res.destroyed) this.startWatch(type, namespace, rvParam, res); }, delay);
+        this.delayed.add(t);
+      }
+    } else this.sendList(type, namespace, Number(url.searchParams.get('limit') ?? 0), res);
   }
 
   /**

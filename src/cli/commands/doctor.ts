@@ -1,26 +1,34 @@
-import { EXIT_OK, type Command } from '../command.js';
+import { configHelp, configOptions, EXIT_OK, EXIT_RUNTIME, optString, type Command } from '../command.js';
+import { configFromArgs } from '../runtime.js';
 import { probeCapabilities, type Probe } from '../../dataplane/detect.js';
 import { probeSocketLb } from '../../dataplane/ebpf/host.js';
-import { decideMode } from '../../dataplane/mode.js';
+import { decideMode, resolveMode } from '../../dataplane/mode.js';
 import { loadNative } from '../../native/addon.js';
 
 export const doctorCommand: Command = {
   name: 'doctor',
   summary: 'probe kernel features and tools; print the data-plane mode that would run',
-  help: `Usage: edgeway doctor [--json]
+  help: `Usage: edgeway doctor [--config FILE] [--json]
 
 Probes nft (binary, JSON, kernel nf_tables — loaded in a throwaway network
 namespace), the iptables backend, BPF (sockmap, sk_skb, cgroup_sock_addr) and
-cgroup v2, and prints the mode \`dataplane.mode: auto\` would pick and why.
+cgroup v2, and prints the data-plane mode that would run and why: for
+\`dataplane.mode: auto\`, or with --config for that file's dataplane.mode,
+decided exactly as \`edgeway agent\` decides it at start. Exits 1 when the
+configured mode cannot run here (the agent would refuse to start).
 Nothing is changed in the caller's namespace.
 
 Options:
+${configHelp.replace('(required)', '(optional: decide for this config)')}
       --json              print the findings as JSON`,
-  options: { json: { type: 'boolean' } },
+  options: { ...configOptions, json: { type: 'boolean' } },
   async run(values) {
+    const config = optString(values, 'config') ? await configFromArgs(values) : undefined;
     const [caps, lb] = await Promise.all([probeCapabilities(), probeSocketLb()]);
-    const decision = decideMode('auto', caps, lb);
-    const mode = decision.socketLb ? 'ebpf' : decision.base;
+    // The agent's own decision (mode.ts) on the same probe results.
+    const decision = config ? await resolveMode(config, { caps, socketLb: lb }) : decideMode('auto', caps, lb);
+    const mode = decision.error ? 'none (refused)' : decision.socketLb ? 'ebpf' : decision.base;
+    const exit = decision.error ? EXIT_RUNTIME : EXIT_OK;
     // What the proxy could accelerate with (the sockmap program is not loaded here).
     // The two addons load on their own: splice needs only edgeway_native.node.
     const native = loadNative();
@@ -39,8 +47,11 @@ Options:
       { kind: 'node', available: true, detail: 'plain Node streams' },
     ];
     if (values.json) {
-      process.stdout.write(`${JSON.stringify({ mode, reason: decision.reasons.join('; '), capabilities: caps, socketLb: lb, addons, accelerators }, null, 2)}\n`);
-      return EXIT_OK;
+      process.stdout.write(`${JSON.stringify({
+        mode, configured: decision.configured, reason: decision.reasons.join('; '), ...(decision.error ? { error: decision.error } : {}),
+        ...(config ? { config: values.config } : {}), capabilities: caps, socketLb: lb, addons, accelerators,
+      }, null, 2)}\n`);
+      return exit;
     }
     const line = (name: string, p: Probe): string => `${p.ok ? ' ok ' : 'FAIL'}  ${name.padEnd(22)} ${p.detail}`;
     const out = [
@@ -57,10 +68,12 @@ Options:
       ...addons.map((a) => line(`addon ${a.name.replace('.node', '')}`, { ok: a.loaded, detail: a.detail })),
       ...accelerators.map((a) => line(`accelerator ${a.kind}`, { ok: a.available, detail: a.detail })),
       '',
+      ...(config ? [`config: ${String(values.config)} (dataplane.mode: ${decision.configured})`] : []),
       `mode: ${mode}`,
       ...decision.reasons.map((r) => `why:  ${r}`),
+      ...(decision.error ? [`error: ${decision.error}`] : []),
     ];
     process.stdout.write(`${out.join('\n')}\n`);
-    return EXIT_OK;
+    return exit;
   },
 };

@@ -6,11 +6,11 @@
  * before they are deleted, an existing key cannot be re-added with other data.
  * For unit tests; `dump()` gives the content for assertions.
  */
-import { FAMILY, TABLE, keyText, type Command, type Expr, type Rule, type SetDecl } from './model.js';
-import type { Transaction } from './transaction.js';
-import type { NftExecutor } from './executor.js';
-import type { TableSummary } from './compile.js';
-import { NftError } from './errors.js';
+import { FAMILY, TABLE, keyText, type Command, type Expr, type Rule, type SetDecl } from '../../src/dataplane/nftables/model.js';
+import type { Transaction } from '../../src/dataplane/nftables/transaction.js';
+import type { NftExecutor } from '../../src/dataplane/nftables/executor.js';
+import type { TableSummary } from '../../src/dataplane/nftables/compile.js';
+import { NftError } from '../../src/dataplane/nftables/errors.js';
 
 interface FakeSet { kind: 'set' | 'map'; dynamic: boolean; elements: Map<string, unknown> }
 interface FakeChain { base: boolean; rules: Rule[] }
