@@ -44,6 +44,8 @@ export class EdgeGateway {
   private readonly seenRejections = new Set<string>();
   private current: RouteModel | undefined;
   private applied = false;
+  /** Client connections open now (closed on stop after a short drain). */
+  private readonly sockets = new Set<import('node:net').Socket>();
 
   constructor(private readonly opts: EdgeGatewayOptions) {
     const g = opts.config.gateway;
@@ -54,12 +56,11 @@ export class EdgeGateway {
     });
     this.contexts = new TlsContexts(this.metrics, this.log);
     this.proxy = new GatewayHttpProxy(this.upstreams, this.metrics, this.log, opts.random);
-    let open = 0;
     this.listeners = new ListenerSet(g.addresses, g.addressPollMs, (port, sock) => {
       const h = this.handlers.get(port);
-      if (!h || open >= g.maxConnections) { sock.destroy(); return; }
-      open++;
-      sock.once('close', () => { open--; });
+      if (!h || this.sockets.size >= g.maxConnections) { sock.destroy(); return; }
+      this.sockets.add(sock);
+      sock.once('close', () => { this.sockets.delete(sock); });
       h.accept(sock);
     }, this.log, (n) => this.metrics.listeners.set(n));
   }
@@ -109,10 +110,14 @@ export class EdgeGateway {
     this.applied = true;
   }
 
-  async stop(): Promise<void> {
+  /** Stop accepting, close idle keep-alive clients, give requests in flight `drainMs`, then close the rest. */
+  async stop(drainMs = 2_000): Promise<void> {
     this.listeners.close();
     for (const h of this.handlers.values()) h.close();
     this.handlers.clear();
+    const deadline = Date.now() + drainMs;
+    while (this.sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    for (const s of this.sockets) s.destroy();
     this.upstreams.close();
   }
 }

@@ -218,8 +218,10 @@ export class PortHandler {
     );
   }
 
+  /** Stop taking requests: idle keep-alive connections close now, busy ones after their response. */
   close(): void {
     this.h1.close();
+    this.h1.closeIdleConnections();
     this.h2.close();
   }
 }
