@@ -219,7 +219,7 @@ describe('gateway HTTP/1.1 routing', () => {
     const sent: Buffer[] = [];
     for (let i = 0; i < 20; i++) sent.push(Buffer.from(Array.from({ length: 1 + Math.floor(rand() * 70_000) }, () => Math.floor(rand() * 256))));
     const got = await new Promise<{ head: string; payloads: Buffer[] }>((resolve, reject) => {
-      let buf = Buffer.alloc(0);
+      let buf: Buffer = Buffer.alloc(0);
       let head = '';
       const payloads: Buffer[] = [];
       const t = setTimeout(() => reject(new Error(`ws timeout: head=${head} frames=${payloads.length}`)), 20_000);
