@@ -42,7 +42,7 @@ const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
 const FIRST_BYTES_TIMEOUT_MS = 10_000;
 
 /** A socket with bytes already read from it put back in front, for consumers that read the handle directly (HTTP/2). */
-function prepended(socket: Socket, head: Buffer): Duplex {
+function prepended(socket: Socket | tls.TLSSocket, head: Buffer): Duplex {
   const d = new Duplex({
     allowHalfOpen: true,
     read: () => { socket.resume(); },
@@ -51,7 +51,8 @@ function prepended(socket: Socket, head: Buffer): Duplex {
     destroy: (err, cb) => { socket.destroy(); cb(err); },
   });
   Object.defineProperty(d, 'remoteAddress', { value: socket.remoteAddress });
-  d.push(head);
+  Object.defineProperty(d, 'encrypted', { value: (socket as { encrypted?: boolean }).encrypted === true });
+  if (head.length) d.push(head);
   socket.on('data', (c: Buffer) => { if (!d.push(c)) socket.pause(); });
   socket.on('end', () => d.push(null));
   socket.on('error', (e) => d.destroy(e));
@@ -187,11 +188,14 @@ export class PortHandler {
       this.deps.metrics.tlsFailures.inc({ reason: /VERSION|PROTOCOL/i.test(msg) ? 'protocol_version' : /CERT|certificate|PEER_DID_NOT_RETURN/i.test(msg) ? 'client_certificate' : 'handshake' });
     });
     t.once('secure', () => {
-      // Verified again here: a MUTUAL server never serves a client whose certificate did not verify.
-      if (mutual && !t.authorized) return this.tlsFail(t as unknown as Socket, 'client_certificate');
+      // A TLSSocket made outside a tls.Server does not enforce rejectUnauthorized
+      // itself: the client certificate is checked here against the server's ca.crt.
+      if (mutual && !this.deps.contexts.clientVerified(server, t.getPeerX509Certificate())) return this.tlsFail(t as unknown as Socket, 'client_certificate');
       secured = true;
       if (!httpish) return this.tcp(t as unknown as Socket, this.model.tcpRoutes[0], Buffer.alloc(0));
-      if (t.alpnProtocol === 'h2') this.h2.emit('connection', t);
+      // HTTP/2 reads its socket's handle directly and would miss bytes the TLS layer
+      // already decrypted (the client's preface): it gets a stream view instead.
+      if (t.alpnProtocol === 'h2') this.h2.emit('connection', prepended(t, Buffer.alloc(0)));
       else this.h1.emit('connection', t);
     });
   }

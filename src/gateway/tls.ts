@@ -6,7 +6,7 @@
  * is chosen by SNI (exact, longest wildcard, `*`; no SNI → the `*` server, else the
  * first one).
  */
-import { createHash } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
 import type { TlsSecret } from '../catalog/ingress.js';
 import type { Logger } from '../util/log.js';
@@ -17,6 +17,13 @@ import { HostTable } from './hosts.js';
 interface Entry {
   readonly fingerprint: string;
   readonly ctx: tls.SecureContext;
+  /** MUTUAL: the client CAs, parsed once. */
+  readonly cas: readonly X509Certificate[];
+}
+
+/** Every certificate of a PEM bundle. */
+function parseBundle(pem: string): X509Certificate[] {
+  return (pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map((c) => new X509Certificate(c));
 }
 
 export class TlsContexts {
@@ -46,7 +53,7 @@ export class TlsContexts {
           cert: sec.cert, key: sec.key, ...(ca ? { ca } : {}),
           minVersion: s.minVersion ?? 'TLSv1.2', ...(s.maxVersion ? { maxVersion: s.maxVersion } : {}),
         });
-        next.set(key, { fingerprint, ctx });
+        next.set(key, { fingerprint, ctx, cas: ca ? parseBundle(ca) : [] });
         this.metrics.certReloads.inc({ credential: s.credential });
         this.log.info({ credential: s.credential, reload: !!old }, old ? 'certificate reloaded from its changed Secret' : 'certificate loaded');
       } catch (err) {
@@ -59,6 +66,19 @@ export class TlsContexts {
 
   context(s: TlsServerModel): tls.SecureContext | undefined {
     return this.cache.get(contextKey(s))?.ctx;
+  }
+
+  /**
+   * MUTUAL: the client's certificate is issued and signed by one of the server's
+   * CAs and valid now. Chains through intermediates are not followed: the client
+   * certificate must be issued by a CA in ca.crt directly.
+   */
+  clientVerified(s: TlsServerModel, cert: X509Certificate | undefined): boolean {
+    if (!cert) return false;
+    const cas = this.cache.get(contextKey(s))?.cas ?? [];
+    const now = Date.now();
+    if (now < Date.parse(cert.validFrom) || now > Date.parse(cert.validTo)) return false;
+    return cas.some((ca) => cert.checkIssued(ca) && cert.verify(ca.publicKey));
   }
 }
 
