@@ -39,20 +39,20 @@ export const PEER_ID_ANNOTATION = 'edgeway.io/peer-id';
 export const ZONE_LABEL = 'topology.kubernetes.io/zone';
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 
-type Obj = Record<string, unknown>;
+export type Obj = Record<string, unknown>;
 const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
-function obj(v: unknown): Obj | undefined {
+export function obj(v: unknown): Obj | undefined {
   return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : undefined;
 }
-function arr(v: unknown): unknown[] {
+export function arr(v: unknown): unknown[] {
   return Array.isArray(v) ? v : [];
 }
-function str(v: unknown): string | undefined {
+export function str(v: unknown): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
-function fail<T>(reason: string): Converted<T> {
+export function fail<T>(reason: string): Converted<T> {
   return { ok: false, reason };
 }
 
@@ -62,7 +62,7 @@ export function objectRef(o: unknown): string {
   return `${str(m?.namespace) ?? ''}${m?.namespace ? '/' : ''}${str(m?.name) ?? '?'}`;
 }
 
-function meta(o: unknown, namespaced: boolean): Converted<{ namespace: string; name: string; labels: Obj; annotations: Obj }> {
+export function meta(o: unknown, namespaced: boolean): Converted<{ namespace: string; name: string; labels: Obj; annotations: Obj }> {
   const m = obj(obj(o)?.metadata);
   if (!m) return fail('metadata missing');
   const name = str(m.name);

@@ -15,12 +15,13 @@ import type { Logger } from '../util/log.js';
 import type { Node, Service, Snapshot } from './types.js';
 import { emptySnapshot } from './types.js';
 import type { SlimPolicy, SlimService, SlimSlice } from './convert.js';
+import type { IngressObject } from './ingress.js';
 import { buildService } from './build.js';
 import { SNAPSHOT_VERSION } from './types.js';
 import { saveSnapshot } from './persist.js';
 
-export type RecordKind = 'service' | 'slice' | 'node' | 'policy';
-type RecordOf<K extends RecordKind> = K extends 'service' ? SlimService : K extends 'slice' ? SlimSlice : K extends 'node' ? Node : SlimPolicy;
+export type RecordKind = 'service' | 'slice' | 'node' | 'policy' | 'ingress';
+type RecordOf<K extends RecordKind> = K extends 'service' ? SlimService : K extends 'slice' ? SlimSlice : K extends 'node' ? Node : K extends 'ingress' ? IngressObject : SlimPolicy;
 
 export type SourceState = 'starting' | 'synced' | 'degraded' | 'stopped';
 
@@ -87,6 +88,7 @@ export class CatalogStore extends EventEmitter<CatalogStoreEvents> {
   private sortedKeys: string[] = [];
   private readonly dirty = new Set<string>();
   private nodesDirty = true;
+  private ingressDirty = false;
   private revision = 0;
   private timer: NodeJS.Timeout | undefined;
   private persisting: Promise<void> = Promise.resolve();
@@ -157,7 +159,7 @@ export class CatalogStore extends EventEmitter<CatalogStoreEvents> {
       name,
       state: 'starting',
       everSynced: false,
-      records: { service: new Map(), slice: new Map(), node: new Map(), policy: new Map() },
+      records: { service: new Map(), slice: new Map(), node: new Map(), policy: new Map(), ingress: new Map() },
     };
     this.sources.set(name, entry);
     this.setStateMetric(entry);
@@ -201,6 +203,7 @@ export class CatalogStore extends EventEmitter<CatalogStoreEvents> {
     if (rec === undefined) map.delete(key);
     else map.set(key, rec);
     if (kind === 'node') { this.nodesDirty = true; return true; }
+    if (kind === 'ingress') { this.ingressDirty = true; return true; }
     const id = `${entry.name}\0${key}`;
     const index = this.byService[kind] as Map<string, Map<string, unknown>>;
     for (const [r, add] of [[old, false], [rec, true]] as const) {
@@ -287,9 +290,20 @@ export class CatalogStore extends EventEmitter<CatalogStoreEvents> {
       nodesChanged = JSON.stringify(next) !== JSON.stringify(this.current.nodes);
       nodes = next;
     }
+    let ingress = this.current.ingress;
+    const ingressChanged = this.ingressDirty;
+    if (this.ingressDirty) {
+      this.ingressDirty = false;
+      // Same rule as nodes: the first source by name wins a key.
+      const byKey = new Map<string, IngressObject>();
+      for (const src of [...this.sources.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+        for (const [k, r] of src.records.ingress) if (!byKey.has(k)) byKey.set(k, r);
+      }
+      ingress = [...byKey.keys()].sort().map((k) => byKey.get(k)!);
+    }
     this.m.filtered.set(this.filteredKeys.size);
     const first = !(this.current.origin === 'live' && this.current.revision > 0);
-    if (!first && !servicesChanged && !nodesChanged) return;
+    if (!first && !servicesChanged && !nodesChanged && !ingressChanged) return;
     this.revision++;
     const next: Snapshot = {
       version: SNAPSHOT_VERSION,
@@ -298,10 +312,13 @@ export class CatalogStore extends EventEmitter<CatalogStoreEvents> {
       origin: 'live',
       services: this.sortedKeys.map((k) => this.built.get(k)!),
       nodes,
+      ...(ingress && ingress.length > 0 ? { ingress } : {}),
     };
     this.current = next;
     this.publish(next);
-    this.persist(next);
+    // Ingress records carry TLS private keys: they never reach the disk.
+    const { ingress: _secretsIncluded, ...persistable } = next;
+    this.persist(persistable);
   }
 
   private publish(snap: Snapshot): void {

@@ -112,6 +112,12 @@ export interface Snapshot {
   readonly services: readonly Service[];
   /** Sorted by name. */
   readonly nodes: readonly Node[];
+  /**
+   * Gateway objects (Istio Gateway/VirtualService, Gateway API Gateway/HTTPRoute,
+   * TLS Secrets), sorted by record key; present only when a source was asked for
+   * them (the gateway command). Never persisted.
+   */
+  readonly ingress?: readonly import('./ingress.js').IngressObject[];
 }
 
 /** An empty snapshot (revision 0). */

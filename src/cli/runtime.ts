@@ -27,18 +27,19 @@ export async function configFromArgs(values: Record<string, unknown>, extra: Con
 }
 
 /** Build the sources the config enables, each with its own sink on `store`. */
-export async function createSources(config: Config, store: CatalogStore, logger: Logger): Promise<Source[]> {
+export async function createSources(config: Config, store: CatalogStore, logger: Logger, opts: { ingress?: boolean } = {}): Promise<Source[]> {
+  const ingress = opts.ingress ?? false;
   const sources: Source[] = [];
   const filterMode = config.serviceFilter.mode;
   if (config.sources.static.paths.length > 0) {
-    sources.push(new StaticSource(store.sink('static'), { paths: config.sources.static.paths, pollMs: config.sources.static.pollMs, filterMode, logger }));
+    sources.push(new StaticSource(store.sink('static'), { paths: config.sources.static.paths, pollMs: config.sources.static.pollMs, filterMode, logger, ingress }));
   }
   const k = config.sources.kubernetes;
   if (k.enabled) {
     // Loaded only when enabled: the client library costs ~0.3-1.5 s of start-up.
     const { KubernetesSource } = await import('../sources/kubernetes.js');
     sources.push(new KubernetesSource(store.sink('kubernetes'), {
-      kubeconfig: k.kubeconfig, apiServer: k.apiServer, filterMode, logger, minBackoffMs: k.minBackoffMs, maxBackoffMs: k.maxBackoffMs,
+      kubeconfig: k.kubeconfig, apiServer: k.apiServer, filterMode, logger, minBackoffMs: k.minBackoffMs, maxBackoffMs: k.maxBackoffMs, ingress,
     }));
   }
   return sources;

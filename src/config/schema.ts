@@ -105,6 +105,48 @@ export const tunnelSchema = z
   })
   .strict();
 
+/** The edge gateway (`edgeway gateway`): Istio Gateway/VirtualService and Gateway API ingress. */
+export const gatewaySchema = z
+  .object({
+    /**
+     * Where listeners bind: interface names (eth0) or CIDRs (192.168.0.0/16);
+     * empty = every non-loopback address of the node (multi-NIC). Followed as
+     * addresses come and go.
+     */
+    addresses: z.array(z.string().min(1)).default([]),
+    /** How often the node's addresses are re-read. */
+    addressPollMs: z.number().int().min(100).default(2_000),
+    /** This gateway's labels, matched against Istio Gateway `spec.selector` (an empty selector matches every gateway). */
+    labels: z.record(z.string(), z.string()).default({ istio: 'ingressgateway' }),
+    /** Gateway API Gateways served: those of this class. */
+    gatewayClassName: z.string().min(1).default('edgeway'),
+    /** Per connect attempt to an endpoint. */
+    connectTimeoutMs: z.number().int().min(10).default(3_000),
+    /** Connect attempts per request, each on another endpoint. */
+    maxConnectAttempts: z.number().int().min(1).max(16).default(3),
+    /** A client connection silent this long is closed (0 = never). */
+    idleTimeoutMs: z.number().int().min(0).default(300_000),
+    /** Client connections at once (each proxied one holds two fds). */
+    maxConnections: z.number().int().min(1).default(9_000),
+    /** Idle keep-alive connections kept per backend endpoint. */
+    maxIdlePerEndpoint: z.number().int().min(0).default(128),
+  })
+  .strict();
+
+/** SOCKS5 on the agent: CONNECT to `<nodeName>:<port>` through the tunnel (ssh to edge nodes). */
+export const socks5Schema = z
+  .object({
+    enabled: z.boolean().default(false),
+    /** Loopback by default: it is a door into every node. */
+    listen: hostPort.default('127.0.0.1:1080'),
+    /** RFC 1929 users; the password is the first line of passwordFile. At least one is required when enabled. */
+    users: z.array(z.object({ name: z.string().min(1).max(255), passwordFile: z.string().min(1) }).strict()).default([]),
+    /** Ports a CONNECT may reach on a node (the far agent checks them too). */
+    allowPorts: z.array(port).default([22]),
+  })
+  .strict()
+  .refine((s) => !s.enabled || s.users.length > 0, 'socks5.users must name at least one user when socks5 is enabled (no anonymous proxy)');
+
 export const configSchema = z
   .object({
     nodeName: z.string().min(1).optional(),
@@ -201,6 +243,8 @@ export const configSchema = z
       .strict()
       .default(() => ({ mode: 'auto' as const, threads: 2, pipeSize: 1 << 20, sockmap: true })),
     proxy: proxySchema.default(() => proxySchema.parse({})),
+    gateway: gatewaySchema.default(() => gatewaySchema.parse({})),
+    socks5: socks5Schema.default(() => socks5Schema.parse({})),
     metrics: z
       .object({ listen: hostPort.or(z.literal('')).default('127.0.0.1:9464') })
       .strict()

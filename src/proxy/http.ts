@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../util/log.js';
-import type { PlannedEndpoint } from '../plan/types.js';
+import type { PlannedEndpoint, PlannedPolicy } from '../plan/types.js';
 import { pump } from './pump.js';
 import { clientIpOf, endpointKey, openStream, type ServiceRuntime } from './service.js';
 import { admit, failureOf, onShutdown, type FlowGate, type TcpSettings } from './tcp.js';
@@ -44,6 +44,28 @@ export function readCookie(header: string | undefined, name: string): string | u
     if (part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
   }
   return undefined;
+}
+
+/**
+ * Hash key of a request under an L7 consistent-hash policy, and the Set-Cookie to
+ * add when the hash cookie had to be made (Istio's `httpCookie`). Shared with the
+ * gateway, whose DestinationRule policies apply the same way.
+ */
+export function requestHashKey(p: PlannedPolicy, headers: http.IncomingHttpHeaders): { hashKey?: string; setCookie?: string } {
+  if (p.kind !== 'consistentHash') return {};
+  const k = p.key;
+  if (k.type === 'header') {
+    const v = headers[k.name.toLowerCase()];
+    return v === undefined ? {} : { hashKey: Array.isArray(v) ? v.join(',') : v };
+  }
+  if (k.type === 'cookie') {
+    const v = readCookie(headers.cookie, k.name);
+    if (v !== undefined) return { hashKey: v };
+    const made = randomBytes(8).toString('hex');
+    const attrs = [`${k.name}=${made}`, `Path=${k.path ?? '/'}`, ...(k.ttlSeconds ? [`Max-Age=${k.ttlSeconds}`] : []), 'HttpOnly'];
+    return { hashKey: made, setCookie: attrs.join('; ') };
+  }
+  return {};
 }
 
 export class HttpPath {
@@ -109,23 +131,8 @@ export class HttpPath {
     return a;
   }
 
-  /** Hash key of a request, and the Set-Cookie to add when a cookie had to be made. */
   private keyOf(rt: ServiceRuntime, req: http.IncomingMessage): { hashKey?: string; setCookie?: string } {
-    const p = rt.sp.policy;
-    if (p.kind !== 'consistentHash') return {};
-    const k = p.key;
-    if (k.type === 'header') {
-      const v = req.headers[k.name.toLowerCase()];
-      return v === undefined ? {} : { hashKey: Array.isArray(v) ? v.join(',') : v };
-    }
-    if (k.type === 'cookie') {
-      const v = readCookie(req.headers.cookie, k.name);
-      if (v !== undefined) return { hashKey: v };
-      const made = randomBytes(8).toString('hex');
-      const attrs = [`${k.name}=${made}`, `Path=${k.path ?? '/'}`, ...(k.ttlSeconds ? [`Max-Age=${k.ttlSeconds}`] : []), 'HttpOnly'];
-      return { hashKey: made, setCookie: attrs.join('; ') };
-    }
-    return {};
+    return requestHashKey(rt.sp.policy, req.headers);
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {

@@ -7,8 +7,12 @@ import {
   type ServiceFilterMode,
 } from '../catalog/convert.js';
 import type { RecordKind, SourceSink } from '../catalog/store.js';
+import { convertIstioGateway, convertTlsSecret, convertVirtualService } from '../catalog/convert-ingress.js';
+import { convertGatewayApiGateway, convertHttpRoute } from '../catalog/convert-gatewayapi.js';
 
-export type ApiKind = 'Service' | 'EndpointSlice' | 'Endpoints' | 'Node' | 'DestinationRule';
+export type ApiKind = 'Service' | 'EndpointSlice' | 'Endpoints' | 'Node' | 'DestinationRule' | IngressApiKind;
+/** The gateway's kinds (`GatewayApiGateway` = gateway.networking.k8s.io Gateway, told apart by apiVersion). */
+export type IngressApiKind = 'Gateway' | 'VirtualService' | 'Secret' | 'GatewayApiGateway' | 'HTTPRoute';
 
 export const KIND_TO_RECORD: Record<ApiKind, RecordKind> = {
   Service: 'service',
@@ -16,7 +20,20 @@ export const KIND_TO_RECORD: Record<ApiKind, RecordKind> = {
   Endpoints: 'slice',
   Node: 'node',
   DestinationRule: 'policy',
+  Gateway: 'ingress',
+  VirtualService: 'ingress',
+  Secret: 'ingress',
+  GatewayApiGateway: 'ingress',
+  HTTPRoute: 'ingress',
 };
+
+/** The ApiKind of a parsed object (its `kind`, with the Gateway API's Gateway told apart by apiVersion), or undefined. */
+export function apiKindOf(o: unknown): ApiKind | undefined {
+  const { kind, apiVersion } = (o ?? {}) as { kind?: unknown; apiVersion?: unknown };
+  if (typeof kind !== 'string' || !(kind in KIND_TO_RECORD) || kind === 'GatewayApiGateway') return undefined;
+  if (kind === 'Gateway' && typeof apiVersion === 'string' && apiVersion.startsWith('gateway.networking.k8s.io/')) return 'GatewayApiGateway';
+  return kind as ApiKind;
+}
 
 /** Record key: kind-qualified so a Service and its Endpoints of the same name do not collide. */
 export function recordKey(kind: ApiKind, o: unknown): string {
@@ -38,6 +55,11 @@ export function convertObject(kind: ApiKind, o: unknown, filterMode: ServiceFilt
     case 'Endpoints': res = convertEndpoints(o); break;
     case 'Node': res = convertNode(o); break;
     case 'DestinationRule': res = convertDestinationRule(o); break;
+    case 'Gateway': res = convertIstioGateway(o); break;
+    case 'VirtualService': res = convertVirtualService(o); break;
+    case 'Secret': res = convertTlsSecret(o); break;
+    case 'GatewayApiGateway': res = convertGatewayApiGateway(o); break;
+    case 'HTTPRoute': res = convertHttpRoute(o); break;
   }
   if (!res.ok) return { ok: false, kind: rk, ref, reason: res.reason };
   return { ok: true, kind: rk, key: recordKey(kind, o), record: res.value };

@@ -19,7 +19,7 @@ import type { Logger } from '../util/log.js';
 import type { RecordKind, SourceSink, SourceState } from '../catalog/store.js';
 import { objectRef, type ServiceFilterMode } from '../catalog/convert.js';
 import { Backoff } from '../util/backoff.js';
-import { applyDelete, applyUpsert, convertObject, KIND_TO_RECORD, type ApiKind } from './dispatch.js';
+import { applyDelete, applyUpsert, convertObject, KIND_TO_RECORD, recordKey, type ApiKind } from './dispatch.js';
 import type { Source } from './source.js';
 import { KubeApiError, SourceError } from './errors.js';
 import { AbortableWatch, getJson, loadKubeConfig, mergePatch, toPlainObject } from './kube-client.js';
@@ -33,6 +33,8 @@ export interface KubernetesSourceOptions {
   maxBackoffMs: number;
   /** How often an optional resource that is not served (the DestinationRule CRD) is looked for again. Default 60 s. */
   recheckMs?: number;
+  /** Also watch the gateway's objects (INGRESS_UNITS): only the gateway command asks. */
+  ingress?: boolean;
 }
 
 /** One API resource a unit may watch; units try their candidates in order. */
@@ -66,6 +68,23 @@ const UNITS: readonly UnitSpec[] = [
   },
 ];
 
+const istio = (plural: string, kind: 'Gateway' | 'VirtualService'): Candidate[] => (['v1', 'v1beta1', 'v1alpha3'] as const).map((v) => ({
+  kind, path: `/apis/networking.istio.io/${v}/${plural}`, label: `networking.istio.io/${v} ${kind}s`,
+}));
+
+/**
+ * The gateway's objects, all optional (a cluster without Istio or the Gateway API is
+ * normal). Secrets: every kubernetes.io/tls Secret is listed (a field selector on
+ * the type), and only those a server's credentialName names are ever used.
+ */
+export const INGRESS_UNITS: readonly UnitSpec[] = [
+  { name: 'gateways', record: 'ingress', optional: true, candidates: istio('gateways', 'Gateway') },
+  { name: 'virtualservices', record: 'ingress', optional: true, candidates: istio('virtualservices', 'VirtualService') },
+  { name: 'gatewayapi-gateways', record: 'ingress', optional: true, candidates: [{ kind: 'GatewayApiGateway', path: '/apis/gateway.networking.k8s.io/v1/gateways', label: 'gateway.networking.k8s.io/v1 Gateways' }] },
+  { name: 'httproutes', record: 'ingress', optional: true, candidates: [{ kind: 'HTTPRoute', path: '/apis/gateway.networking.k8s.io/v1/httproutes', label: 'gateway.networking.k8s.io/v1 HTTPRoutes' }] },
+  { name: 'tls-secrets', record: 'ingress', optional: true, candidates: [{ kind: 'Secret', path: '/api/v1/secrets', label: 'core/v1 Secrets' }] },
+];
+
 type UnitStatus = 'pending' | 'listed' | 'failed' | 'absent';
 
 interface Unit {
@@ -80,6 +99,8 @@ interface Unit {
   timer?: NodeJS.Timeout;
   /** objectRef → resourceVersion of what was last given to the sink. */
   applied: Map<string, string>;
+  /** Record keys this unit gave (units sharing the `ingress` kind replace only their own). */
+  keys: Set<string>;
 }
 
 export class KubernetesSource implements Source {
@@ -96,7 +117,7 @@ export class KubernetesSource implements Source {
 
   constructor(private readonly sink: SourceSink, private readonly opts: KubernetesSourceOptions) {
     this.log = opts.logger.child({ subsystem: 'source', source: 'kubernetes' });
-    this.units = UNITS.map((spec) => ({ spec, status: 'pending', generation: 0, backoff: new Backoff(opts.minBackoffMs, opts.maxBackoffMs), applied: new Map() }));
+    this.units = [...UNITS, ...(opts.ingress ? INGRESS_UNITS : [])].map((spec) => ({ spec, status: 'pending', generation: 0, backoff: new Backoff(opts.minBackoffMs, opts.maxBackoffMs), applied: new Map(), keys: new Set() }));
   }
 
   /**
@@ -172,7 +193,7 @@ export class KubernetesSource implements Source {
       u.current = undefined;
       u.applied = new Map();
       u.backoff.reset();
-      this.sink.replaceAll(u.spec.record, new Map());
+      this.replaceUnit(u, new Map<string, never>());
       u.timer = setTimeout(() => this.relaunch(u), this.recheckMs);
       this.updateState();
       return;
@@ -194,6 +215,7 @@ export class KubernetesSource implements Source {
       if (rv !== undefined && u.applied.get(ref) === rv) return; // already applied by the list
       u.applied.set(ref, rv ?? '');
       this.sink.event(u.spec.record, type);
+      u.keys.add(recordKey(cand.kind, o));
       applyUpsert(this.sink, cand.kind, o, this.opts.filterMode);
     };
     inf.on('add', (o) => upsert(o, 'add'));
@@ -203,6 +225,7 @@ export class KubernetesSource implements Source {
       const o = toPlainObject(raw);
       u.applied.delete(objectRef(o));
       this.sink.event(u.spec.record, 'delete');
+      u.keys.delete(recordKey(cand.kind, o));
       applyDelete(this.sink, cand.kind, o);
     });
     inf.on('error', (err) => this.fail(u, gen, err));
@@ -258,7 +281,7 @@ export class KubernetesSource implements Source {
     // Objects gone since the last list: forget their rejections too.
     for (const ref of u.applied.keys()) if (!applied.has(ref)) this.sink.clearRejection(KIND_TO_RECORD[cand.kind], ref);
     u.applied = applied;
-    this.sink.replaceAll(u.spec.record, records);
+    this.replaceUnit(u, records);
     this.sink.event(u.spec.record, 'relist');
     u.status = 'listed';
     u.detail = undefined;
@@ -266,6 +289,14 @@ export class KubernetesSource implements Source {
     this.log.debug({ resource: u.spec.name, items: items.length, resourceVersion: body.metadata?.resourceVersion }, 'listed');
     this.updateState();
     return { ...(body as KubernetesListObject<KubernetesObject>), items };
+  }
+
+  /** A unit's relist: replaces its records; units that share a record kind (ingress) touch only their own keys. */
+  private replaceUnit(u: Unit, records: Map<string, never>): void {
+    if (u.spec.record !== 'ingress') { this.sink.replaceAll(u.spec.record, records); return; }
+    for (const k of u.keys) if (!records.has(k)) this.sink.remove('ingress', k);
+    for (const [k, r] of records) this.sink.upsert('ingress', k, r);
+    u.keys = new Set(records.keys());
   }
 
   private fail(u: Unit, gen: number, err: unknown): void {

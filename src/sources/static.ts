@@ -1,6 +1,7 @@
 /**
  * Static source: multi-document Kubernetes-shaped YAML files (Service,
- * EndpointSlice, Endpoints, Node, DestinationRule, or a `List` of them), re-read
+ * EndpointSlice, Endpoints, Node, DestinationRule, or a `List` of them; with
+ * `ingress` also the gateway's Gateway, VirtualService, HTTPRoute and Secret), re-read
  * when they change. A file that cannot be read or parsed keeps its last good
  * records (never a silent loss of state) and the source reports `degraded`.
  */
@@ -9,7 +10,7 @@ import { parseAllDocuments } from 'yaml';
 import type { Logger } from '../util/log.js';
 import type { RecordKind, SourceSink } from '../catalog/store.js';
 import type { ServiceFilterMode } from '../catalog/convert.js';
-import { convertObject, type ApiKind, KIND_TO_RECORD } from './dispatch.js';
+import { apiKindOf, convertObject, KIND_TO_RECORD } from './dispatch.js';
 import type { Source } from './source.js';
 import { SourceError } from './errors.js';
 
@@ -18,6 +19,8 @@ export interface StaticSourceOptions {
   pollMs: number;
   filterMode: ServiceFilterMode;
   logger: Logger;
+  /** Read the gateway's kinds too (the gateway command); otherwise they are skipped without a rejection. */
+  ingress?: boolean;
 }
 
 type Records = { [K in RecordKind]: Map<string, unknown> };
@@ -28,11 +31,11 @@ interface FileState {
 }
 
 function emptyRecords(): Records {
-  return { service: new Map(), slice: new Map(), node: new Map(), policy: new Map() };
+  return { service: new Map(), slice: new Map(), node: new Map(), policy: new Map(), ingress: new Map() };
 }
 
 /** Parse one file's text into records; rejections go to the sink. Throws SourceError on YAML syntax errors. */
-export function parseStaticFile(file: string, text: string, filterMode: ServiceFilterMode, sink: Pick<SourceSink, 'reject' | 'clearRejection'>): Records {
+export function parseStaticFile(file: string, text: string, filterMode: ServiceFilterMode, sink: Pick<SourceSink, 'reject' | 'clearRejection'>, ingress = false): Records {
   const docs = parseAllDocuments(text);
   const out = emptyRecords();
   const list = Array.isArray(docs) ? docs : [docs];
@@ -45,12 +48,14 @@ export function parseStaticFile(file: string, text: string, filterMode: ServiceF
     if (js === null || js === undefined) continue;
     const objs = (js as { kind?: unknown }).kind === 'List' ? ((js as { items?: unknown[] }).items ?? []) : [js];
     for (const o of objs) {
-      const kind = (o as { kind?: unknown } | null)?.kind;
-      if (typeof kind !== 'string' || !(kind in KIND_TO_RECORD)) {
-        sink.reject('service', `${file}#${i + 1}`, `unsupported kind ${JSON.stringify(kind)}`);
+      const kind = apiKindOf(o);
+      if (!kind) {
+        sink.reject('service', `${file}#${i + 1}`, `unsupported kind ${JSON.stringify((o as { kind?: unknown } | null)?.kind)}`);
         continue;
       }
-      const c = convertObject(kind as ApiKind, o, filterMode);
+      // The agent's catalog has no use for gateway objects (and must not hold Secrets).
+      if (KIND_TO_RECORD[kind] === 'ingress' && !ingress) continue;
+      const c = convertObject(kind, o, filterMode);
       if (!c.ok) { sink.reject(c.kind, c.ref, c.reason); continue; }
       if (c.record !== null) out[c.kind].set(c.key, c.record);
     }
@@ -83,7 +88,7 @@ export class StaticSource implements Source {
         const stamp = `${st.mtimeMs}:${st.size}:${st.ino}`;
         if (this.files.get(file)?.stamp === stamp) continue;
         const text = await readFile(file, 'utf8');
-        const records = parseStaticFile(file, text, this.opts.filterMode, this.sink);
+        const records = parseStaticFile(file, text, this.opts.filterMode, this.sink, this.opts.ingress ?? false);
         this.files.set(file, { stamp, records });
         changed = true;
         this.log.debug({ file }, 'static file read');
@@ -95,7 +100,7 @@ export class StaticSource implements Source {
       }
     }
     if (changed) {
-      for (const kind of ['service', 'slice', 'node', 'policy'] as const) {
+      for (const kind of ['service', 'slice', 'node', 'policy', ...(this.opts.ingress ? ['ingress' as const] : [])] as const) {
         const merged = new Map<string, never>();
         for (const f of this.files.values()) for (const [k, v] of f.records[kind]) merged.set(k, v as never);
         this.sink.replaceAll(kind, merged);

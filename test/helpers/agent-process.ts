@@ -72,9 +72,9 @@ export class AgentProcess {
     this.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : -1))));
   }
 
-  /** Start `edgeway agent --config FILE`; resolves once its metrics server listens. */
-  static async start(config: string, timeoutMs = 15_000): Promise<AgentProcess> {
-    const child = spawn(process.execPath, ['bin/edgeway.js', 'agent', '--config', config], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
+  /** Start `edgeway <command> --config FILE` (agent by default); resolves once its metrics server listens. */
+  static async start(config: string, timeoutMs = 15_000, command: 'agent' | 'gateway' = 'agent'): Promise<AgentProcess> {
+    const child = spawn(process.execPath, ['bin/edgeway.js', command, '--config', config], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
     const a = new AgentProcess(child);
     const deadline = Date.now() + timeoutMs;
     for (;;) {

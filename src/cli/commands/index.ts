@@ -2,7 +2,7 @@
 import type { Command } from '../command.js';
 import { agentCommand } from './agent.js';
 import { catalogCommand } from './catalog.js';
-import { pendingCommand } from './pending.js';
+import { gatewayCommand } from './gateway.js';
 import { renderCommand } from './render.js';
 import { doctorCommand } from './doctor.js';
 import { cleanupCommand } from './cleanup.js';
@@ -12,7 +12,7 @@ import { relayCommand } from './relay.js';
 export const commands: readonly Command[] = [
   agentCommand,
   relayCommand,
-  pendingCommand('gateway', 'run the ingress gateway', 'edgeway gateway --config FILE'),
+  gatewayCommand,
   renderCommand,
   catalogCommand,
   doctorCommand,
