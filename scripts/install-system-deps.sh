@@ -6,8 +6,12 @@ pkgs=(
   nftables iptables iproute2 kmod procps   # data plane, namespaces
   clang llvm libbpf-dev bpftool make cmake g++ python3  # BPF objects and the native addon
   dnsutils                                  # dig, for DNS tests
-  prometheus                                # promtool checks /metrics exposition
+  prometheus                                # promtool, and the scrape test runs a real Prometheus
 )
+# `kubectl kustomize` renders deploy/kubernetes in the manifest test. Debian's
+# kubernetes-client (kubectl 1.20) when no kubectl is installed: another package's
+# /usr/bin/kubectl (e.g. a cloud SDK's) would make dpkg refuse the install.
+command -v kubectl >/dev/null 2>&1 || pkgs+=(kubernetes-client)
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(haproxy socat wrk iperf3 dnsperf dnsmasq unbound)
 fi

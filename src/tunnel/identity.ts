@@ -9,6 +9,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import type { PrivateKey } from '@libp2p/interface';
 import { writeFileAtomic } from '../catalog/persist.js';
 import { IdentityError, PskError } from './errors.js';
+import { decodePskFile, swarmKeyBytes } from './psk.js';
 
 export const IDENTITY_FILE = 'tunnel-identity.key';
 
@@ -47,19 +48,19 @@ export async function loadOrCreateIdentity(stateDir: string): Promise<Identity> 
 }
 
 /**
- * Read a private-network key file (the IPFS `swarm.key` format:
- * `/key/swarm/psk/1.0.0/`, `/base16/`, 64 hex digits).
+ * Read a private-network key file: libp2p's `swarm.key` or EdgeMesh's PSK file as
+ * it is (see psk.ts). Returns the swarm.key bytes js-libp2p's pnet expects.
  */
 export async function loadPsk(path: string): Promise<Uint8Array> {
-  let text: string;
+  let bytes: Uint8Array;
   try {
-    text = await readFile(path, 'utf8');
+    bytes = await readFile(path);
   } catch (err) {
     throw new PskError(`cannot read tunnel.psk.path ${path}: ${(err as Error).message}`, { cause: err });
   }
-  const lines = text.trim().split(/\r?\n/);
-  if (lines[0] !== '/key/swarm/psk/1.0.0/' || lines[1] !== '/base16/' || !/^[0-9a-fA-F]{64}$/.test(lines[2] ?? '')) {
-    throw new PskError(`${path}: expected "/key/swarm/psk/1.0.0/", "/base16/" and 64 hex digits`);
+  try {
+    return swarmKeyBytes(decodePskFile(bytes).key);
+  } catch (err) {
+    throw new PskError(`${path}: ${(err as Error).message}`, { cause: err });
   }
-  return new TextEncoder().encode(`${lines[0]}\n${lines[1]}\n${(lines[2] ?? "").toLowerCase()}`);
 }

@@ -8,6 +8,7 @@ import { doctorCommand } from './doctor.js';
 import { cleanupCommand } from './cleanup.js';
 import { identityCommand } from './identity.js';
 import { relayCommand } from './relay.js';
+import { migrateConfigCommand } from './migrate-config.js';
 
 export const commands: readonly Command[] = [
   agentCommand,
@@ -18,4 +19,5 @@ export const commands: readonly Command[] = [
   doctorCommand,
   identityCommand,
   cleanupCommand,
+  migrateConfigCommand,
 ];
