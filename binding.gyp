@@ -7,7 +7,8 @@
         "native/src/pool.cc",
         "native/src/sockmap.cc",
         "native/src/origdst.cc",
-        "native/src/bpfobj.cc"
+        "native/src/bpfobj.cc",
+        "native/src/reuseport.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('path').dirname(require.resolve('node-addon-api/package.json'))\")"

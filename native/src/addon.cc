@@ -1,5 +1,6 @@
 // JavaScript bindings: Pool (splice / sockmap forwarding on epoll threads),
-// Sockmap (the BPF object), getOriginalDst(fd), bpf.* (bpfobj.cc). Glue only — policy lives in
+// Sockmap (the BPF object), getOriginalDst(fd), bpf.* (bpfobj.cc), listenReusePort/connectFrom
+// (reuseport.cc). Glue only — policy lives in
 // src/dataplane/native/.
 #include <napi.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "bpfobj.h"
 #include "origdst.h"
 #include "pool.h"
+#include "reuseport.h"
 #include "sockmap.h"
 
 namespace edgeway {
@@ -234,6 +236,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Pool", PoolWrap::Init(env));
   exports.Set("getOriginalDst", Napi::Function::New(env, GetOriginalDstJs));
   RegisterBpfObj(env, exports);
+  RegisterReusePort(env, exports);
   exports.Set("abi", Napi::Number::New(env, 1));
   return exports;
 }
