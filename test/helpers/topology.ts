@@ -47,6 +47,14 @@ export type NatMode = 'cone' | 'symmetric';
 export interface TopologyOptions {
   /** Per-router NAT mode (default cone for both). */
   nat?: Partial<Record<'ra' | 'rb', NatMode>>;
+  /**
+   * Routers drop new connections to their own WAN address (a home router's or cloud
+   * NAT gateway's stateful firewall) instead of answering them with a RST. TCP hole
+   * punching needs this: a RST leaves a conntrack entry on the router that makes it
+   * map the LAN host's own SYN to another port. Port forwards still work (DNAT
+   * happens before the input hook).
+   */
+  firewall?: boolean;
 }
 
 function masqueradeRule(lan: string, mode: NatMode): string {
@@ -62,6 +70,13 @@ function natRuleset(lan: string, mode: NatMode): string {
 }
 
 const LAN = { ra: '10.1.0.0/24', rb: '10.2.0.0/24' } as const;
+
+function firewallRuleset(wan: string): string {
+  return `table ip edgeway_test_fw {
+  chain in { type filter hook input priority 0; policy accept; ip daddr ${wan} ct state new drop; }
+}
+`;
+}
 
 export async function buildTopology(lab: Lab, opts: TopologyOptions = {}): Promise<Topology> {
   const ns = {} as Record<HostName, string>;
@@ -92,6 +107,7 @@ export async function buildTopology(lab: Lab, opts: TopologyOptions = {}): Promi
   for (const r of ['ra', 'rb'] as const) {
     await lab.sysctl(ns[r], 'net.ipv4.ip_forward=1');
     await lab.exec(ns[r], 'nft', ['-f', '-'], { input: natRuleset(LAN[r], opts.nat?.[r] ?? 'cone') });
+    if (opts.firewall) await lab.exec(ns[r], 'nft', ['-f', '-'], { input: firewallRuleset(r === 'ra' ? IP.raWan : IP.rbWan) });
   }
 
   const wan = { ra: IP.raWan, rb: IP.rbWan } as const;

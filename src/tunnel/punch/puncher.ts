@@ -19,7 +19,7 @@ import type { TunnelLibp2p } from '../node.js';
 import { abortQuietly, closeQuietly } from '../stream-io.js';
 import type { Logger } from '../../util/log.js';
 import { loadNative } from '../../dataplane/native/addon.js';
-import { dialCandidates } from './dial.js';
+import { dialCandidates, type Connected } from './dial.js';
 import { PunchError, type PunchFailure } from './errors.js';
 import type { PunchMetrics } from './metrics.js';
 import { ObservedAddresses } from './observed.js';
@@ -53,6 +53,7 @@ export interface HolePuncherOptions {
   localHost?: string;
   attempts?: number;
   attemptTimeoutMs?: number;
+
   /** Punches running at once, both directions (each holds worker threads while dialling). */
   maxConcurrent?: number;
 }
@@ -63,6 +64,12 @@ export interface HolePuncher {
   readonly unavailableReason: string | undefined;
   readonly observed: ObservedAddresses;
   punch(peerId: PeerId | string, signal?: AbortSignal): Promise<PunchResult>;
+  /**
+   * Offer a socket the data listener accepted: true when it is the peer's side of
+   * a punch in progress (the puncher owns it now), false otherwise. The data
+   * listener calls this first for every connection.
+   */
+  claim(socket: Socket): boolean;
   /** The `/edgeway/punch/1.0.0` stream handler (registered by start()). */
   handle(stream: Stream, connection: Connection): void;
   start(): Promise<void>;
@@ -78,6 +85,8 @@ export function createHolePuncher(o: HolePuncherOptions): HolePuncher {
   const attemptTimeoutMs = o.attemptTimeoutMs ?? 4000;
   const replyTimeoutMs = attemptTimeoutMs + 5000;
   const maxConcurrent = o.maxConcurrent ?? 8;
+  /** `ip:port` of a peer's data port while an attempt waits for it → hand-over. */
+  const expecting = new Map<string, (c: Connected) => boolean>();
   const log = o.logger.child({ part: 'punch' });
   const self = o.node.peerId.toString();
   const outbound = new Set<string>();
@@ -90,11 +99,35 @@ export function createHolePuncher(o: HolePuncherOptions): HolePuncher {
   const send = (stream: Stream, m: PunchMessage): void => { stream.send(encodePunch(m)); };
   const busy = (): boolean => outbound.size + inbound.size >= maxConcurrent;
 
+  /** Sockets the data listener accepts from `hosts`:`port` until cancelled. */
+  function expectAccept(hosts: readonly string[], port: number): { accepted: Promise<Connected>; cancel: () => void } {
+    let resolve: (c: Connected) => void = () => undefined;
+    const accepted = new Promise<Connected>((r) => { resolve = r; });
+    let taken = false;
+    // One socket per attempt: a second one from the same peer is not ours to keep.
+    const hand = (c: Connected): boolean => { if (taken) return false; taken = true; resolve(c); return true; };
+    const keys = hosts.map((h) => `${h}:${port}`);
+    for (const k of keys) expecting.set(k, hand);
+    return { accepted, cancel: () => { for (const k of keys) if (expecting.get(k) === hand) expecting.delete(k); } };
+  }
+
   /** Dial the peer, report our outcome, read theirs: a socket only if both are connected. */
   async function attempt(stream: Stream, reader: PunchReader, n: number, peer: string, addrs: string[], port: number, signal: AbortSignal): Promise<PunchResult | undefined> {
-    const got = await dialCandidates({ sockets: sockets!, localHost: o.localHost ?? '', localPort: o.dataPort, candidates: addrs, remotePort: port, timeoutMs: attemptTimeoutMs, signal });
+    const { accepted, cancel } = expectAccept(addrs, port);
+    let got: Connected | undefined;
+    try {
+      got = await dialCandidates({
+        sockets: sockets!, localHost: o.localHost ?? '', localPort: o.dataPort, candidates: addrs, remotePort: port, timeoutMs: attemptTimeoutMs, signal, accepted,
+        onError: (host, err) => log.debug({ peer, attempt: n, host, port, err: err.message }, 'punch SYN failed'),
+      });
+    } finally {
+      cancel();
+      // An accepted socket that lost the race is closed by dialCandidates; one that
+      // arrived after it returned was never handed out.
+      void accepted.then((c) => { if (c !== got) c.socket.destroy(); });
+    }
     send(stream, { type: 'result', attempt: n, ok: got !== undefined });
-    const r = await reader.next(replyTimeoutMs, signal);
+    const r = await reader.next(replyTimeoutMs, signal).catch((err: unknown) => { got?.socket.destroy(); throw err; });
     if (r.type !== 'result' || r.attempt !== n) {
       got?.socket.destroy();
       throw new PunchError('protocol', `expected RESULT ${n}, got ${r.type}`);
@@ -204,6 +237,12 @@ export function createHolePuncher(o: HolePuncherOptions): HolePuncher {
         const left = collided.get(peer);
         if (left) { collided.delete(peer); deliver(peer, left); }
       }
+    },
+
+    claim(socket) {
+      const host = socket.remoteAddress?.replace(/^::ffff:/, '');
+      const hand = host ? expecting.get(`${host}:${socket.remotePort}`) : undefined;
+      return hand !== undefined && hand({ socket, host: host! });
     },
 
     handle(stream, connection) {
