@@ -234,7 +234,8 @@ export class ChannelManager {
     const answer = (msg: object): void => { sendJson(stream, msg); closeQuietly(stream); };
     // Same gate as tunnel streams: only cluster nodes (or relays) get a channel.
     if (!(await this.o.directory.authorise(peer))) {
-      this.o.metrics.refusals.inc({ reason: 'unauthorised' });
+      // Counted apart from tunnel refusals: the flow itself is refused (and counted) on whichever path it takes next.
+      this.o.metrics.channelHandshakes.inc({ side: 'server', path: 'control', result: 'unauthorised' });
       this.o.logger.warn({ peer }, 'channel request from a peer that is not a cluster node: refused');
       answer({ ok: false, reason: 'peer is not a cluster node' });
       return;

@@ -172,6 +172,7 @@ export class PeerChannel {
       if (w.sock.destroyed || w.sock.readableEnded || now - w.born > this.o.maxIdleMs || w.path !== this.dialer?.path) { w.sock.destroy(); continue; }
       w.sock.off('data', w.onIdle);
       w.sock.off('end', w.onIdle);
+      // Back to "not flowing, not paused": the flow's first reader starts it.
       w.sock.pause();
       this.refill();
       return w.sock;

@@ -22,7 +22,9 @@ const MAX_CONTROL_BYTES = 16 * 1024;
 /**
  * Read a prefix from a socket: feed bytes to `decode` until it returns a value;
  * the bytes after it are put back (`unshift`), so the socket reads as if the
- * prefix had been its own message. Leaves the socket paused.
+ * prefix had been its own message. Reads in paused mode ('readable'): once the
+ * listener is gone the socket is neither paused nor flowing, so the next 'data'
+ * listener (a pump, the proxy) starts it and nothing is emitted into the void.
  */
 export function readSocketPrefix<T>(
   sock: Duplex,
@@ -31,38 +33,42 @@ export function readSocketPrefix<T>(
 ): Promise<T> {
   return new Promise((resolve, reject) => {
     let buf: Buffer = Buffer.alloc(0);
+    let settled = false;
     const done = (err: Error | undefined, v?: T): void => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
-      sock.off('data', onData);
+      sock.off('readable', onReadable);
       sock.off('end', onEnd);
       sock.off('close', onEnd);
       sock.off('error', onError);
-      sock.pause();
       if (err) reject(err);
       else resolve(v as T);
     };
-    const onData = (c: Buffer): void => {
-      buf = buf.length === 0 ? c : Buffer.concat([buf, c]);
-      let r: { value: T; used: number } | undefined;
-      try {
-        r = decode(buf);
-      } catch (err) {
-        done(err as Error);
-        return;
+    const onReadable = (): void => {
+      let c: Buffer | null;
+      while (!settled && (c = sock.read() as Buffer | null) !== null) {
+        buf = buf.length === 0 ? c : Buffer.concat([buf, c]);
+        let r: { value: T; used: number } | undefined;
+        try {
+          r = decode(buf);
+        } catch (err) {
+          done(err as Error);
+          return;
+        }
+        if (r) {
+          if (buf.length > r.used) sock.unshift(buf.subarray(r.used));
+          done(undefined, r.value);
+        } else if (buf.length > opts.maxBytes) done(new ProtocolError(`prefix over ${opts.maxBytes} bytes`));
       }
-      if (r) {
-        if (buf.length > r.used) sock.unshift(buf.subarray(r.used));
-        done(undefined, r.value);
-      } else if (buf.length > opts.maxBytes) done(new ProtocolError(`prefix over ${opts.maxBytes} bytes`));
     };
     const onEnd = (): void => done(new ProtocolError('connection ended before the prefix'));
     const onError = (err: Error): void => done(err);
     const timer = setTimeout(() => done(new ProtocolError(`no prefix within ${opts.timeoutMs} ms`)), opts.timeoutMs);
-    sock.on('data', onData);
+    sock.on('readable', onReadable);
     sock.once('end', onEnd);
     sock.once('close', onEnd);
     sock.once('error', onError);
-    sock.resume();
   });
 }
 
