@@ -23,7 +23,7 @@ import { Backoff, sleep } from '../util/backoff.js';
 import { MAX_STREAMS_PER_CONNECTION, type TunnelLibp2p } from './node.js';
 import type { PeerDirectory } from './peers.js';
 import type { RelayManager } from './relays.js';
-import type { TunnelMetrics, PeerPath } from './metrics.js';
+import type { TunnelMetrics } from './metrics.js';
 import { chunksOf, DatagramDecoder, decodeStatus, encodeRequest, frameDatagram, MAX_DATAGRAM, Status, UDP_MAX_QUEUED_BYTES, statusName, TUNNEL_PROTOCOL, type TunnelProto } from './protocol.js';
 import { abortQuietly, bridgeSocket, closeQuietly, DatagramWriter, readPrefix, StreamDuplex } from './stream-io.js';
 import { DialFailedError, NotRunningError, TunnelRefusedError } from './errors.js';
@@ -276,6 +276,9 @@ export class TunnelDialer implements RemoteDialer {
     const ch = await this.viaChannel(target, 'tcp', signal);
     if (ch) {
       pump(socket, ch, { toEndpoint: () => undefined, toClient: () => undefined, done: () => undefined });
+      // A client that sent FIN before we got here already emitted 'end' (Node does
+      // so from its initial read even without a reader): carry it now.
+      if (socket.readableEnded) ch.end();
       return;
     }
     const { stream, rest } = await this.openStream(target, 'tcp', signal);

@@ -112,7 +112,6 @@ export class TunnelServer {
   }
 
   private async serve(stream: Stream, connection: Connection): Promise<void> {
-    const m = this.o.metrics;
     const peer = connection.remotePeer.toString();
     let header: { value: TunnelRequest; rest: Uint8Array | undefined };
     try {

@@ -60,12 +60,13 @@ export class RelayPairing {
   private readonly paired: Counter<'result'>;
   private readonly bytes: Counter<'path'>;
   private sweep?: NodeJS.Timeout;
+  private readonly gauges: () => void;
 
   constructor(private readonly o: RelayPairingOptions) {
     const r = [o.registry];
-    const self = this;
-    new Gauge({ name: 'edgeway_relay_data_pairs_open', help: 'Blind data channel pairs being forwarded now', registers: r, collect() { this.set(self.pairs); } });
-    new Gauge({ name: 'edgeway_relay_data_tokens', help: 'Pairing tokens registered and not yet used', registers: r, collect() { this.set(self.tokens.size); } });
+    const pairs = new Gauge({ name: 'edgeway_relay_data_pairs_open', help: 'Blind data channel pairs being forwarded now', registers: r });
+    const tokens = new Gauge({ name: 'edgeway_relay_data_tokens', help: 'Pairing tokens registered and not yet used', registers: r });
+    this.gauges = (): void => { pairs.set(this.pairs); tokens.set(this.tokens.size); };
     this.refusals = new Counter({ name: 'edgeway_relay_data_refusals_total', help: 'Data port connections or pairing requests refused, by reason', labelNames: ['reason'], registers: r });
     this.paired = new Counter({ name: 'edgeway_relay_data_pairs_total', help: 'Blind pairs ended, by result', labelNames: ['result'], registers: r });
     this.bytes = new Counter({ name: 'edgeway_relay_data_bytes_total', help: 'Ciphertext bytes forwarded between paired peers, by forwarder', labelNames: ['path'], registers: r });
@@ -104,6 +105,7 @@ export class RelayPairing {
   }
 
   private expire(): void {
+    this.gauges();
     const now = Date.now();
     for (const [k, t] of this.tokens) {
       if (t.expires < now) { t.waiting?.destroy(); this.tokens.delete(k); this.refusals.inc({ reason: 'expired' }); }
@@ -157,6 +159,7 @@ export class RelayPairing {
   private join(a: net.Socket, b: net.Socket): void {
     if (this.pairs >= this.o.maxPairs) { this.refusals.inc({ reason: 'over-limit' }); a.destroy(); b.destroy(); return; }
     this.pairs++;
+    this.gauges();
     const ack = Buffer.of(PAIRED);
     let flushed = 0;
     // The forwarder takes the fds over: our one-byte writes must have left Node first.
@@ -168,7 +171,7 @@ export class RelayPairing {
       }, (err: { bytesIn?: number; bytesOut?: number; kind?: string }) => {
         this.bytes.inc({ path: err.kind ?? 'node' }, (err.bytesIn ?? 0) + (err.bytesOut ?? 0));
         this.paired.inc({ result: 'error' });
-      }).finally(() => { this.pairs--; });
+      }).finally(() => { this.pairs--; this.gauges(); });
     };
     for (const s of [a, b]) s.write(ack, (err) => { if (err) { a.destroy(); b.destroy(); } go(); });
   }
