@@ -14,7 +14,7 @@ import { loadOrCreateIdentity, loadPsk } from './identity.js';
 import { RendezvousServer } from './rendezvous.js';
 import { toMultiaddr } from './addrs.js';
 import type { PeerId } from '@libp2p/interface';
-import { acceleratorsFromConfig } from '../dataplane/native/accelerator.js';
+import { acceleratorsFromConfig } from '../native/accelerator.js';
 import { RelayPairing } from './channel/relay-pairing.js';
 import { dataPortOf } from './service.js';
 

@@ -17,7 +17,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import type { Connection, PeerId, Stream } from '@libp2p/interface';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../../util/log.js';
-import type { Forwarder } from '../../dataplane/native/forwarder.js';
+import type { Forwarder } from '../../native/forwarder.js';
 import type { TunnelLibp2p } from '../node.js';
 import { abortQuietly, closeQuietly } from '../stream-io.js';
 import { field, PAIRED, readJson, readSocketPrefix, RELAY_PAIR_PROTOCOL, sendJson, TOKEN_BYTES, tokensField } from './wire.js';
