@@ -1,5 +1,7 @@
 #include "reuseport.h"
 
+#include "napi-util.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -17,9 +19,7 @@ namespace edgeway {
 namespace {
 
 Napi::Error SockErrno(Napi::Env env, int err, const std::string& what) {
-  Napi::Error e = Napi::Error::New(env, what + ": " + strerror(err));
-  e.Set("errno", Napi::Number::New(env, err));
-  e.Set("code", Napi::String::New(env, "ERR_NATIVE_ERRNO"));
+  Napi::Error e = ErrnoError(env, err, what);
   e.Set("syscall", Napi::String::New(env, what));
   return e;
 }

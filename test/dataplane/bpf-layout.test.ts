@@ -8,8 +8,8 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { packageRoot } from '../../src/dataplane/native/addon.js';
-import { decodeSockPeer, encodeSockPeer, SOCKMAP_STATS_LAYOUT, SOCK_PEER_LAYOUT, type StructLayout } from '../../src/dataplane/native/bpf-layout.js';
+import { packageRoot } from '../../src/native/addon.js';
+import { decodeSockPeer, encodeSockPeer, SOCKMAP_STATS_LAYOUT, SOCK_PEER_LAYOUT, type StructLayout } from '../../src/native/bpf-layout.js';
 import { parseBtfRaw } from './btf.js';
 
 const object = join(packageRoot(), 'bpf', 'build', 'sockmap_verdict.bpf.o');

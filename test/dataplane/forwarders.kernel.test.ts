@@ -9,9 +9,9 @@
  */
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Accelerators } from '../../src/dataplane/native/accelerator.js';
-import { ForwardCancelledError, ForwardError } from '../../src/dataplane/native/errors.js';
-import type { Forwarder, ForwardResult } from '../../src/dataplane/native/forwarder.js';
+import { Accelerators } from '../../src/native/accelerator.js';
+import { ForwardCancelledError, ForwardError } from '../../src/native/errors.js';
+import type { Forwarder, ForwardResult } from '../../src/native/forwarder.js';
 import { kernelSkipReason } from '../helpers/netns.js';
 import { fdCounts, ForwardHarness, receiveAll, sendRandom, sha256, waitFor, withTimeout } from './forward-harness.js';
 

@@ -8,7 +8,7 @@
  * [fd00:96::10]:8080, redirected to :15001 in od's output hook.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadNative } from '../../src/dataplane/native/addon.js';
+import { loadNative } from '../../src/native/addon.js';
 import { Lab, kernelSkipReason, type NsProcess } from '../helpers/netns.js';
 
 const native = loadNative();

@@ -6,13 +6,13 @@
  */
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Accelerators } from '../../src/dataplane/native/accelerator.js';
-import { loadNative } from '../../src/dataplane/native/addon.js';
+import { Accelerators } from '../../src/native/accelerator.js';
+import { loadNative } from '../../src/native/addon.js';
 import { kernelSkipReason } from '../helpers/netns.js';
 import { ForwardHarness, receiveAll, sendRandom, withTimeout } from './forward-harness.js';
 
 const native = loadNative();
-const skip = kernelSkipReason() ?? (native.addon && native.sockmapObject ? undefined : native.addonReason ?? 'BPF object not built');
+const skip = kernelSkipReason() ?? (native.addon && native.bpf && native.sockmapObject ? undefined : native.addonReason ?? native.bpfReason ?? 'BPF object not built');
 if (skip && process.env.CI === 'true' && !kernelSkipReason()) throw new Error(`CI: ${skip}`);
 
 const ENOTSUPP = 524; // kernel-internal errno: program type has no test_run
@@ -40,7 +40,7 @@ describe.skipIf(skip)('sockmap verdict program', () => {
   });
 
   it('BPF_PROG_TEST_RUN passes a packet of a socket without a peer (where the kernel runs sk_skb tests)', () => {
-    const sm = new native.addon!.Sockmap(native.sockmapObject!);
+    const sm = new native.bpf!.Sockmap(native.sockmapObject!);
     try {
       let verdict: number | undefined;
       try {

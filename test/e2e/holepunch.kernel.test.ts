@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { Lab, kernelSkipReason, type NsProcess } from '../helpers/netns.js';
 import { buildTopology, IP, type Topology } from '../helpers/topology.js';
 import { prng } from '../helpers/prng.js';
-import { loadNative } from '../../src/dataplane/native/addon.js';
+import { loadNative } from '../../src/native/addon.js';
 import { punchUnavailableReason } from '../../src/tunnel/punch/sockets.js';
 
 const noAddon = punchUnavailableReason(loadNative());

@@ -21,7 +21,7 @@ import { SocketLb, listPins } from '../../src/dataplane/ebpf/socket-lb.js';
 import { BpftoolBackend, type BpfBackend } from '../../src/dataplane/ebpf/backend.js';
 import { BpfCommandError } from '../../src/dataplane/ebpf/errors.js';
 import { LibbpfBackend, nativeBpf } from '../../src/dataplane/ebpf/libbpf-backend.js';
-import { loadNative } from '../../src/dataplane/native/addon.js';
+import { loadNative } from '../../src/native/addon.js';
 import { findCgroup2Root } from '../../src/dataplane/ebpf/host.js';
 import { ensureObject } from './object.js';
 import { Lab, kernelSkipReason, run } from '../helpers/netns.js';
@@ -38,7 +38,7 @@ const BACKENDS = [['b1', 8081], ['b2', 8082], ['b3', 8083]] as const;
 const skip = kernelSkipReason() ?? (findCgroup2Root() ? undefined : 'no cgroup v2') ?? ensureObject();
 if (skip) console.warn(`skipping socket-LB kernel tests: ${skip}`);
 const native = nativeBpf();
-const libbpfSkip = skip ?? (native ? undefined : loadNative().addonReason ?? 'the addon has no bpf functions (rebuild it)');
+const libbpfSkip = skip ?? (native ? undefined : loadNative().bpfReason ?? 'the libbpf addon has no bpf functions (rebuild it)');
 if (libbpfSkip && !skip && process.env.CI === 'true') throw new Error(`CI: ${libbpfSkip}`);
 const CASES: { name: string; skip: string | undefined; make: () => BpfBackend }[] = [
   { name: 'bpftool', skip, make: () => new BpftoolBackend() },

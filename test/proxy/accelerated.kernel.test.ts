@@ -1,4 +1,4 @@
-// The userspace proxy with accelerated forwarding (dataplane/native): the same TCP
+// The userspace proxy with accelerated forwarding (src/native): the same TCP
 // behaviour through splice and sockmap as through the Node pump, and the path that
 // carried each flow counted. Real sockets on loopback; identity-echo backends.
 // Needs the native addon (CI builds it; there a missing addon fails, not skips).
@@ -7,8 +7,8 @@ import net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { Registry } from 'prom-client';
 import { UserspaceProxy } from '../../src/proxy/proxy.js';
-import { Accelerators } from '../../src/dataplane/native/accelerator.js';
-import type { ForwarderKind } from '../../src/dataplane/native/forwarder.js';
+import { Accelerators } from '../../src/native/accelerator.js';
+import type { ForwarderKind } from '../../src/native/forwarder.js';
 import { silentLogger } from '../../src/util/log.js';
 import { kernelSkipReason } from '../helpers/netns.js';
 import { echoThrough, ep, freePort, servicePort, startBackends, stopBackends, until, whoami, type Backend } from './util.js';

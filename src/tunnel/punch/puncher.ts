@@ -18,7 +18,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import type { TunnelLibp2p } from '../node.js';
 import { abortQuietly, closeQuietly } from '../stream-io.js';
 import type { Logger } from '../../util/log.js';
-import { loadNative } from '../../dataplane/native/addon.js';
+import { loadNative } from '../../native/addon.js';
 import { dialCandidates, type Connected } from './dial.js';
 import { PunchError, type PunchFailure } from './errors.js';
 import type { PunchMetrics } from './metrics.js';

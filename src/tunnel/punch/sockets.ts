@@ -6,7 +6,7 @@
  */
 import { closeSync } from 'node:fs';
 import { Server, Socket } from 'node:net';
-import type { NativeAddon, NativeLoad } from '../../dataplane/native/addon.js';
+import type { NativeAddon, NativeLoad } from '../../native/addon.js';
 import { PunchError } from './errors.js';
 
 export interface ConnectFromOptions {

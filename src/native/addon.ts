@@ -1,7 +1,10 @@
 /**
- * Loads the optional native addon (native/, built by scripts/build-native.sh) and
- * the sockmap BPF object, feature-detected once. Nothing here throws when a piece
- * is missing: `loadNative()` says what is there and why not.
+ * Loads the optional native addons (native/, built by scripts/build-native.sh) and
+ * the sockmap BPF object, each feature-detected on its own: `edgeway_native.node`
+ * (syscalls only: splice pool, sockmap links, SO_ORIGINAL_DST) and
+ * `edgeway_bpf.node` (links libbpf: the sockmap object, socket-LB objects and maps),
+ * so a host where libbpf cannot be loaded keeps splice. Nothing here throws when a
+ * piece is missing: `loadNative()` says what is there and why not.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -14,8 +17,8 @@ export type PoolCompletion = (id: number, bytesAB: number, bytesBA: number, errn
 export interface NativePool {
   /** Forward between two connected TCP sockets with splice; returns the pair id. Throws (errno) when it cannot start. */
   splice(fdA: number, fdB: number, pipeSize: number): number;
-  /** Link the pair into the sockmap; throws (errno EOPNOTSUPP, …) when the kernel refuses. */
-  sockmap(sockmap: NativeSockmap, fdA: number, fdB: number): number;
+  /** Link the pair into the sockmap's maps; throws (errno EOPNOTSUPP, …) when the kernel refuses. */
+  sockmap(link: NativeSockmapLink, fdA: number, fdB: number): number;
   cancel(id: number): void;
   close(): void;
   readonly active: number;
@@ -35,7 +38,15 @@ export interface NativeSockmap {
   testRun(packet: Buffer): number;
   putPeer(cookie: bigint, peerCookie: bigint, flags: number): void;
   deletePeer(cookie: bigint): void;
+  /** The map fds a `SockmapLink` duplicates (-1 each after close). */
+  mapFds(): { socks: number; redir: number; peers: number };
   /** Detach the program and free the maps (idempotent). */
+  close(): void;
+}
+
+/** edgeway_native.node's handle on a loaded sockmap's maps (its own fd duplicates). */
+export interface NativeSockmapLink {
+  /** Drop the duplicates; pairs already linked keep the maps until they end. */
   close(): void;
 }
 
@@ -65,12 +76,11 @@ export interface NativeBpf {
   dumpPerCpu(map: string): Promise<{ key: Buffer; values: Buffer[] }[]>;
 }
 
+/** edgeway_native.node: needs only syscalls (no libbpf). */
 export interface NativeAddon {
   readonly abi: number;
-  /** Absent in addons built before bpfobj.cc existed. */
-  readonly bpf?: NativeBpf;
   Pool: new (threads: number, onDone: PoolCompletion) => NativePool;
-  Sockmap: new (objectPath: string) => NativeSockmap;
+  SockmapLink: new (socksFd: number, redirFd: number, peersFd: number) => NativeSockmapLink;
   /** The pre-NAT destination; equals the local address for a tracked, untranslated connection; null without a conntrack entry. */
   getOriginalDst(fd: number): OriginalDst | null;
   /**
@@ -86,17 +96,30 @@ export interface NativeAddon {
   connectFrom?(localHost: string, localPort: number, remoteHost: string, remotePort: number, timeoutMs: number): Promise<number>;
 }
 
+/** edgeway_bpf.node: links libbpf. */
+export interface BpfAddon {
+  readonly abi: number;
+  Sockmap: new (objectPath: string) => NativeSockmap;
+  bpf: NativeBpf;
+}
+
 export interface NativeLoad {
+  /** edgeway_native.node (splice, sockmap links, original destination). */
   addon?: NativeAddon;
   addonPath?: string;
-  /** Why the addon is absent (one line). */
+  /** Why edgeway_native.node is absent (one line). */
   addonReason?: string;
+  /** edgeway_bpf.node (libbpf: sockmap object, socket-LB). */
+  bpf?: BpfAddon;
+  bpfPath?: string;
+  /** Why edgeway_bpf.node is absent (one line). */
+  bpfReason?: string;
   /** Path of the sockmap object when it exists. */
   sockmapObject?: string;
 }
 
-/** ABI the TypeScript side speaks (native/src/addon.cc exports `abi`). */
-export const NATIVE_ABI = 1;
+/** ABI the TypeScript side speaks (native/src/napi-util.h kAddonAbi; both addons export `abi`). */
+export const NATIVE_ABI = 2;
 
 /** The package root: the nearest parent with our package.json (src/ and dist/src/ alike). */
 export function packageRoot(): string {
@@ -115,9 +138,33 @@ export function packageRoot(): string {
 
 let cached: NativeLoad | undefined;
 
+type Loaded<T> = { ok: T; path: string } | { reason: string };
+
 /**
- * Find and load the addon: `$EDGEWAY_NATIVE_ADDON`, then the cmake-js build, then
- * the node-gyp build. `EDGEWAY_NATIVE=off` disables it (tests of the fallback path).
+ * One addon file: the first existing candidate, loaded and ABI-checked. A build
+ * directory from `EDGEWAY_NATIVE_BUILD` (e.g. native/build-asan) comes first, then
+ * the cmake-js build, then the node-gyp build.
+ */
+function loadOne<T extends { abi?: unknown }>(file: string, override: string | undefined, root: string): Loaded<T> {
+  const dirs = [process.env.EDGEWAY_NATIVE_BUILD, join(root, 'native', 'build'), join(root, 'build')];
+  const candidates = [override, ...dirs.map((d) => (d ? join(d, 'Release', file) : undefined))]
+    .filter((p): p is string => typeof p === 'string' && p.length > 0);
+  const found = candidates.find((p) => existsSync(p));
+  if (!found) return { reason: `${file} not built (run scripts/build-native.sh)` };
+  try {
+    const mod = createRequire(import.meta.url)(found) as T;
+    if (mod.abi !== NATIVE_ABI) return { reason: `${file} ABI ${String(mod.abi)} != ${NATIVE_ABI} (rebuild it)` };
+    return { ok: mod, path: found };
+  } catch (err) {
+    return { reason: `${file} failed to load: ${(err as Error).message.split('\n')[0]}` };
+  }
+}
+
+/**
+ * Find and load both addons, each on its own (`EDGEWAY_NATIVE_ADDON` /
+ * `EDGEWAY_BPF_ADDON` name a file, `EDGEWAY_NATIVE_BUILD` a build directory).
+ * `EDGEWAY_NATIVE=off` disables both, `EDGEWAY_NATIVE_BPF=off` only the libbpf one
+ * (tests of the fallback paths).
  */
 export function loadNative(opts: { reload?: boolean } = {}): NativeLoad {
   if (cached && !opts.reload) return cached;
@@ -125,33 +172,18 @@ export function loadNative(opts: { reload?: boolean } = {}): NativeLoad {
   const out: NativeLoad = {};
   const obj = process.env.EDGEWAY_SOCKMAP_OBJECT ?? join(root, 'bpf', 'build', 'sockmap_verdict.bpf.o');
   if (existsSync(obj)) out.sockmapObject = obj;
-  if (process.env.EDGEWAY_NATIVE === 'off') {
-    out.addonReason = 'disabled by EDGEWAY_NATIVE=off';
-  } else if (process.platform !== 'linux') {
-    out.addonReason = 'needs Linux';
-  } else {
-    const candidates = [
-      process.env.EDGEWAY_NATIVE_ADDON,
-      join(root, 'native', 'build', 'Release', 'edgeway_native.node'),
-      join(root, 'build', 'Release', 'edgeway_native.node'),
-    ].filter((p): p is string => typeof p === 'string' && p.length > 0);
-    const found = candidates.find((p) => existsSync(p));
-    if (!found) {
-      out.addonReason = 'addon not built (run scripts/build-native.sh)';
-    } else {
-      try {
-        const req = createRequire(import.meta.url);
-        const addon = req(found) as NativeAddon;
-        if (addon.abi !== NATIVE_ABI) out.addonReason = `addon ABI ${String(addon.abi)} != ${NATIVE_ABI} (rebuild it)`;
-        else {
-          out.addon = addon;
-          out.addonPath = found;
-        }
-      } catch (err) {
-        out.addonReason = `addon failed to load: ${(err as Error).message.split('\n')[0]}`;
-      }
-    }
-  }
+  const off = process.env.EDGEWAY_NATIVE === 'off' ? 'disabled by EDGEWAY_NATIVE=off' : process.platform !== 'linux' ? 'needs Linux' : undefined;
+  const native = off ? { reason: off } : loadOne<NativeAddon>('edgeway_native.node', process.env.EDGEWAY_NATIVE_ADDON, root);
+  if ('ok' in native) {
+    out.addon = native.ok;
+    out.addonPath = native.path;
+  } else out.addonReason = native.reason;
+  const bpfOff = off ?? (process.env.EDGEWAY_NATIVE_BPF === 'off' ? 'disabled by EDGEWAY_NATIVE_BPF=off' : undefined);
+  const bpf = bpfOff ? { reason: bpfOff } : loadOne<BpfAddon>('edgeway_bpf.node', process.env.EDGEWAY_BPF_ADDON, root);
+  if ('ok' in bpf) {
+    out.bpf = bpf.ok;
+    out.bpfPath = bpf.path;
+  } else out.bpfReason = bpf.reason;
   cached = out;
   return out;
 }
