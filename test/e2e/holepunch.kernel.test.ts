@@ -21,12 +21,13 @@ import { join } from 'node:path';
 import { Lab, kernelSkipReason, type NsProcess } from '../helpers/netns.js';
 import { buildTopology, IP, type Topology } from '../helpers/topology.js';
 import { prng } from '../helpers/prng.js';
+import { requirement } from '../helpers/skip.js';
 import { loadNative } from '../../src/native/addon.js';
 import { punchUnavailableReason } from '../../src/tunnel/punch/sockets.js';
 
-const noAddon = punchUnavailableReason(loadNative());
-const skip = kernelSkipReason() ?? (existsSync('dist/cli/main.js') ? undefined : 'dist/ missing: run `npm run build` first');
-if (skip) console.warn(`skipping hole-punch e2e: ${skip}`);
+// Without the addon there is no punching (that path is tested in test/tunnel/punch.test.ts).
+const skip = requirement('hole-punch e2e', kernelSkipReason(), existsSync('dist/cli/main.js') ? undefined : 'dist/ missing: run `npm run build` first',
+  punchUnavailableReason(loadNative()));
 const node = process.execPath;
 const PORT = 20006;
 const PEER = 'test/tunnel/fixtures/punch-peer.mjs';
@@ -66,7 +67,6 @@ describe.skipIf(!!skip)('TCP hole punching through two NATs', () => {
   };
 
   beforeAll(async () => {
-    if (noAddon && process.env.CI === 'true') throw new Error(`hole punching needs the native addon: ${noAddon}`);
     // Both routers masquerade with a stateful firewall (unsolicited SYNs dropped, as a
     // home router does); no port forwards.
     topo = await buildTopology(lab, { firewall: true });
@@ -88,7 +88,7 @@ describe.skipIf(!!skip)('TCP hole punching through two NATs', () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it.skipIf(!!noAddon)('cone NATs: relayed → hole-punched; the relay dies and the direct socket keeps the data intact', async () => {
+  it('cone NATs: relayed → hole-punched; the relay dies and the direct socket keeps the data intact', async () => {
     const relay = await startRelay();
     const { a, b } = await startPair(relay.ma, 20107);
     expect(String((await event(a, 'relayed')).remote)).toContain('/p2p-circuit');
@@ -120,7 +120,7 @@ describe.skipIf(!!skip)('TCP hole punching through two NATs', () => {
     expect(await stop(b)).toBe(0);
   }, 240_000);
 
-  it.skipIf(!!noAddon)('symmetric NAT on rb: the punch fails cleanly, is counted, and data stays relayed and intact', async () => {
+  it('symmetric NAT on rb: the punch fails cleanly, is counted, and data stays relayed and intact', async () => {
     await topo.setNat('rb', 'symmetric');
     try {
       const relay = await startRelay();
