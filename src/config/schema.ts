@@ -81,6 +81,17 @@ export const relayServerSchema = z
   })
   .strict();
 
+export const channelSchema = z
+  .object({
+    /** Carry flows over the fast data channel (TLS 1.3 PSK) when a path exists; libp2p streams otherwise. */
+    enabled: z.boolean().default(true),
+    /** Established channel connections kept ready per peer, so a new flow pays no handshake. */
+    warmConnections: z.number().int().min(1).max(64).default(4),
+    /** Relay data pairs at once (`edgeway relay`). */
+    maxRelayPairs: z.number().int().min(1).default(8192),
+  })
+  .strict();
+
 export const tunnelSchema = z
   .object({
     enabled: z.boolean().default(true),
@@ -101,6 +112,12 @@ export const tunnelSchema = z
     maxFlows: z.number().int().min(1).default(8192),
     /** Write `tunnel-state.json` (peers by path, relays, counters) under stateDir. */
     stateFile: z.boolean().default(true),
+    /**
+     * TCP port of the data channel (agents: TLS data listener for LAN peers;
+     * relay: the blind pairing port). 0 = listenPort + 1.
+     */
+    dataPort: z.number().int().min(0).max(65_535).default(0),
+    channel: channelSchema.default(() => channelSchema.parse({})),
     relayServer: relayServerSchema.default(() => relayServerSchema.parse({})),
   })
   .strict();

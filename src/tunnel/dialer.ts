@@ -11,6 +11,10 @@
  * streams already on the relay keep running.
  */
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { Duplex } from 'node:stream';
+import { pump } from '../proxy/pump.js';
+import { ChannelDatagramSession } from './channel/flow.js';
 import type { Connection, PeerId, Stream } from '@libp2p/interface';
 import type { Multiaddr } from '@multiformats/multiaddr';
 import type { DatagramSession, RemoteDialer, RemoteTarget } from '../proxy/remote-dialer.js';
@@ -19,15 +23,14 @@ import { Backoff, sleep } from '../util/backoff.js';
 import { MAX_STREAMS_PER_CONNECTION, type TunnelLibp2p } from './node.js';
 import type { PeerDirectory } from './peers.js';
 import type { RelayManager } from './relays.js';
-import type { TunnelMetrics, PeerPath } from './metrics.js';
+import type { TunnelMetrics } from './metrics.js';
 import { chunksOf, DatagramDecoder, decodeStatus, encodeRequest, frameDatagram, MAX_DATAGRAM, Status, UDP_MAX_QUEUED_BYTES, statusName, TUNNEL_PROTOCOL, type TunnelProto } from './protocol.js';
 import { abortQuietly, bridgeSocket, closeQuietly, DatagramWriter, readPrefix, StreamDuplex } from './stream-io.js';
 import { DialFailedError, NotRunningError, TunnelRefusedError } from './errors.js';
-import { isCircuit, isUsableRemote } from './addrs.js';
+import { isUsableRemote } from './addrs.js';
+import { connectionPath } from './path.js';
 
-export function connectionPath(conn: Connection): PeerPath {
-  return conn.direct === false || isCircuit(conn.remoteAddr) ? 'relayed' : 'direct';
-}
+export { connectionPath };
 
 /** Best open connection: direct first, then relayed. */
 export function bestConnection(conns: readonly Connection[]): Connection | undefined {
@@ -51,11 +54,19 @@ export interface TunnelDialerOptions {
   onPathChange?: () => void;
 }
 
+/** The data channel as the dialer sees it (channel/manager.ts). */
+export interface FlowChannel {
+  open(target: RemoteTarget, proto: TunnelProto, peerId: string): Promise<TLSSocket | undefined>;
+  pathOf(peerId: string): string | undefined;
+}
+
 export class TunnelDialer implements RemoteDialer {
   private readonly pending = new Map<string, Promise<Connection>>();
   private readonly upgrading = new Set<string>();
   private abort = new AbortController();
   private running = false;
+  /** Flows go over this channel when it has a path to the peer, else over libp2p streams. */
+  channel?: FlowChannel;
 
   constructor(private readonly o: TunnelDialerOptions) {}
 
@@ -225,8 +236,33 @@ export class TunnelDialer implements RemoteDialer {
     }, { once: true });
   }
 
+  /** A started flow on the data channel, or undefined (no channel: use libp2p). Counted by carrier. */
+  private async viaChannel(target: RemoteTarget, proto: TunnelProto, signal?: AbortSignal): Promise<TLSSocket | undefined> {
+    const ch = this.channel;
+    if (!ch || !this.running) return undefined;
+    const { peerId } = await this.o.directory.resolve(target.nodeName);
+    const id = peerId.toString();
+    const sock = await ch.open(target, proto, id);
+    if (sock && signal?.aborted) { sock.destroy(); throw signal.reason instanceof Error ? signal.reason : new Error('aborted'); }
+    this.o.metrics.channelFlows.inc({ path: sock ? ch.pathOf(id) ?? 'unknown' : 'libp2p' });
+    if (sock) {
+      const m = this.o.metrics;
+      m.streamsOpen.inc({ direction: 'out', proto });
+      sock.once('close', (hadError: boolean) => {
+        m.streamsOpen.dec({ direction: 'out', proto });
+        m.streams.inc({ direction: 'out', proto, result: hadError ? 'error' : 'ok' });
+        // Wire bytes (TLS records included): reading the payload here would take it from the flow.
+        m.bytes.inc({ direction: 'tx' }, sock.bytesWritten);
+        m.bytes.inc({ direction: 'rx' }, sock.bytesRead);
+      });
+    }
+    return sock;
+  }
+
   /** RemoteDialer: a byte stream to a TCP endpoint on another node. */
-  async dialStream(target: RemoteTarget, signal?: AbortSignal): Promise<StreamDuplex> {
+  async dialStream(target: RemoteTarget, signal?: AbortSignal): Promise<Duplex> {
+    const ch = await this.viaChannel(target, 'tcp', signal);
+    if (ch) return ch;
     const { stream, rest } = await this.openStream(target, 'tcp', signal);
     this.track('tcp', stream);
     const m = this.o.metrics;
@@ -237,6 +273,14 @@ export class TunnelDialer implements RemoteDialer {
 
   /** Faster than dialStream for a socket: joins it to the stream without a Duplex in between. */
   async bridge(socket: Socket, target: RemoteTarget, signal?: AbortSignal): Promise<void> {
+    const ch = await this.viaChannel(target, 'tcp', signal);
+    if (ch) {
+      pump(socket, ch, { toEndpoint: () => undefined, toClient: () => undefined, done: () => undefined });
+      // A client that sent FIN before we got here already emitted 'end' (Node does
+      // so from its initial read even without a reader): carry it now.
+      if (socket.readableEnded) ch.end();
+      return;
+    }
     const { stream, rest } = await this.openStream(target, 'tcp', signal);
     this.track('tcp', stream);
     const m = this.o.metrics;
@@ -245,6 +289,8 @@ export class TunnelDialer implements RemoteDialer {
 
   /** RemoteDialer: a datagram session to a UDP endpoint on another node (one stream per session). */
   async openDatagramSession(target: RemoteTarget, signal?: AbortSignal): Promise<DatagramSession> {
+    const ch = await this.viaChannel(target, 'udp', signal);
+    if (ch) return new ChannelDatagramSession(ch, this.o.metrics);
     const { stream, rest } = await this.openStream(target, 'udp', signal);
     this.track('udp', stream);
     return new StreamDatagramSession(stream, rest, this.o.metrics);

@@ -16,6 +16,10 @@ export interface TunnelMetrics {
   readonly reservations: Gauge;
   readonly udpDropped: Counter<'reason'>;
   readonly rendezvous: Counter<'op' | 'result'>;
+  readonly channelHandshakes: Counter<'side' | 'path' | 'result'>;
+  readonly channelFlows: Counter<'path'>;
+  readonly channelPeers: Gauge<'path'>;
+  readonly channelWarm: Gauge;
 }
 
 export function createTunnelMetrics(registry: Registry): TunnelMetrics {
@@ -32,5 +36,9 @@ export function createTunnelMetrics(registry: Registry): TunnelMetrics {
     reservations: new Gauge({ name: 'edgeway_tunnel_relay_reservations', help: 'Relays holding a reservation for this node', registers: r }),
     udpDropped: new Counter({ name: 'edgeway_tunnel_udp_dropped_total', help: 'Datagrams dropped (stream backpressure, oversize)', labelNames: ['reason'], registers: r }),
     rendezvous: new Counter({ name: 'edgeway_tunnel_rendezvous_requests_total', help: 'Rendezvous requests to relays', labelNames: ['op', 'result'], registers: r }),
+    channelHandshakes: new Counter({ name: 'edgeway_tunnel_channel_handshakes_total', help: 'Data channel TLS handshakes, by side, path and result', labelNames: ['side', 'path', 'result'], registers: r }),
+    channelFlows: new Counter({ name: 'edgeway_tunnel_channel_flows_total', help: 'Outbound flows by carrier: the data channel path (lan, punched, relayed) or libp2p (fallback)', labelNames: ['path'], registers: r }),
+    channelPeers: new Gauge({ name: 'edgeway_tunnel_channel_peers', help: 'Peers with a data channel up, by path', labelNames: ['path'], registers: r }),
+    channelWarm: new Gauge({ name: 'edgeway_tunnel_channel_warm_connections', help: 'Established channel connections waiting for a flow', registers: r }),
   };
 }

@@ -13,6 +13,10 @@ import { createTunnelNode, type TunnelLibp2p } from './node.js';
 import { loadOrCreateIdentity, loadPsk } from './identity.js';
 import { RendezvousServer } from './rendezvous.js';
 import { toMultiaddr } from './addrs.js';
+import type { PeerId } from '@libp2p/interface';
+import { acceleratorsFromConfig } from '../native/accelerator.js';
+import { RelayPairing } from './channel/relay-pairing.js';
+import { dataPortOf } from './service.js';
 
 const HOP = '/libp2p/circuit/relay/0.2.0/hop';
 const PIPE_PATCH_MARKER = 'edgeway-pipe-patch';
@@ -39,6 +43,8 @@ export async function pipePatchApplied(): Promise<boolean> {
 export interface RelayServerHandle {
   readonly node: TunnelLibp2p;
   readonly peerId: string;
+  /** The blind data-pairing port (absent when the channel is disabled). */
+  readonly dataPort?: number;
   stop(): Promise<void>;
 }
 
@@ -60,7 +66,17 @@ export async function startRelayServer(config: Config, logger: Logger, registry:
   const rzCounter = new Counter({ name: 'edgeway_relay_rendezvous_requests_total', help: 'Rendezvous requests served, by op and result', labelNames: ['op', 'result'], registers: [registry] });
   const rendezvous = new RendezvousServer({ ttlMs: 10 * 60_000, maxRecords: r.maxRendezvousRecords, logger, onRequest: (op, result) => rzCounter.inc({ op, result }) });
   await rendezvous.start(node);
-  const relayService = (node.services as Record<string, { reservations?: { size: number } }>).relay;
+  const relayService = (node.services as Record<string, { reservations?: { size: number; has(p: PeerId): boolean } }>).relay;
+  // Blind data pairs: ciphertext moved by splice when the addon is there (sockmap
+  // is for the proxy's short flows; splice measured faster for bulk), else Node streams.
+  const { accelerators, forwarder } = acceleratorsFromConfig({ ...config.accelerator, sockmap: false }, { registry, logger });
+  const pairing = t.channel.enabled
+    ? new RelayPairing({
+      node, port: dataPortOf(t), hosts: t.listenAddresses, maxPairs: t.channel.maxRelayPairs, forwarder, logger, registry,
+      hasReservation: (p) => relayService?.reservations?.has(p) ?? false,
+    })
+    : undefined;
+  await pairing?.start();
   new Gauge({ name: 'edgeway_relay_reservations', help: 'Reservations held', registers: [registry], collect() { this.set(relayService?.reservations?.size ?? 0); } });
   new Gauge({ name: 'edgeway_relay_connections', help: 'Open connections', registers: [registry], collect() { this.set(node.getConnections().length); } });
   new Gauge({
@@ -69,6 +85,9 @@ export async function startRelayServer(config: Config, logger: Logger, registry:
   });
   new Gauge({ name: 'edgeway_relay_rendezvous_records', help: 'Nodes registered on the rendezvous', registers: [registry], collect() { this.set(rendezvous.size); } });
   new Gauge({ name: 'edgeway_relay_pipe_patch_applied', help: '1 when the @libp2p/utils pipe() memory fix is installed', registers: [registry] }).set(patched ? 1 : 0);
-  logger.info({ peerId: identity.peerId, listen: node.getMultiaddrs().map(String), limits: { dataBytes: r.dataLimitBytes || 'unlimited', durationMs: r.durationLimitMs || 'unlimited', maxReservations: r.maxReservations }, psk: Boolean(psk), pipePatch: patched }, 'relay started');
-  return { node, peerId: identity.peerId, stop: async () => { await node.stop(); } };
+  logger.info({ peerId: identity.peerId, listen: node.getMultiaddrs().map(String), limits: { dataBytes: r.dataLimitBytes || 'unlimited', durationMs: r.durationLimitMs || 'unlimited', maxReservations: r.maxReservations }, psk: Boolean(psk), pipePatch: patched, dataPort: pairing?.port, forwarder: forwarder.kind }, 'relay started');
+  return {
+    node, peerId: identity.peerId, ...(pairing ? { dataPort: pairing.port } : {}),
+    stop: async () => { await pairing?.stop(); await node.stop(); accelerators.close(); },
+  };
 }

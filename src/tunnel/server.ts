@@ -12,7 +12,7 @@ import type { Snapshot } from '../catalog/types.js';
 import type { Logger } from '../util/log.js';
 import type { TunnelLibp2p } from './node.js';
 import { MAX_STREAMS_PER_CONNECTION } from './node.js';
-import { chunksOf, decodeRequest, DatagramDecoder, encodeStatus, frameDatagram, MAX_HEADER_BYTES, Status, UDP_MAX_QUEUED_BYTES, UDP_RECV_BUFFER_BYTES, TUNNEL_PROTOCOL, type TunnelRequest } from './protocol.js';
+import { chunksOf, decodeRequest, DatagramDecoder, encodeStatus, frameDatagram, MAX_HEADER_BYTES, Status, UDP_MAX_QUEUED_BYTES, UDP_RECV_BUFFER_BYTES, TUNNEL_PROTOCOL, type TunnelRequest, type TunnelProto } from './protocol.js';
 import { abortQuietly, bridgeSocket, closeQuietly, DatagramWriter, readPrefix } from './stream-io.js';
 import type { RefusalReason, TunnelMetrics } from './metrics.js';
 
@@ -67,6 +67,39 @@ export class TunnelServer {
     await this.o.node.unhandle(TUNNEL_PROTOCOL).catch(() => undefined);
   }
 
+  /**
+   * The far-side rule, shared by libp2p streams and the data channel: the peer is
+   * a cluster node (or a relay), the target is an endpoint the local catalog puts
+   * on this node, and there is room. Returns the refusal, or undefined to serve.
+   */
+  async check(peer: string, req: TunnelRequest): Promise<{ reason: RefusalReason; code: number; detail: string } | undefined> {
+    if (!(await this.o.authorise(peer))) {
+      this.o.logger.warn({ peer, target: `${req.ip}:${req.port}` }, 'tunnel request from a peer that is not a cluster node: refused');
+      return { reason: 'unauthorised', code: Status.unauthorised, detail: 'peer is not a cluster node' };
+    }
+    if (req.nodeName !== this.o.nodeName || !isLocalEndpoint(this.o.snapshot(), this.o.nodeName, req)) {
+      this.o.logger.warn({ peer, service: req.serviceKey, target: `${req.ip}:${req.port}`, node: req.nodeName }, 'tunnel request for a target that is not a local endpoint: refused');
+      return { reason: 'not-local', code: Status.notLocal, detail: 'target is not an endpoint on this node' };
+    }
+    if (this.stopping || this.flows >= (this.o.maxFlows ?? 8192)) return { reason: 'unavailable', code: Status.unavailable, detail: 'agent busy or stopping' };
+    return undefined;
+  }
+
+  /** Count an admitted inbound flow; the returned function ends it (once). */
+  enter(proto: TunnelProto): (result: string) => void {
+    const m = this.o.metrics;
+    this.flows++;
+    m.streamsOpen.inc({ direction: 'in', proto });
+    let counted = false;
+    return (result: string): void => {
+      if (counted) return;
+      counted = true;
+      this.flows--;
+      m.streamsOpen.dec({ direction: 'in', proto });
+      m.streams.inc({ direction: 'in', proto, result });
+    };
+  }
+
   private refuse(stream: Stream, reason: RefusalReason, code: number, detail: string, proto = 'unknown'): void {
     this.o.metrics.refusals.inc({ reason });
     this.o.metrics.streams.inc({ direction: 'in', proto, result: reason });
@@ -79,7 +112,6 @@ export class TunnelServer {
   }
 
   private async serve(stream: Stream, connection: Connection): Promise<void> {
-    const m = this.o.metrics;
     const peer = connection.remotePeer.toString();
     let header: { value: TunnelRequest; rest: Uint8Array | undefined };
     try {
@@ -92,30 +124,12 @@ export class TunnelServer {
       return;
     }
     const req = header.value;
-    if (!(await this.o.authorise(peer))) {
-      this.o.logger.warn({ peer, target: `${req.ip}:${req.port}` }, 'tunnel request from a peer that is not a cluster node: refused');
-      this.refuse(stream, 'unauthorised', Status.unauthorised, 'peer is not a cluster node', req.proto);
+    const refusal = await this.check(peer, req);
+    if (refusal) {
+      this.refuse(stream, refusal.reason, refusal.code, refusal.detail, req.proto);
       return;
     }
-    if (req.nodeName !== this.o.nodeName || !isLocalEndpoint(this.o.snapshot(), this.o.nodeName, req)) {
-      this.o.logger.warn({ peer, service: req.serviceKey, target: `${req.ip}:${req.port}`, node: req.nodeName }, 'tunnel request for a target that is not a local endpoint: refused');
-      this.refuse(stream, 'not-local', Status.notLocal, 'target is not an endpoint on this node', req.proto);
-      return;
-    }
-    if (this.stopping || this.flows >= (this.o.maxFlows ?? 8192)) {
-      this.refuse(stream, 'unavailable', Status.unavailable, 'agent busy or stopping', req.proto);
-      return;
-    }
-    this.flows++;
-    m.streamsOpen.inc({ direction: 'in', proto: req.proto });
-    let counted = false;
-    const done = (result: string): void => {
-      if (counted) return;
-      counted = true;
-      this.flows--;
-      m.streamsOpen.dec({ direction: 'in', proto: req.proto });
-      m.streams.inc({ direction: 'in', proto: req.proto, result });
-    };
+    const done = this.enter(req.proto);
     if (req.proto === 'tcp') this.serveTcp(stream, req, header.rest, done);
     else this.serveUdp(stream, req, header.rest, done);
   }

@@ -18,6 +18,12 @@ import { PeerDirectory } from './peers.js';
 import { TunnelServer } from './server.js';
 import { TunnelDialer, connectionPath } from './dialer.js';
 import { toMultiaddr } from './addrs.js';
+import { ChannelManager, type ChannelStatus } from './channel/manager.js';
+
+/** The data channel's TCP port: `tunnel.dataPort`, or listenPort + 1 when 0. */
+export function dataPortOf(t: Config['tunnel']): number {
+  return t.dataPort || t.listenPort + 1;
+}
 
 export const STATE_FILE = 'tunnel-state.json';
 
@@ -26,7 +32,10 @@ export interface TunnelState {
   readonly peerId: string;
   readonly listen: string[];
   readonly relays: ReturnType<RelayManager['status']>;
-  readonly peers: { peerId: string; nodeName?: string; paths: string[]; everRelayed: boolean }[];
+  /** libp2p connections by path (`paths`) and the data channel's path when one is up (`channel`). */
+  readonly peers: { peerId: string; nodeName?: string; paths: string[]; everRelayed: boolean; channel?: string }[];
+  /** Data channels this node opened (path: lan | punched | relayed; absent = down, flows use libp2p). */
+  readonly channels: ChannelStatus[];
   readonly inboundFlows: number;
   /** Tunnel streams open now (in = served here, out = opened by this node's dialer). */
   readonly streamsOpen: { in: number; out: number };
@@ -51,6 +60,7 @@ export class TunnelService {
   relays?: RelayManager;
   directory?: PeerDirectory;
   private server?: TunnelServer;
+  channel?: ChannelManager;
   readonly metrics: TunnelMetrics;
   private stateTimer?: NodeJS.Timeout;
   private stateDirty = true;
@@ -93,6 +103,17 @@ export class TunnelService {
     node.addEventListener('self:peer:update', onChange);
     await this.server.start();
     this.dialer.start();
+    if (t.channel.enabled) {
+      const dialer = this.dialer;
+      this.channel = new ChannelManager({
+        node, dataPort: dataPortOf(t), listenHosts: t.listenAddresses, warm: t.channel.warmConnections, directory, relays: this.relays,
+        server: this.server, metrics: this.metrics, logger: logger.child({ part: 'channel' }),
+        connect: (nodeName, signal) => dialer.connection(nodeName, signal),
+        directDialTimeoutMs: t.directDialTimeoutMs, udpIdleTimeoutMs: t.udpIdleTimeoutMs, onChange,
+      });
+      await this.channel.start();
+      this.dialer.channel = this.channel;
+    }
     this.relays.start();
     this.metrics.peers.reset();
     this.stateTimer = setInterval(() => { this.refreshGauges(); void this.writeState(); }, 1000);
@@ -103,6 +124,7 @@ export class TunnelService {
   async stop(): Promise<void> {
     clearInterval(this.stateTimer);
     this.dialer?.stop();
+    await this.channel?.stop();
     await this.relays?.stop();
     await this.server?.stop();
     await this.node?.stop();
@@ -125,7 +147,8 @@ export class TunnelService {
     }
     return [...by].map(([peerId, paths]) => {
       const nodeName = this.directory?.knownNodeName(peerId);
-      return { peerId, ...(nodeName ? { nodeName } : {}), paths: [...paths].sort(), everRelayed: this.everRelayed.has(peerId) };
+      const channel = this.channel?.pathOf(peerId);
+      return { peerId, ...(nodeName ? { nodeName } : {}), paths: [...paths].sort(), everRelayed: this.everRelayed.has(peerId), ...(channel ? { channel } : {}) };
     });
   }
 
@@ -134,6 +157,9 @@ export class TunnelService {
     this.metrics.peers.set({ path: 'direct' }, peers.filter((p) => p.paths.includes('direct')).length);
     this.metrics.peers.set({ path: 'relayed' }, peers.filter((p) => !p.paths.includes('direct')).length);
     this.metrics.reservations.set(this.relays?.reservedRelays().length ?? 0);
+    const channels = this.channel?.status() ?? [];
+    for (const path of ['lan', 'punched', 'relayed']) this.metrics.channelPeers.set({ path }, channels.filter((c) => c.path === path).length);
+    this.metrics.channelWarm.set(channels.reduce((n, c) => n + c.warm, 0));
   }
 
   async state(): Promise<TunnelState> {
@@ -149,6 +175,7 @@ export class TunnelService {
       listen: this.node?.getMultiaddrs().map(String) ?? [],
       relays: this.relays?.status() ?? [],
       peers: this.peers(),
+      channels: this.channel?.status() ?? [],
       inboundFlows: this.server?.openFlows ?? 0,
       streamsOpen: await (async () => {
         const o = await counter(this.metrics.streamsOpen, 'direction');

@@ -128,19 +128,25 @@ describe.skipIf(skip !== undefined)('tunnel across NATed LANs', () => {
     expect(r).toMatchObject({ counts: { a2: 5 }, errors: 0 });
     const s = await waitState('a1', (x) => peer(x, 'a2') !== undefined, 'a peer a2');
     expect(peer(s, 'a2')).toMatchObject({ paths: ['direct'], everRelayed: false });
+    // The flows themselves ride the data channel to a2's data listener.
+    expect((await waitState('a1', (x) => x.channels.some((c) => c.nodeName === 'a2' && c.path !== undefined), 'a channel to a2')).channels.find((c) => c.nodeName === 'a2')).toMatchObject({ path: 'lan' });
   });
 
   it('a1 → b1 (other LAN, behind NAT) goes through the relay, then direct once a path exists', async () => {
     expect(await whoami(15001, 3)).toMatchObject({ counts: { b1: 3 }, errors: 0 });
     const before = await waitState('a1', (x) => peer(x, 'b1') !== undefined, 'a peer b1');
     expect(peer(before, 'b1')!.paths).toEqual(['relayed']);
-    // The operator opens the tunnel port on rb: the background upgrade finds it.
+    expect((await waitState('a1', (x) => peer(x, 'b1')?.channel !== undefined, 'a channel to b1')).channels.find((c) => c.nodeName === 'b1')).toMatchObject({ path: 'relayed' });
+    // The operator opens the tunnel ports (libp2p and data) on rb: the background upgrades find them.
     await topo.portForward('rb', PORT, IP.b1);
+    await topo.portForward('rb', PORT + 1, IP.b1);
     const after = await waitState('a1', (x) => peer(x, 'b1')?.paths.includes('direct') === true && x.upgrades.successes >= 1, 'b1 upgraded to direct', 45_000);
     expect(peer(after, 'b1')!.everRelayed).toBe(true);
     expect(await whoami(15001, 3)).toMatchObject({ counts: { b1: 3 }, errors: 0 });
     // The idle relayed connection is closed once the direct one carries the traffic.
     await waitState('a1', (x) => JSON.stringify(peer(x, 'b1')?.paths) === '["direct"]', 'b1 direct only');
+    // The data channel moved off the relay too (so killing the relay below spares the flows).
+    await waitState('a1', (x) => peer(x, 'b1')?.channel === 'lan', 'the b1 channel on the LAN path', 45_000);
   }, 90_000);
 
   it('relay killed: the direct flow keeps going; relay back: reservations renew', async () => {

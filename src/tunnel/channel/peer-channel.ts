@@ -1,0 +1,274 @@
+/**
+ * The client side of the data channel to one peer: credentials from the peer
+ * (over libp2p), the best path that works — LAN address of the peer's data
+ * listener → hole-punched socket → blind relay — and a pool of warm TLS
+ * connections on it, so a new flow pays only its header round trip. A channel on
+ * a relayed or punched path keeps trying the LAN path in the background (with
+ * backoff) and moves new flows there when it works; flows already running stay
+ * where they are.
+ *
+ * Warm connections, not a multiplexer: one TLS connection per flow gives each
+ * flow the kernel's own TCP backpressure and half-close, no head-of-line blocking
+ * between flows, and no framing or credit windows in JavaScript; the handshake
+ * cost is paid off the flow's path by the pool (bench/tunnel.mjs measures the
+ * new-flow time).
+ */
+import net from 'node:net';
+import type tls from 'node:tls';
+import type { Logger } from '../../util/log.js';
+import { Backoff, sleep } from '../../util/backoff.js';
+import { ChannelError } from './errors.js';
+import { tlsClient, type PskCredential } from './tls-psk.js';
+
+export type ChannelPath = 'lan' | 'punched' | 'relayed';
+
+/** How to make connections on one path (from the manager, which knows libp2p). */
+export interface PathDialer {
+  readonly path: ChannelPath;
+  /** A human label (address, relay) for state and logs. */
+  readonly via: string;
+  /** `n` new raw sockets to the peer on this path, ready for TLS. */
+  connect(n: number, signal: AbortSignal): Promise<net.Socket[]>;
+}
+
+export interface PeerChannelOptions {
+  readonly peerId: string;
+  readonly nodeName: string;
+  readonly warm: number;
+  readonly handshakeTimeoutMs: number;
+  /** Warm connections older than this are replaced (the server drops idle ones later). */
+  readonly maxIdleMs: number;
+  readonly logger: Logger;
+  /** Credentials (and the far data port) from the peer, over libp2p. */
+  hello(signal: AbortSignal): Promise<{ cred: PskCredential; dataPort: number }>;
+  /** Path dialers in preference order for these credentials. */
+  paths(dataPort: number, signal: AbortSignal): Promise<PathDialer[]>;
+  /** A LAN path dialer when one is known (for background upgrades), else undefined. */
+  lanPath(dataPort: number): Promise<PathDialer | undefined>;
+  onChange(): void;
+  onHandshake(path: ChannelPath, ok: boolean): void;
+}
+
+interface Warm {
+  readonly sock: tls.TLSSocket;
+  readonly path: ChannelPath;
+  readonly born: number;
+  readonly onIdle: () => void;
+}
+
+export class PeerChannel {
+  private cred?: PskCredential;
+  private dataPort = 0;
+  private dialer?: PathDialer;
+  private pool: Warm[] = [];
+  private establishing?: Promise<boolean>;
+  private refilling = false;
+  private upgrading = false;
+  private retryAt = 0;
+  private readonly backoff = new Backoff(1000, 30_000);
+  private readonly abort = new AbortController();
+  private closed = false;
+
+  constructor(private readonly o: PeerChannelOptions) {}
+
+  get path(): ChannelPath | undefined {
+    return this.dialer?.path;
+  }
+
+  get via(): string | undefined {
+    return this.dialer?.via;
+  }
+
+  get warmCount(): number {
+    return this.pool.length;
+  }
+
+  /** Up (true) or unavailable for now (false: use the libp2p path). Shared by concurrent callers. */
+  ensure(): Promise<boolean> {
+    if (this.closed) return Promise.resolve(false);
+    if (this.dialer) return Promise.resolve(true);
+    if (Date.now() < this.retryAt) return Promise.resolve(false);
+    this.establishing ??= this.establish().finally(() => { this.establishing = undefined; });
+    return this.establishing;
+  }
+
+  private async establish(): Promise<boolean> {
+    const signal = this.abort.signal;
+    const log = this.o.logger;
+    try {
+      const { cred, dataPort } = await this.o.hello(signal);
+      this.cred = cred;
+      this.dataPort = dataPort;
+      for (const d of await this.o.paths(dataPort, signal)) {
+        try {
+          const socks = await d.connect(1, signal);
+          const tlsSocks = await this.handshakeAll(socks, d.path);
+          if (tlsSocks.length === 0) continue;
+          this.use(d, tlsSocks);
+          log.info({ peer: this.o.peerId, node: this.o.nodeName, path: d.path, via: d.via }, 'data channel up');
+          this.backoff.reset();
+          return true;
+        } catch (err) {
+          log.debug({ peer: this.o.peerId, path: d.path, via: d.via, err: String(err) }, 'channel path failed');
+        }
+      }
+      throw new ChannelError('ERR_CHANNEL_NO_PATH', `no channel path to ${this.o.nodeName}`);
+    } catch (err) {
+      this.retryAt = Date.now() + this.backoff.next();
+      log.debug({ peer: this.o.peerId, err: String(err) }, 'data channel unavailable; flows use libp2p streams');
+      return false;
+    }
+  }
+
+  private async handshakeAll(socks: net.Socket[], path: ChannelPath): Promise<tls.TLSSocket[]> {
+    const cred = this.cred;
+    if (!cred) { for (const s of socks) s.destroy(); return []; }
+    const out = await Promise.allSettled(socks.map((s) => tlsClient(s, cred, this.o.handshakeTimeoutMs)));
+    const ok: tls.TLSSocket[] = [];
+    for (const r of out) {
+      this.o.onHandshake(path, r.status === 'fulfilled');
+      if (r.status === 'fulfilled') ok.push(r.value);
+    }
+    return ok;
+  }
+
+  /** Switch to a path: its first sockets go to the pool, the old idle ones are closed. */
+  private use(d: PathDialer, socks: tls.TLSSocket[]): void {
+    const old = this.pool;
+    this.pool = [];
+    this.dialer = d;
+    for (const w of old) w.sock.destroy();
+    for (const s of socks) this.add(s, d.path);
+    this.o.onChange();
+    this.refill();
+    if (d.path !== 'lan') this.scheduleUpgrade();
+  }
+
+  private add(sock: tls.TLSSocket, path: ChannelPath): void {
+    // An idle connection never receives data (the far side waits for a header):
+    // reading keeps its close visible, and anything else is a broken peer.
+    // An end (the far side's idle timeout) closes it too: allowHalfOpen would keep it.
+    const onIdle = (): void => { sock.destroy(); };
+    const w: Warm = { sock, path, born: Date.now(), onIdle };
+    sock.on('error', () => undefined);
+    sock.on('data', onIdle);
+    sock.on('end', onIdle);
+    sock.once('close', () => {
+      const i = this.pool.indexOf(w);
+      if (i >= 0) { this.pool.splice(i, 1); this.refill(); }
+    });
+    this.pool.push(w);
+  }
+
+  /**
+   * A connection for one flow: a warm one (no handshake) or, when the pool is
+   * empty, a fresh one. Undefined when the channel is down.
+   */
+  async take(): Promise<tls.TLSSocket | undefined> {
+    const now = Date.now();
+    for (;;) {
+      const w = this.pool.shift();
+      if (!w) break;
+      if (w.sock.destroyed || w.sock.readableEnded || now - w.born > this.o.maxIdleMs || w.path !== this.dialer?.path) { w.sock.destroy(); continue; }
+      w.sock.off('data', w.onIdle);
+      w.sock.off('end', w.onIdle);
+      // Back to "not flowing, not paused": the flow's first reader starts it.
+      w.sock.pause();
+      this.refill();
+      return w.sock;
+    }
+    const d = this.dialer;
+    if (!d) return undefined;
+    try {
+      const [s] = await this.handshakeAll(await d.connect(1, this.abort.signal), d.path);
+      this.refill();
+      if (s) return s;
+    } catch (err) {
+      this.o.logger.debug({ peer: this.o.peerId, err: String(err) }, 'channel connection failed');
+    }
+    this.down();
+    return undefined;
+  }
+
+  /** The path stopped working: flows use libp2p until the next attempt. */
+  down(): void {
+    if (!this.dialer) return;
+    this.o.logger.info({ peer: this.o.peerId, node: this.o.nodeName, path: this.dialer.path }, 'data channel down');
+    this.dialer = undefined;
+    for (const w of this.pool.splice(0)) w.sock.destroy();
+    this.retryAt = Date.now() + this.backoff.next();
+    this.o.onChange();
+  }
+
+  private refill(): void {
+    if (this.refilling || this.closed) return;
+    const d = this.dialer;
+    if (!d) return;
+    const want = this.o.warm - this.pool.length;
+    if (want <= 0) return;
+    this.refilling = true;
+    void (async () => {
+      try {
+        const socks = await this.handshakeAll(await d.connect(want, this.abort.signal), d.path);
+        if (this.dialer !== d || this.closed) { for (const s of socks) s.destroy(); return; }
+        for (const s of socks) this.add(s, d.path);
+        if (socks.length === 0) this.down();
+      } catch (err) {
+        this.o.logger.debug({ peer: this.o.peerId, err: String(err) }, 'channel refill failed');
+        if (this.dialer === d) this.down();
+      } finally {
+        this.refilling = false;
+      }
+    })();
+  }
+
+  /** Try the LAN path in the background while on a slower one. Idempotent. */
+  scheduleUpgrade(): void {
+    if (this.upgrading || this.closed) return;
+    this.upgrading = true;
+    void (async () => {
+      const backoff = new Backoff(1000, 30_000);
+      const signal = this.abort.signal;
+      try {
+        while (!signal.aborted && this.dialer && this.dialer.path !== 'lan') {
+          const lan = await this.o.lanPath(this.dataPort).catch(() => undefined);
+          if (lan) {
+            const socks = await this.handshakeAll(await lan.connect(1, signal).catch(() => []), lan.path);
+            if (socks.length > 0 && this.dialer) {
+              this.o.logger.info({ peer: this.o.peerId, node: this.o.nodeName, via: lan.via }, 'data channel moved to the LAN path');
+              this.use(lan, socks);
+              return;
+            }
+          }
+          await sleep(backoff.next(), signal).catch(() => undefined);
+        }
+      } finally {
+        this.upgrading = false;
+      }
+    })();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.abort.abort(new Error('channel closed'));
+    this.dialer = undefined;
+    for (const w of this.pool.splice(0)) w.sock.destroy();
+  }
+}
+
+/** Connect `n` sockets to host:port (all or nothing), with a timeout. */
+export async function connectMany(host: string, port: number, n: number, timeoutMs: number, signal: AbortSignal): Promise<net.Socket[]> {
+  const one = (): Promise<net.Socket> => new Promise((resolve, reject) => {
+    const s = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
+    const fail = (err: Error): void => { clearTimeout(t); signal.removeEventListener('abort', onAbort); s.destroy(); reject(err); };
+    const onAbort = (): void => fail(new Error('aborted'));
+    const t = setTimeout(() => fail(new Error(`connect to ${host}:${port} timed out`)), timeoutMs);
+    signal.addEventListener('abort', onAbort, { once: true });
+    s.once('error', fail);
+    s.once('connect', () => { clearTimeout(t); signal.removeEventListener('abort', onAbort); s.off('error', fail); resolve(s); });
+  });
+  const r = await Promise.allSettled(Array.from({ length: n }, one));
+  const ok = r.filter((x): x is PromiseFulfilledResult<net.Socket> => x.status === 'fulfilled').map((x) => x.value);
+  if (ok.length === 0) throw (r[0] as PromiseRejectedResult).reason;
+  return ok;
+}
