@@ -22,7 +22,7 @@ import { BufferPool } from './fast-read.js';
 import { ProxyMetrics } from './metrics.js';
 import { clusterAddrKey, type OriginalDstResolver } from './original-dst.js';
 import { endpointKey, isFdExhausted, ServiceRuntime } from './service.js';
-import { handleTcp, type FlowGate, type TcpSettings } from './tcp.js';
+import { fdWarner, handleTcp, type FlowGate, type TcpSettings } from './tcp.js';
 import { UdpListener, type UdpSettings } from './udp.js';
 
 export interface UserspaceProxyOptions {
@@ -134,6 +134,7 @@ export class UserspaceProxy {
       ...(nbuf > 0 && !opts.forwarder ? { readBuffers: new BufferPool(256 * 1024, nbuf) } : {}),
       ...(opts.forwarder ? { forwarder: opts.forwarder } : {}),
       shutdown: this.shutdown.signal,
+      warnFdExhausted: fdWarner(this.log),
     };
     // One abort listener per open flow: up to maxFlows of them.
     setMaxListeners(0, this.shutdown.signal);

@@ -25,6 +25,8 @@ export interface TcpSettings extends DialSettings {
   readonly forwarder?: Forwarder;
   /** Aborted when the proxy closes and its drain deadline has passed: every flow ends at once. */
   readonly shutdown?: AbortSignal;
+  /** Rate-limited warning when a dial fails for lack of fds (fdWarner). */
+  readonly warnFdExhausted?: (where: string) => void;
 }
 
 /**
@@ -54,14 +56,18 @@ export function failureOf(err: unknown): { result: ConnectionResult; drop: DropR
   return { result: 'connect_failed', drop: 'connect_failed' };
 }
 
-let lastFdWarn = 0;
-
-/** Out of fds: warn at most once per 10 s (the drop counter has every case). */
-export function warnFdExhausted(log: Logger, where: string): void {
-  const now = Date.now();
-  if (now - lastFdWarn < 10_000) return;
-  lastFdWarn = now;
-  log.warn({ where, code: 'EMFILE' }, 'file descriptors exhausted; new flows are refused until some close');
+/**
+ * Out of fds: warn at most once per `everyMs` (the drop counter has every case).
+ * One limiter per proxy (no module state), handed to the flows in TcpSettings.
+ */
+export function fdWarner(log: Logger, everyMs = 10_000): (where: string) => void {
+  let last = 0;
+  return (where) => {
+    const now = Date.now();
+    if (now - last < everyMs) return;
+    last = now;
+    log.warn({ where, code: 'EMFILE' }, 'file descriptors exhausted; new flows are refused until some close');
+  };
 }
 
 /** Admit a new flow against the limit (counted and reset when over it); on success the flow is active. */
@@ -135,7 +141,7 @@ export function handleTcp(rt: ServiceRuntime, accepted: Socket, s: TcpSettings, 
       m.drop(f.drop);
       gate.close();
       m.activeFlows.dec();
-      if (f.drop === 'emfile') warnFdExhausted(log, 'connect');
+      if (f.drop === 'emfile') s.warnFdExhausted?.('connect');
       else if (log.isLevelEnabled('debug')) log.debug({ service: sp.id, err: String(err) }, 'no endpoint reachable');
       // A reset tells the client at once, as a refused connection would.
       if (!client.destroyed) client.resetAndDestroy();
@@ -191,7 +197,7 @@ function handleForwarded(rt: ServiceRuntime, client: Socket, s: TcpSettings, for
       m.result(f.result);
       m.drop(f.drop);
       finish();
-      if (f.drop === 'emfile') warnFdExhausted(log, 'connect');
+      if (f.drop === 'emfile') s.warnFdExhausted?.('connect');
       if (!client.destroyed) client.resetAndDestroy();
     },
   );

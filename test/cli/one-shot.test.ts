@@ -37,7 +37,7 @@ async function writeConfig(apiUrl: string): Promise<string> {
 }
 
 // Bounded by runCli's kill timer: a command that hangs is SIGKILLed and its code is -1.
-const BOUND_MS = 20_000;
+const BOUND_MS = 45_000;
 
 describe('one-shot commands with watches held open', () => {
   it.each([
@@ -50,7 +50,7 @@ describe('one-shot commands with watches held open', () => {
     api = await KubeApiServer.start({ watchDelayMs: 300 });
     for (const o of [service('web', '10.96.0.10'), service('db', '10.96.0.11', [{ name: 'pg', port: 5432 }]), slice('web-a', 'web', ['10.244.1.1']), node('edge-1', '192.168.50.1')]) api.create(o);
     const config = await writeConfig(api.url);
-    for (let round = 0; round < 3; round++) {
+    for (let round = 0; round < 2; round++) {
       const r = await runCli([args[0]!, '--config', config, ...args.slice(1)], BOUND_MS);
       expect(r.code, `round ${round}: ${r.stderr}`).toBe(0);
       expect(check(r.stdout)).toEqual(want);
@@ -58,5 +58,5 @@ describe('one-shot commands with watches held open', () => {
     }
     // The command did watch, so the exit is not for lack of a watch.
     expect(api.requests.some((q) => q.watch)).toBe(true);
-  }, 90_000);
+  }, 150_000);
 });
