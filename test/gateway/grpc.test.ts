@@ -99,11 +99,11 @@ afterAll(async () => {
 }, 30_000);
 
 describe.each([
-  { name: 'h2c', proto: 'http', make: (): EchoClient => new Client(`127.0.0.1:${httpPort}`, grpc.credentials.createInsecure(), { 'grpc.default_authority': 'grpc.test' }) as EchoClient },
+  { name: 'h2c', proto: 'http', make: (): EchoClient => new Client(`127.0.0.1:${httpPort}`, grpc.credentials.createInsecure(), { 'grpc.default_authority': 'grpc.test' }) as unknown as EchoClient },
   {
     name: 'TLS (ALPN h2)',
     proto: 'https',
-    make: (): EchoClient => new Client(`127.0.0.1:${httpsPort}`, grpc.credentials.createSsl(Buffer.from(cert.cert)), { 'grpc.ssl_target_name_override': 'grpc.test', 'grpc.default_authority': 'grpc.test' }) as EchoClient,
+    make: (): EchoClient => new Client(`127.0.0.1:${httpsPort}`, grpc.credentials.createSsl(Buffer.from(cert.cert)), { 'grpc.ssl_target_name_override': 'grpc.test', 'grpc.default_authority': 'grpc.test' }) as unknown as EchoClient,
   },
 ])('gRPC through the gateway over $name', ({ make, proto }) => {
   it('unary', async () => {
