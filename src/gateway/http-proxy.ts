@@ -138,6 +138,13 @@ export class GatewayHttpProxy {
       const onResponse = (status: number, h: Record<string, string | string[]>, body: import('node:stream').Readable, trailers?: (cb: (t: http2.IncomingHttpHeaders) => void) => void): boolean => {
         if (status === 503 && replayable && status503Left > 0 && !done) return false;
         if (hashCookie) h['set-cookie'] = hashCookie;
+        // A gRPC "trailers-only" response carries grpc-status in its headers; the
+        // client reads it from trailers once a header block has been sent.
+        if (h['grpc-status'] !== undefined) {
+          const t: Record<string, string | string[]> = {};
+          for (const k of ['grpc-status', 'grpc-message', 'grpc-status-details-bin']) if (h[k] !== undefined) { t[k] = h[k]!; delete h[k]; }
+          (res as http.ServerResponse).addTrailers(t as http.OutgoingHttpHeaders);
+        }
         res.writeHead(status, h as http.OutgoingHttpHeaders);
         trailers?.((t) => { (res as http.ServerResponse).addTrailers(responseHeaders(t) as http.OutgoingHttpHeaders); });
         body.pipe(res as unknown as NodeJS.WritableStream);

@@ -51,7 +51,6 @@ function prepended(socket: Socket | tls.TLSSocket, head: Buffer): Duplex {
     destroy: (err, cb) => { socket.destroy(); cb(err); },
   });
   Object.defineProperty(d, 'remoteAddress', { value: socket.remoteAddress });
-  Object.defineProperty(d, 'encrypted', { value: (socket as { encrypted?: boolean }).encrypted === true });
   if (head.length) d.push(head);
   socket.on('data', (c: Buffer) => { if (!d.push(c)) socket.pause(); });
   socket.on('end', () => d.push(null));
@@ -92,7 +91,9 @@ function weighted(dests: readonly ResolvedDestination[], random: () => number): 
 
 export class PortHandler {
   private readonly h1: http.Server;
+  /** h2c and h2 over TLS: separate servers so each knows its scheme (HTTP/2 hides the socket behind a wrapper). */
   private readonly h2: http2.Http2Server;
+  private readonly h2s: http2.Http2Server;
   private model!: ListenerModel;
   private router = new HttpRouter([]);
   private sni = new SniTable([]);
@@ -109,8 +110,11 @@ export class PortHandler {
     this.h1.on('upgrade', (req: http.IncomingMessage, s: Duplex, head: Buffer) => deps.proxy.upgrade(req, s as Socket, head, (s as { encrypted?: boolean }).encrypted ? this.ctxHttps : this.ctxHttp));
     this.h1.on('clientError', (_e, s: Duplex) => { if (!s.destroyed) s.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n'); });
     this.h2 = http2.createServer();
-    this.h2.on('request', (req, res) => deps.proxy.handle(req, res, (req.socket as { encrypted?: boolean } | undefined)?.encrypted ? this.ctxHttps : this.ctxHttp));
+    this.h2.on('request', (req, res) => deps.proxy.handle(req, res, this.ctxHttp));
     this.h2.on('sessionError', () => undefined);
+    this.h2s = http2.createServer();
+    this.h2s.on('request', (req, res) => deps.proxy.handle(req, res, this.ctxHttps));
+    this.h2s.on('sessionError', () => undefined);
   }
 
   get kind(): ListenerModel['kind'] {
@@ -195,7 +199,7 @@ export class PortHandler {
       if (!httpish) return this.tcp(t as unknown as Socket, this.model.tcpRoutes[0], Buffer.alloc(0));
       // HTTP/2 reads its socket's handle directly and would miss bytes the TLS layer
       // already decrypted (the client's preface): it gets a stream view instead.
-      if (t.alpnProtocol === 'h2') this.h2.emit('connection', prepended(t, Buffer.alloc(0)));
+      if (t.alpnProtocol === 'h2') this.h2s.emit('connection', prepended(t, Buffer.alloc(0)));
       else this.h1.emit('connection', t);
     });
   }
@@ -227,5 +231,6 @@ export class PortHandler {
     this.h1.close();
     this.h1.closeIdleConnections();
     this.h2.close();
+    this.h2s.close();
   }
 }

@@ -81,7 +81,7 @@ export class Upstreams {
       a = new http.Agent({ keepAlive: true, maxFreeSockets: this.settings.maxIdlePerEndpoint, scheduling: 'lifo' });
       if (ep.class === 'remote') {
         (a as unknown as { createConnection: (o: unknown, cb: (err: Error | null, s?: Duplex) => void) => void }).createConnection = (_o, cb) => {
-          openStream(ep, sp, this.settings.remoteDialer(), AbortSignal.timeout(this.settings.connectTimeoutMs)).then((s) => cb(null, s), (e: Error) => cb(e));
+          openStream(ep, sp, this.settings.remoteDialer(), AbortSignal.timeout(this.settings.connectTimeoutMs)).then((s) => cb(null, socketLike(s)), (e: Error) => cb(e));
         };
       }
       this.agents.set(key, a);
@@ -120,6 +120,17 @@ export class Upstreams {
     this.sessions.clear();
     this.backends.clear();
   }
+}
+
+/**
+ * http.Agent treats pooled connections as sockets (setKeepAlive, unref, … on a free
+ * one); a tunnel stream has none of that: the calls become no-ops (the tunnel keeps
+ * its own connection alive).
+ */
+function socketLike(d: Duplex): Duplex {
+  const o = d as unknown as Record<string, unknown>;
+  for (const m of ['setKeepAlive', 'setNoDelay', 'setTimeout', 'ref', 'unref']) if (typeof o[m] !== 'function') o[m] = () => d;
+  return d;
 }
 
 function poolKey(sp: PlannedServicePort, ep: PlannedEndpoint): string {
