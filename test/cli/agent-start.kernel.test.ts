@@ -56,9 +56,6 @@ describe.skipIf(!!skip)('agent start failure in mode ebpf (real BPF, real nft)',
       'dns: { enabled: false }',
       'tunnel: { enabled: false }',
       'metrics: { listen: "127.0.0.1:0" }',
-      // Plain streams: this case is about the start sequence, not the splice pool
-      // (whose teardown at exit is issue 13 item 1, fixed and tested with the addon).
-      'accelerator: { mode: node }',
     ].join('\n'));
     const agent = lab.spawn(ns, process.execPath, [bin, 'agent', '--config', cfg], process.env, { hostMounts: true });
     let stderr = '';
