@@ -74,13 +74,20 @@ async function freeTcpPort(): Promise<number> {
   return port;
 }
 
-/** Run the agent to its exit (SIGKILL after 60 s: the test then fails on the code). */
-function runAgent(config: string): Promise<{ code: number; logs: LogLine[]; stderr: string }> {
+/**
+ * Run the agent to its exit (SIGKILL after 60 s: the test then fails on the code).
+ * `termOn`: send SIGTERM when a log line with this message appears.
+ */
+function runAgent(config: string, termOn?: string): Promise<{ code: number; logs: LogLine[]; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['bin/edgeway.js', 'agent', '--config', config], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
+    let termSent = false;
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (termOn && !termSent && stderr.includes(`"msg":"${termOn}"`)) { termSent = true; child.kill('SIGTERM'); }
+    });
     child.on('error', (e) => { clearTimeout(timer); reject(e); });
     child.on('close', (code) => {
       clearTimeout(timer);
@@ -135,5 +142,23 @@ describe('agent start failures: stop what started, newest first, exit 1', () => 
     const s = net.createServer();
     await new Promise<void>((res, rej) => { s.once('error', rej); s.listen(tunnelPort, '127.0.0.1', res); });
     await new Promise((res) => s.close(res));
+  });
+
+  it('SIGTERM during start-up: what started is released newest first and the agent exits 0', async () => {
+    const [dnsPort, tunnelPort] = [await heldUdpPort(), await freeTcpPort()];
+    // The UDP port is only reserved here; freed for the agent's DNS.
+    await new Promise<void>((r) => (held.pop() as dgram.Socket).close(() => r()));
+    // The signal comes right after the mode decision, while the rest starts.
+    const r = await runAgent(await writeConfig([
+      `dns: { enabled: true, listen: ["127.0.0.1:${dnsPort}"], upstreams: ["127.0.0.1:9"], interface: ewu${process.pid % 100000} }`,
+      `tunnel: { enabled: true, listenPort: ${tunnelPort}, listenAddresses: ["127.0.0.1"] }`,
+    ]), 'data-plane mode');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.logs.at(-1)?.msg).toBe('stopped');
+    const order = ['catalog', 'metrics', 'source static', 'tunnel', 'dns'];
+    const rel = released(r.logs);
+    // Whatever had started when the signal came, released in exactly the reverse order.
+    expect(rel).toEqual(order.slice(0, rel.length).reverse());
+    expect(r.stderr).not.toContain('handles still open');
   });
 });

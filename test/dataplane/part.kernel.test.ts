@@ -9,12 +9,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, kernelSkipReason, run } from '../helpers/netns.js';
+import { requirement } from '../helpers/skip.js';
 import { CliNftExecutor } from '../../src/dataplane/nftables/executor.js';
 import { listenerOrder, recordingExecutor } from './listener-order.js';
 
-const skip = kernelSkipReason();
-if (skip && process.env.CI === 'true') throw new Error(`CI: ${skip}`);
-if (skip) console.warn(`skipping data-plane ordering kernel test: ${skip}`);
+const skip = requirement('data-plane ordering kernel test', kernelSkipReason());
 
 describe.skipIf(!!skip)('data-plane part with the real nft: listeners before rules', () => {
   const lab = new Lab();

@@ -12,7 +12,7 @@ import type { ForwarderKind } from '../../src/native/forwarder.js';
 import { silentLogger } from '../../src/util/log.js';
 import { kernelSkipReason } from '../helpers/netns.js';
 import { requirement } from '../helpers/skip.js';
-import { echoThrough, ep, freePort, servicePort, startBackends, stopBackends, until, whoami, type Backend } from './util.js';
+import { echoThrough, ep, freePort, roundTrip, seededBytes, servicePort, sha, startBackends, stopBackends, until, whoami, type Backend } from './util.js';
 
 const probe = kernelSkipReason() === undefined ? new Accelerators({}) : undefined;
 const kinds = (['splice', 'sockmap'] as const).filter((k) => probe?.status.find((s) => s.kind === k)?.available);
@@ -65,6 +65,24 @@ describe.each(skip ? [] : kinds as ForwarderKind[])('proxy through %s', (kind) =
     expect(createHash('sha256').update(back).digest('hex')).toBe(createHash('sha256').update(payload).digest('hex'));
     await until(() => proxy.activeFlows === 0, 'flow closed');
     expect(await carried()).toBe(before + 1);
+  });
+
+  it('close() lets a carried flow run until the deadline, then ends it through the forwarder (no fd closed under it)', async () => {
+    const own = new UserspaceProxy({ logger: silentLogger(), registry: new Registry(), listenHost: '127.0.0.1', forwarder: accel.pick(kind), closeDeadlineMs: 800 });
+    const p = await freePort();
+    await own.apply([servicePort({ userspacePort: p, endpoints: [ep('127.0.0.1', backends[0]!.port)] })]);
+    const sock = net.connect({ host: '127.0.0.1', port: p });
+    await new Promise<void>((r, j) => { sock.once('connect', () => r()); sock.once('error', j); });
+    sock.on('error', () => undefined); // the cut may be a reset
+    const closed = new Promise<void>((r) => sock.once('close', () => r()));
+    const first = seededBytes(11, 256 * 1024);
+    expect(sha(await roundTrip(sock, first))).toBe(sha(first));
+    const closing = own.close();
+    const second = seededBytes(12, 256 * 1024);
+    expect(sha(await roundTrip(sock, second))).toBe(sha(second));
+    await closing;
+    await closed;
+    expect(own.activeFlows).toBe(0);
   });
 
   it('round robin still picks per connection', async () => {

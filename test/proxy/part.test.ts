@@ -5,13 +5,11 @@
 // IP 10.96.0.10 is data only, never dialled).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
-import { createHash } from 'node:crypto';
 import { Registry } from 'prom-client';
 import { createProxyPart } from '../../src/proxy/part.js';
 import { configSchema, type Config } from '../../src/config/schema.js';
 import { silentLogger } from '../../src/util/log.js';
-import { prng } from '../helpers/prng.js';
-import { ep, freePort, servicePort, startBackends, stopBackends, until, whoami, type Backend } from './util.js';
+import { ep, freePort, roundTrip, seededBytes, servicePort, sha, startBackends, stopBackends, until, whoami, type Backend } from './util.js';
 
 let backends: Backend[] = [];
 beforeAll(async () => { backends = await startBackends(['a', 'b']); });
@@ -19,31 +17,6 @@ afterAll(async () => { await stopBackends(backends); });
 
 function config(): Config {
   return { ...configSchema.parse({ dataplane: { mode: 'nftables', minSyncIntervalMs: 0 } }), nodeName: 'n1' };
-}
-
-function randomBytes(seed: number, n: number): Buffer {
-  const r = prng(seed);
-  const b = Buffer.alloc(n);
-  for (let i = 0; i < n; i++) b[i] = Math.floor(r() * 256);
-  return b;
-}
-
-const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-
-/** Write `payload` on an open flow and read the same number of echoed bytes. */
-function roundTrip(sock: net.Socket, payload: Buffer): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let got = 0;
-    const onData = (d: Buffer): void => {
-      chunks.push(d);
-      got += d.length;
-      if (got >= payload.length) { sock.off('data', onData); sock.off('error', reject); resolve(Buffer.concat(chunks)); }
-    };
-    sock.on('data', onData);
-    sock.once('error', reject);
-    sock.write(payload);
-  });
 }
 
 describe('proxy agent part', () => {
@@ -97,7 +70,7 @@ describe('proxy agent part', () => {
     await new Promise<void>((r, j) => { sock.once('connect', () => r()); sock.once('error', j); });
     const closed = new Promise<void>((r) => sock.once('close', () => r()));
     sock.on('error', () => undefined); // the cut is a reset
-    const first = randomBytes(1, 64 * 1024);
+    const first = seededBytes(1, 64 * 1024);
     expect(sha(await roundTrip(sock, first))).toBe(sha(first));
     expect(part.proxy.activeFlows).toBe(1);
 
@@ -105,7 +78,7 @@ describe('proxy agent part', () => {
     // New connections are refused from the start of stop()...
     await expect(whoami(port, { timeoutMs: 1_000 })).rejects.toThrow(/ECONNREFUSED/);
     // ...while the flow in progress still carries bytes, intact.
-    const second = randomBytes(2, 256 * 1024);
+    const second = seededBytes(2, 256 * 1024);
     expect(sha(await roundTrip(sock, second))).toBe(sha(second));
     await stopped;
     await closed;
@@ -119,7 +92,7 @@ describe('proxy agent part', () => {
     await part.listeners.open({ servicePorts: [servicePort({ userspacePort: port, endpoints: [ep('127.0.0.1', backends[1]!.port)] })] });
     const sock = net.connect({ host: '127.0.0.1', port });
     await new Promise<void>((r, j) => { sock.once('connect', () => r()); sock.once('error', j); });
-    const payload = randomBytes(3, 32 * 1024);
+    const payload = seededBytes(3, 32 * 1024);
     expect(sha(await roundTrip(sock, payload))).toBe(sha(payload));
     let done = false;
     const stopped = part.stop().then(() => { done = true; });

@@ -4,6 +4,8 @@
  * started as child processes, and small clients.
  */
 import net from 'node:net';
+import { createHash } from 'node:crypto';
+import { prng } from '../helpers/prng.js';
 import dgram from 'node:dgram';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
@@ -121,4 +123,30 @@ export function ensureBuilt(): void {
   if (built < Math.max(newest(`${ROOT}src/proxy`), newest(`${ROOT}src/dataplane/iptables`))) {
     execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
   }
+}
+
+/** `n` bytes from the seeded PRNG (reproducible payloads for sha256 checks). */
+export function seededBytes(seed: number, n: number): Buffer {
+  const r = prng(seed);
+  const b = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) b[i] = Math.floor(r() * 256);
+  return b;
+}
+
+export const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+/** Write `payload` on an open flow and read the same number of echoed bytes. */
+export function roundTrip(sock: net.Socket, payload: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let got = 0;
+    const onData = (d: Buffer): void => {
+      chunks.push(d);
+      got += d.length;
+      if (got >= payload.length) { sock.off('data', onData); sock.off('error', reject); resolve(Buffer.concat(chunks)); }
+    };
+    sock.on('data', onData);
+    sock.once('error', reject);
+    sock.write(payload);
+  });
 }
