@@ -79,6 +79,11 @@ export const agentParts: AgentPartFactory[] = [
     if (!part) { accel?.close(); return undefined; }
     return { ...part, name: part.name, readiness: part.readiness, start: () => part.start(), stop: async () => { await part.stop(); accel?.close(); } };
   },
+  // SOCKS5 to <nodeName>:<port> through the tunnel (off by default).
+  async (ctx) => {
+    const { tunnelDialer } = await import('../tunnel/part.js');
+    return (await import('../socks5/part.js')).createSocks5Part({ ...ctx, dialer: () => tunnelDialer() });
+  },
   // Node-local DNS on dns.listen (the catalog's cluster zone, forwarding the rest).
   async (ctx) => (await import('../dns/part.js')).createDnsPart(ctx),
 ];
