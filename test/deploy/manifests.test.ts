@@ -59,4 +59,16 @@ describe('deploy/kubernetes', () => {
     const writes = role.rules.flatMap((r) => r.verbs.filter((v) => !['get', 'list', 'watch'].includes(v)).map((v) => `${r.resources.join(',')}:${v}`));
     expect(writes).toEqual(['nodes:patch']);
   });
+
+  it('gateway: valid config, read-only RBAC covering the gateway objects and TLS Secrets', () => {
+    const cm = docs.find((d) => d.kind === 'ConfigMap' && d.metadata?.name === 'edgeway-gateway-config') as { data: Record<string, string> };
+    expect(() => parseConfig(parse(cm.data['edgeway.yaml']!), 'edgeway.yaml', {}, { NODE_NAME: 'n1' })).not.toThrow();
+    const role = docs.find((d) => d.kind === 'ClusterRole' && d.metadata?.name === 'edgeway-gateway') as { rules: { apiGroups: string[]; resources: string[]; verbs: string[] }[] };
+    const can = (group: string, res: string, verb: string): boolean => role.rules.some((r) => r.apiGroups.includes(group) && r.resources.includes(res) && r.verbs.includes(verb));
+    for (const [g, r] of [['', 'services'], ['', 'secrets'], ['discovery.k8s.io', 'endpointslices'], ['networking.istio.io', 'gateways'], ['networking.istio.io', 'virtualservices'],
+      ['gateway.networking.k8s.io', 'gateways'], ['gateway.networking.k8s.io', 'httproutes']] as const) {
+      expect(can(g, r, 'list') && can(g, r, 'watch'), `${g}/${r}`).toBe(true);
+    }
+    expect(role.rules.flatMap((r) => r.verbs).every((v) => ['get', 'list', 'watch'].includes(v))).toBe(true);
+  });
 });
