@@ -9,7 +9,7 @@ pkgs=(
   prometheus                                # promtool checks /metrics exposition
 )
 if [ "${1:-}" = "--bench" ]; then
-  pkgs+=(haproxy socat wrk iperf3 dnsperf dnsmasq unbound)
+  pkgs+=(haproxy socat wrk iperf3 dnsperf dnsmasq unbound nginx)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
