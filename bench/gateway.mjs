@@ -115,7 +115,7 @@ const MODES = [
     available: () => has('haproxy'),
     start: async () => {
       const cfg = join(DIR, 'haproxy.cfg');
-      writeFileSync(cfg, `global\n  maxconn 20000\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  http-reuse always\n` +
+      writeFileSync(cfg, `global\n  maxconn 8000\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  http-reuse always\n` +
         `frontend fe\n  bind ${IP.m1}:${PORT.http}\n  bind ${IP.m1}:${PORT.https} ssl crt ${join(DIR, 'tls.pem')}\n  default_backend be\nbackend be\n  server s1 ${IP.s}:${BACKEND}\n`);
       const p = bg(NS.m, 'haproxy', ['-db', '-f', cfg]);
       await waitPort(NS.c, IP.m1, PORT.http);
@@ -177,9 +177,10 @@ async function main() {
   try {
     makeCert();
     const hcfg = join(DIR, 'backend.cfg');
-    writeFileSync(hcfg, `global\n  maxconn 20000\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\nfrontend fe\n  bind ${IP.s}:${BACKEND}\n  http-request return status 200 content-type text/plain string ok\n`);
-    servers.push(bg(NS.s, 'haproxy', ['-db', '-f', hcfg]));
-    await waitPort(NS.c, IP.s, BACKEND);
+    writeFileSync(hcfg, `global\n  maxconn 8000\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\nfrontend fe\n  bind ${IP.s}:${BACKEND}\n  http-request return status 200 content-type text/plain string ok\n`);
+    const backend = bg(NS.s, 'haproxy', ['-db', '-f', hcfg]);
+    servers.push(backend);
+    await waitPort(NS.c, IP.s, BACKEND).catch((e) => { throw new Error(`${e.message}; backend said: ${backend.output()}`); });
     const modes = MODES.filter((m) => !m.available || m.available());
     const runs = Object.fromEntries(modes.map((m) => [m.name, []]));
     for (let rep = 0; rep < REPS; rep++) {
