@@ -13,7 +13,7 @@ pkgs=(
 # /usr/bin/kubectl (e.g. a cloud SDK's) would make dpkg refuse the install.
 command -v kubectl >/dev/null 2>&1 || pkgs+=(kubernetes-client)
 if [ "${1:-}" = "--bench" ]; then
-  pkgs+=(haproxy socat wrk iperf3 dnsperf dnsmasq unbound)
+  pkgs+=(haproxy socat wrk iperf3 dnsperf dnsmasq unbound nginx)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

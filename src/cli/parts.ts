@@ -129,6 +129,8 @@ export const agentParts: AgentPartFactory[] = [
       },
     });
   },
+  // SOCKS5 to <nodeName>:<port> through the tunnel (off by default).
+  async (ctx, wiring) => (await import('../socks5/part.js')).createSocks5Part({ ...ctx, dialer: () => wiring.remoteDialer?.() }),
   // Node-local DNS on dns.listen (the catalog's cluster zone, forwarding the rest).
   async (ctx) => (await import('../dns/part.js')).createDnsPart(ctx),
 ];

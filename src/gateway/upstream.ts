@@ -78,7 +78,7 @@ export class Upstreams {
     const key = poolKey(sp, ep);
     let a = this.agents.get(key);
     if (!a) {
-      a = new http.Agent({ keepAlive: true, maxFreeSockets: this.settings.maxIdlePerEndpoint, scheduling: 'lifo' });
+      a = new http.Agent({ keepAlive: true, maxFreeSockets: this.settings.maxIdlePerEndpoint, scheduling: 'lifo', noDelay: true } as http.AgentOptions);
       if (ep.class === 'remote') {
         (a as unknown as { createConnection: (o: unknown, cb: (err: Error | null, s?: Duplex) => void) => void }).createConnection = (_o, cb) => {
           openStream(ep, sp, this.settings.remoteDialer(), AbortSignal.timeout(this.settings.connectTimeoutMs)).then((s) => cb(null, socketLike(s)), (e: Error) => cb(e));

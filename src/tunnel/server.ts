@@ -41,6 +41,8 @@ export interface TunnelServerOptions {
   headerTimeoutMs?: number;
   /** Inbound flows at once; over it new streams get `unavailable`. */
   maxFlows?: number;
+  /** SOCKS5 node access (node-access.ts): a request this accepts is served though it names no endpoint. */
+  nodeAccess?: (req: TunnelRequest) => boolean;
 }
 
 export class TunnelServer {
@@ -77,7 +79,7 @@ export class TunnelServer {
       this.o.logger.warn({ peer, target: `${req.ip}:${req.port}` }, 'tunnel request from a peer that is not a cluster node: refused');
       return { reason: 'unauthorised', code: Status.unauthorised, detail: 'peer is not a cluster node' };
     }
-    if (req.nodeName !== this.o.nodeName || !isLocalEndpoint(this.o.snapshot(), this.o.nodeName, req)) {
+    if (req.nodeName !== this.o.nodeName || !(isLocalEndpoint(this.o.snapshot(), this.o.nodeName, req) || this.o.nodeAccess?.(req) === true)) {
       this.o.logger.warn({ peer, service: req.serviceKey, target: `${req.ip}:${req.port}`, node: req.nodeName }, 'tunnel request for a target that is not a local endpoint: refused');
       return { reason: 'not-local', code: Status.notLocal, detail: 'target is not an endpoint on this node' };
     }

@@ -15,6 +15,7 @@ import { loadOrCreateIdentity, loadPsk } from './identity.js';
 import { createTunnelMetrics, type TunnelMetrics } from './metrics.js';
 import { RelayManager } from './relays.js';
 import { PeerDirectory } from './peers.js';
+import { isNodeAccess } from './node-access.js';
 import { TunnelServer } from './server.js';
 import { TunnelDialer, connectionPath } from './dialer.js';
 import { toMultiaddr } from './addrs.js';
@@ -94,6 +95,7 @@ export class TunnelService {
     this.server = new TunnelServer({
       node, nodeName: config.nodeName, snapshot: this.o.snapshot, authorise: (p) => directory.authorise(p),
       metrics: this.metrics, logger, udpIdleTimeoutMs: t.udpIdleTimeoutMs, maxFlows: t.maxFlows,
+      nodeAccess: (req) => isNodeAccess(req, config.nodeName, config.socks5, this.o.snapshot()),
     });
     this.dialer = new TunnelDialer({ node, nodeName: config.nodeName, directory, relays: this.relays, metrics: this.metrics, logger, directDialTimeoutMs: t.directDialTimeoutMs, onPathChange: onChange });
     node.addEventListener('connection:close', onChange);

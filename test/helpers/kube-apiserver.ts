@@ -64,6 +64,8 @@ export interface KubeApiServerOptions {
    * distant API server, which widens the window between a list and its watch.
    */
   watchDelayMs?: number;
+  /** More resource types served from the start (e.g. the gateway's Istio and Gateway API kinds, Secrets). */
+  extra?: readonly ResourceType[];
 }
 
 /** Minimal object shape: what the server reads and stamps. */
@@ -166,6 +168,7 @@ export class KubeApiServer {
     this.served = [RESOURCE_TYPES.services, RESOURCE_TYPES.endpoints, RESOURCE_TYPES.nodes, RESOURCE_TYPES.namespaces];
     if (slices) this.served.push(RESOURCE_TYPES.endpointslices);
     if (istio) this.served.push(istioType(istio));
+    this.served.push(...(this.opts.extra ?? []));
   }
 
   // ---- test controls: objects ----
@@ -297,7 +300,10 @@ export class KubeApiServer {
     this.portNumber = (server.address() as AddressInfo).port;
   }
 
-  private typeOfKind(kind: string): ResourceType {
+  private typeOfKind(kind: string, apiVersion?: string): ResourceType {
+    // Extra types may share a kind across groups (Istio's and the Gateway API's Gateway): the group decides.
+    const extra = (this.opts.extra ?? []).filter((t) => t.kind === kind);
+    if (extra.length) return extra.find((t) => apiVersion?.startsWith(`${t.group}/`)) ?? extra[0]!;
     if (kind === 'DestinationRule') return this.served.find((t) => t.kind === kind) ?? istioType('v1');
     const t = Object.values(RESOURCE_TYPES).find((x) => x.kind === kind);
     if (!t) throw new Error(`unknown kind ${kind}`);
@@ -305,7 +311,7 @@ export class KubeApiServer {
   }
 
   private locate(obj: KubeObject): { type: ResourceType; key: string; map: Map<string, KubeObject> } {
-    const type = this.typeOfKind(obj.kind);
+    const type = this.typeOfKind(obj.kind, obj.apiVersion);
     const ns = type.namespaced ? (obj.metadata.namespace ?? 'default') : '';
     const key = `${ns}/${obj.metadata.name}`;
     let map = this.objects.get(typeKey(type));
