@@ -171,10 +171,10 @@ async function main(): Promise<number> {
       gateway: await gatewayStep(),
       where: pokeCommands({ ...topo.ns, p1: pod }, dir, cli),
     };
-    process.stdout.write(values.json ? `${JSON.stringify(report)}\n` : formatReport(report));
+    process.stdout.write(values.json ? `${JSON.stringify(report)}\n` : formatReport(report, values.keep === true));
     const ok = report.services.every((s) => s.ok);
     if (values.keep && !stopping) {
-      process.stderr.write(`\nLeft running (--keep). Try:\n${report.where.map((w) => `  ${w}`).join('\n')}\nCtrl-C to tear everything down.\n`);
+      process.stderr.write(`\nLeft running (--keep): try the commands above. Ctrl-C tears everything down.\n`);
       await new Promise(() => undefined);
     }
     return ok ? 0 : 1;
