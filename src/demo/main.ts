@@ -161,13 +161,20 @@ async function main(): Promise<number> {
     checkpoint();
     progress('calling the services from a pod on a1 (DNS through the node DNS, then TCP)');
     const mib = Number(values['bulk-mib'] ?? 16);
+    const metricSum = async (name: string): Promise<number> => {
+      const text = await lab.exec(topo.ns.a1, node, ['-e', `fetch('http://${METRICS}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`]).then((r) => r.stdout, () => '');
+      return sumMetric(text, name);
+    };
+    const tunnelBytesBefore = await metricSum('edgeway_tunnel_bytes_total');
     const out = await lab.exec(pod, node, [join(root, 'dist/demo/probe.js'), '--dns', NODE_DNS, '--names', SERVICES.map((s) => `${s.name}.demo.svc.cluster.local`).join(','), '--rtt', '20', '--bulk', String(Math.round(mib * 1024 * 1024))], { timeoutMs: 300_000 });
     const results = JSON.parse(out.stdout.trim().split('\n').at(-1)!) as ProbeResult[];
     // The tunnel state file is rewritten every second: give it a moment to list b1.
     await waitUntil('a1 lists its tunnel peer', async () => (await tunnelState('a1'))?.peers.some((p) => p.nodeName === 'b1') ?? false, 15_000, procs, checkpoint).catch(() => undefined);
     const a1State = await tunnelState('a1');
+    const tunnelBytes = (await metricSum('edgeway_tunnel_bytes_total')) - tunnelBytesBefore;
     const report: DemoReport = {
       services: SERVICES.map((s, i) => classify(s, results[i]!, IP, POD.ip, a1State?.peers.find((p) => p.nodeName === s.node)?.paths ?? [])),
+      a1TunnelBytes: tunnelBytes,
       gateway: await gatewayStep(),
       where: pokeCommands({ ...topo.ns, p1: pod }, dir, cli),
     };
@@ -185,6 +192,15 @@ async function main(): Promise<number> {
   } finally {
     await teardown();
   }
+}
+
+/** Sum of every series of one metric in Prometheus text format. */
+function sumMetric(text: string, name: string): number {
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) total += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
+  }
+  return total;
 }
 
 /** The gateway step runs once `edgeway gateway` is built (branch gateway); until then it says so. */

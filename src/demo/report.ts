@@ -25,6 +25,8 @@ export interface ServiceOutcome {
 
 export interface DemoReport {
   readonly services: ServiceOutcome[];
+  /** Payload bytes through a1's tunnel streams during the calls (edgeway_tunnel_bytes_total on a1). */
+  readonly a1TunnelBytes: number;
   readonly gateway: string;
   readonly where: string[];
 }
@@ -76,6 +78,7 @@ export function formatReport(r: DemoReport, keep: boolean): string {
     lines.push(`    DNS ${fmt(s.dnsMs, 'ms', 2)} · request p50 ${fmt(s.p50Ms, 'ms', 2)} p99 ${fmt(s.p99Ms, 'ms', 2)} (${s.requests - s.errors}/${s.requests} ok) · bulk ${rate(s.bytesPerSecond)}${s.sha256ok === false ? ' (SHA-256 MISMATCH)' : s.sha256ok ? ' (SHA-256 ok)' : ''}`);
     if (s.error) lines.push(`    error    ${s.error}`);
   }
+  lines.push('', `a1's edgeway_tunnel_bytes_total rose by ${(r.a1TunnelBytes / 1e6).toFixed(1)} MB during the calls (only hello-remote uses the tunnel).`);
   lines.push('', `gateway: ${r.gateway}`, '', `Where to look${keep ? '' : ' (run with --keep to leave the mesh up for these)'}:`, ...r.where.map((w) => `  ${w}`), '',
     'Figures come from one machine whose cores the whole mesh shares; compare paths, not absolutes.', '');
   return lines.join('\n');

@@ -75,6 +75,8 @@ describe.skipIf(!!skip)('npm run demo', () => {
     expect(byName['hello-remote']).toMatchObject({ ok: true, backend: 'b1', errors: 0, sha256ok: true });
     expect(byName['hello-remote']!.path).toMatch(/^tunnel-(relayed|direct)$/);
     for (const s of report.services) expect(s.dnsMs, s.name).toBeGreaterThan(0);
+    // The cross-LAN megabyte went through a1's tunnel (its metrics say so); the kernel paths did not.
+    expect(report.a1TunnelBytes).toBeGreaterThanOrEqual(1024 * 1024);
     expect(report.where.join('\n')).toMatch(/metrics/);
     // Agents and relay were stopped with SIGTERM; anything but exit 0 is printed as a warning.
     expect(r.stderr).not.toMatch(/^warning:/m);
