@@ -14,8 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Lab, run, type NsProcess } from '../lab/netns.js';
 import { buildTopology, IP, type Topology } from '../lab/topology.js';
-import { AGENTS, METRICS, NODE_DNS, POD, SERVICES, backendArgs, catalogYaml, processConfig, type AgentHost } from './scenario.js';
-import { classify, formatReport, pokeCommands, type DemoReport } from './report.js';
+import { AGENTS, GATEWAY, METRICS, NODE_DNS, POD, SERVICES, backendArgs, catalogYaml, gatewayCatalogYaml, gatewayConfig, processConfig, type AgentHost } from './scenario.js';
+import { classify, formatReport, pokeCommands, type DemoReport, type GatewayOutcome } from './report.js';
 import type { ProbeResult } from './probe.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -175,11 +175,11 @@ async function main(): Promise<number> {
     const report: DemoReport = {
       services: SERVICES.map((s, i) => classify(s, results[i]!, IP, POD.ip, a1State?.peers.find((p) => p.nodeName === s.node)?.paths ?? [])),
       a1TunnelBytes: tunnelBytes,
-      gateway: await gatewayStep(),
+      gateway: await gatewayStep(lab, topo, agents, checkpoint),
       where: pokeCommands({ ...topo.ns, p1: pod }, dir, cli),
     };
     process.stdout.write(values.json ? `${JSON.stringify(report)}\n` : formatReport(report, values.keep === true));
-    const ok = report.services.every((s) => s.ok);
+    const ok = report.services.every((s) => s.ok) && report.gateway.ok;
     if (values.keep && !stopping) {
       process.stderr.write(`\nLeft running (--keep): try the commands above. Ctrl-C tears everything down.\n`);
       await new Promise(() => undefined);
@@ -203,11 +203,40 @@ function sumMetric(text: string, name: string): number {
   return total;
 }
 
-/** The gateway step runs once `edgeway gateway` is built (branch gateway); until then it says so. */
-async function gatewayStep(): Promise<string> {
+/**
+ * The gateway step, once `edgeway gateway` is built (branch gateway; until then it
+ * is reported as skipped): an outside client in the cloud calls LAN A's router,
+ * whose port forward leads to `edgeway gateway` on a2, which routes by an Istio
+ * Gateway + VirtualService to the HTTP backend on a2.
+ */
+async function gatewayStep(lab: Lab, topo: Topology, procs: Map<string, NsProcess>, checkpoint: () => void): Promise<GatewayOutcome> {
   const help = await run(node, [cli, 'gateway', '--help']).then((r) => r.stdout, () => '');
-  if (/does not include it yet/.test(help)) return 'skipped: `edgeway gateway` is not in this build';
-  return 'skipped: gateway scenario not wired into the demo yet';
+  if (help === '' || /does not include it yet/.test(help)) return { ran: false, ok: true, detail: 'skipped: `edgeway gateway` is not in this build' };
+  progress('starting edgeway gateway on a2; an outside client calls it through LAN A\'s router');
+  await writeFile(join(dir, 'gateway-catalog.yaml'), gatewayCatalogYaml());
+  await writeFile(join(dir, 'gateway.json'), JSON.stringify(gatewayConfig(dir), null, 2));
+  await topo.portForward('ra', GATEWAY.port, IP[GATEWAY.node]);
+  const gw = lab.spawn(topo.ns[GATEWAY.node], node, [cli, 'gateway', '--config', join(dir, 'gateway.json')]);
+  procs.set('gateway', gw);
+  const url = `http://${IP.raWan}:${GATEWAY.port}/`;
+  const times: number[] = [];
+  let last = '';
+  for (let i = 0; i < 120 && times.length < 10; i++) {
+    checkpoint();
+    if (gw.child.exitCode !== null) return { ran: true, ok: false, detail: `edgeway gateway exited ${gw.child.exitCode}` };
+    const out = await lab.exec(topo.ns.cloud, node, ['-e', `const t=process.hrtime.bigint();fetch(${JSON.stringify(url)},{signal:AbortSignal.timeout(3000)}).then(async(r)=>{const b=await r.text();console.log(JSON.stringify({s:r.status,b:b.trim(),ms:Number(process.hrtime.bigint()-t)/1e6}))},(e)=>console.log(JSON.stringify({e:String(e.cause??e)})))`]).then((r) => r.stdout.trim(), () => '');
+    last = out;
+    const r = (out ? JSON.parse(out) : {}) as { s?: number; b?: string; ms?: number };
+    if (r.s === 200 && r.b?.startsWith(`${GATEWAY.node} `)) times.push(r.ms!);
+    else await new Promise((res) => setTimeout(res, 500));
+  }
+  if (times.length === 0) return { ran: true, ok: false, detail: `no answer through the gateway at ${url}: ${last}` };
+  const seen = ((JSON.parse(last) as { b?: string }).b ?? '').split(' ')[1];
+  times.sort((a, b) => a - b);
+  return {
+    ran: true, ok: true,
+    detail: `outside client (cloud) → ${url} (ra port forward) → edgeway gateway on ${GATEWAY.node} → ${GATEWAY.service} → backend ${GATEWAY.node} (saw ${seen}); ${times.length} requests, p50 ${times[Math.floor(times.length / 2)]!.toFixed(2)} ms`,
+  };
 }
 
 process.exitCode = await main();

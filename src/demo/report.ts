@@ -27,8 +27,15 @@ export interface DemoReport {
   readonly services: ServiceOutcome[];
   /** Payload bytes through a1's tunnel streams during the calls (edgeway_tunnel_bytes_total on a1). */
   readonly a1TunnelBytes: number;
-  readonly gateway: string;
+  readonly gateway: GatewayOutcome;
   readonly where: string[];
+}
+
+export interface GatewayOutcome {
+  /** false while `edgeway gateway` is not in the build. */
+  readonly ran: boolean;
+  readonly ok: boolean;
+  readonly detail: string;
 }
 
 /**
@@ -79,7 +86,7 @@ export function formatReport(r: DemoReport, keep: boolean): string {
     if (s.error) lines.push(`    error    ${s.error}`);
   }
   lines.push('', `a1's edgeway_tunnel_bytes_total rose by ${(r.a1TunnelBytes / 1e6).toFixed(1)} MB during the calls (only hello-remote uses the tunnel).`);
-  lines.push('', `gateway: ${r.gateway}`, '', `Where to look${keep ? '' : ' (run with --keep to leave the mesh up for these)'}:`, ...r.where.map((w) => `  ${w}`), '',
+  lines.push('', `${r.gateway.ran ? (r.gateway.ok ? '✔' : '✘') : '–'} gateway: ${r.gateway.detail}`, '', `Where to look${keep ? '' : ' (run with --keep to leave the mesh up for these)'}:`, ...r.where.map((w) => `  ${w}`), '',
     'Figures come from one machine whose cores the whole mesh shares; compare paths, not absolutes.', '');
   return lines.join('\n');
 }

@@ -78,6 +78,8 @@ describe.skipIf(!!skip)('npm run demo', () => {
     // The cross-LAN megabyte went through a1's tunnel (its metrics say so); the kernel paths did not.
     expect(report.a1TunnelBytes).toBeGreaterThanOrEqual(1024 * 1024);
     expect(report.where.join('\n')).toMatch(/metrics/);
+    // The gateway step runs when `edgeway gateway` is built, and must then answer.
+    expect(report.gateway.ok, report.gateway.detail).toBe(true);
     // Agents and relay were stopped with SIGTERM; anything but exit 0 is printed as a warning.
     expect(r.stderr).not.toMatch(/^warning:/m);
     expect(r.stderr).toMatch(/tearing down/);
