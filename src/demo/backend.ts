@@ -5,13 +5,16 @@
  * The peer address tells the demo which path a request took (pod address: kernel
  * DNAT; the backend node's own address: delivered by the far agent, i.e. the
  * tunnel). Prints "listening <host> <port>" once bound; exits 0 on SIGTERM.
- * Usage: node dist/demo/backend.js --id NAME --port P [--host ADDR]
+ * With --http-port, also an HTTP server answering every request with the same
+ * "<id> <peer address>" line (the gateway step's backend).
+ * Usage: node dist/demo/backend.js --id NAME --port P [--host ADDR] [--http-port P]
  */
+import http from 'node:http';
 import net from 'node:net';
 import { parseArgs } from 'node:util';
 import { seededChunks } from './bytes.js';
 
-const { values } = parseArgs({ options: { id: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' } } });
+const { values } = parseArgs({ options: { id: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, 'http-port': { type: 'string' } } });
 const id = values.id ?? 'backend';
 const MAX_BULK = 1 << 30;
 
@@ -46,9 +49,14 @@ const server = net.createServer({ allowHalfOpen: true }, (sock) => {
   };
   sock.on('data', onData);
 });
+const web = values['http-port'] ? http.createServer((req, res) => {
+  req.resume();
+  res.end(`${id} ${req.socket.remoteAddress?.replace(/^::ffff:/, '') ?? '?'}\n`);
+}) : undefined;
+web?.listen({ port: Number(values['http-port']), host: values.host ?? '0.0.0.0' });
 server.listen({ port: Number(values.port ?? 8080), host: values.host ?? '0.0.0.0' }, () => {
   process.stdout.write(`listening ${values.host ?? '0.0.0.0'} ${values.port ?? 8080}\n`);
 });
-const stop = (): void => { server.close(() => process.exit(0)); setTimeout(() => process.exit(0), 1000).unref(); };
+const stop = (): void => { web?.close(); server.close(() => process.exit(0)); setTimeout(() => process.exit(0), 1000).unref(); };
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);

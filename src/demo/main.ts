@@ -14,8 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Lab, run, type NsProcess } from '../lab/netns.js';
 import { buildTopology, IP, type Topology } from '../lab/topology.js';
-import { AGENTS, METRICS, NODE_DNS, POD, SERVICES, backendArgs, catalogYaml, processConfig, type AgentHost } from './scenario.js';
-import { classify, formatReport, pokeCommands, type DemoReport } from './report.js';
+import { AGENTS, GATEWAY, METRICS, NODE_DNS, POD, SERVICES, backendArgs, catalogYaml, gatewayCatalogYaml, gatewayConfig, processConfig, type AgentHost } from './scenario.js';
+import { classify, formatReport, pokeCommands, type DemoReport, type GatewayOutcome } from './report.js';
 import type { ProbeResult } from './probe.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -161,20 +161,27 @@ async function main(): Promise<number> {
     checkpoint();
     progress('calling the services from a pod on a1 (DNS through the node DNS, then TCP)');
     const mib = Number(values['bulk-mib'] ?? 16);
+    const metricSum = async (name: string): Promise<number> => {
+      const text = await lab.exec(topo.ns.a1, node, ['-e', `fetch('http://${METRICS}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`]).then((r) => r.stdout, () => '');
+      return sumMetric(text, name);
+    };
+    const tunnelBytesBefore = await metricSum('edgeway_tunnel_bytes_total');
     const out = await lab.exec(pod, node, [join(root, 'dist/demo/probe.js'), '--dns', NODE_DNS, '--names', SERVICES.map((s) => `${s.name}.demo.svc.cluster.local`).join(','), '--rtt', '20', '--bulk', String(Math.round(mib * 1024 * 1024))], { timeoutMs: 300_000 });
     const results = JSON.parse(out.stdout.trim().split('\n').at(-1)!) as ProbeResult[];
     // The tunnel state file is rewritten every second: give it a moment to list b1.
     await waitUntil('a1 lists its tunnel peer', async () => (await tunnelState('a1'))?.peers.some((p) => p.nodeName === 'b1') ?? false, 15_000, procs, checkpoint).catch(() => undefined);
     const a1State = await tunnelState('a1');
+    const tunnelBytes = (await metricSum('edgeway_tunnel_bytes_total')) - tunnelBytesBefore;
     const report: DemoReport = {
       services: SERVICES.map((s, i) => classify(s, results[i]!, IP, POD.ip, a1State?.peers.find((p) => p.nodeName === s.node)?.paths ?? [])),
-      gateway: await gatewayStep(),
+      a1TunnelBytes: tunnelBytes,
+      gateway: await gatewayStep(lab, topo, agents, checkpoint),
       where: pokeCommands({ ...topo.ns, p1: pod }, dir, cli),
     };
-    process.stdout.write(values.json ? `${JSON.stringify(report)}\n` : formatReport(report));
-    const ok = report.services.every((s) => s.ok);
+    process.stdout.write(values.json ? `${JSON.stringify(report)}\n` : formatReport(report, values.keep === true));
+    const ok = report.services.every((s) => s.ok) && report.gateway.ok;
     if (values.keep && !stopping) {
-      process.stderr.write(`\nLeft running (--keep). Try:\n${report.where.map((w) => `  ${w}`).join('\n')}\nCtrl-C to tear everything down.\n`);
+      process.stderr.write(`\nLeft running (--keep): try the commands above. Ctrl-C tears everything down.\n`);
       await new Promise(() => undefined);
     }
     return ok ? 0 : 1;
@@ -187,11 +194,49 @@ async function main(): Promise<number> {
   }
 }
 
-/** The gateway step runs once `edgeway gateway` is built (branch gateway); until then it says so. */
-async function gatewayStep(): Promise<string> {
+/** Sum of every series of one metric in Prometheus text format. */
+function sumMetric(text: string, name: string): number {
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) total += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
+  }
+  return total;
+}
+
+/**
+ * The gateway step, once `edgeway gateway` is built (branch gateway; until then it
+ * is reported as skipped): an outside client in the cloud calls LAN A's router,
+ * whose port forward leads to `edgeway gateway` on a2, which routes by an Istio
+ * Gateway + VirtualService to the HTTP backend on a2.
+ */
+async function gatewayStep(lab: Lab, topo: Topology, procs: Map<string, NsProcess>, checkpoint: () => void): Promise<GatewayOutcome> {
   const help = await run(node, [cli, 'gateway', '--help']).then((r) => r.stdout, () => '');
-  if (/does not include it yet/.test(help)) return 'skipped: `edgeway gateway` is not in this build';
-  return 'skipped: gateway scenario not wired into the demo yet';
+  if (help === '' || /does not include it yet/.test(help)) return { ran: false, ok: true, detail: 'skipped: `edgeway gateway` is not in this build' };
+  progress('starting edgeway gateway on a2; an outside client calls it through LAN A\'s router');
+  await writeFile(join(dir, 'gateway-catalog.yaml'), gatewayCatalogYaml());
+  await writeFile(join(dir, 'gateway.json'), JSON.stringify(gatewayConfig(dir), null, 2));
+  await topo.portForward('ra', GATEWAY.port, IP[GATEWAY.node]);
+  const gw = lab.spawn(topo.ns[GATEWAY.node], node, [cli, 'gateway', '--config', join(dir, 'gateway.json')]);
+  procs.set('gateway', gw);
+  const url = `http://${IP.raWan}:${GATEWAY.port}/`;
+  const times: number[] = [];
+  let last = '';
+  for (let i = 0; i < 120 && times.length < 10; i++) {
+    checkpoint();
+    if (gw.child.exitCode !== null) return { ran: true, ok: false, detail: `edgeway gateway exited ${gw.child.exitCode}` };
+    const out = await lab.exec(topo.ns.cloud, node, ['-e', `const t=process.hrtime.bigint();fetch(${JSON.stringify(url)},{signal:AbortSignal.timeout(3000)}).then(async(r)=>{const b=await r.text();console.log(JSON.stringify({s:r.status,b:b.trim(),ms:Number(process.hrtime.bigint()-t)/1e6}))},(e)=>console.log(JSON.stringify({e:String(e.cause??e)})))`]).then((r) => r.stdout.trim(), () => '');
+    last = out;
+    const r = (out ? JSON.parse(out) : {}) as { s?: number; b?: string; ms?: number };
+    if (r.s === 200 && r.b?.startsWith(`${GATEWAY.node} `)) times.push(r.ms!);
+    else await new Promise((res) => setTimeout(res, 500));
+  }
+  if (times.length === 0) return { ran: true, ok: false, detail: `no answer through the gateway at ${url}: ${last}` };
+  const seen = ((JSON.parse(last) as { b?: string }).b ?? '').split(' ')[1];
+  times.sort((a, b) => a - b);
+  return {
+    ran: true, ok: true,
+    detail: `outside client (cloud) → ${url} (ra port forward) → edgeway gateway on ${GATEWAY.node} → ${GATEWAY.service} → backend ${GATEWAY.node} (saw ${seen}); ${times.length} requests, p50 ${times[Math.floor(times.length / 2)]!.toFixed(2)} ms`,
+  };
 }
 
 process.exitCode = await main();

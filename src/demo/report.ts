@@ -25,8 +25,17 @@ export interface ServiceOutcome {
 
 export interface DemoReport {
   readonly services: ServiceOutcome[];
-  readonly gateway: string;
+  /** Payload bytes through a1's tunnel streams during the calls (edgeway_tunnel_bytes_total on a1). */
+  readonly a1TunnelBytes: number;
+  readonly gateway: GatewayOutcome;
   readonly where: string[];
+}
+
+export interface GatewayOutcome {
+  /** false while `edgeway gateway` is not in the build. */
+  readonly ran: boolean;
+  readonly ok: boolean;
+  readonly detail: string;
 }
 
 /**
@@ -55,19 +64,19 @@ export function classify(s: DemoService, r: ProbeResult, ip: Readonly<Record<Age
 
 export function pokeCommands(ns: Readonly<Record<string, string>>, dir: string, cli: string): string[] {
   return [
-    `ip netns exec ${ns.a1} curl -s http://${METRICS}/metrics | grep ^edgeway_tunnel   # a1's metrics (also a2, b1, relay)`,
-    `ip netns exec ${ns.a1} node ${cli} render --config ${dir}/a1.json               # a1's nftables ruleset`,
-    `ip netns exec ${ns.a1} nft list table inet edgeway                               # what the kernel holds`,
-    `cat ${dir}/a1/tunnel-state.json                                                  # peers by path, relays`,
-    `ip netns exec ${ns.a1} node ${cli} doctor                                         # kernel features and the mode they imply`,
-    `ip netns exec ${ns.p1} dig @169.254.96.16 hello-remote.demo.svc.cluster.local     # the node DNS from the pod`,
+    `ip netns exec ${ns.a1} curl -s http://${METRICS}/metrics | grep ^edgeway_   # a1's metrics (same on a2, b1, relay)`,
+    `ip netns exec ${ns.a1} node ${cli} render --config ${dir}/a1.json   # the ruleset a1's catalog compiles to`,
+    `ip netns exec ${ns.a1} nft list table inet edgeway   # what a1's kernel holds`,
+    `cat ${dir}/a1/tunnel-state.json   # a1's tunnel peers by path, relays`,
+    `ip netns exec ${ns.a1} node ${cli} doctor   # kernel features and the mode they imply`,
+    `ip netns exec ${ns.p1} dig @169.254.96.16 hello-remote.demo.svc.cluster.local   # the node DNS, from the pod`,
   ];
 }
 
 const fmt = (n: number | undefined, unit: string, digits = 1): string => (n === undefined ? '—' : `${n.toFixed(digits)} ${unit}`);
 const rate = (bps: number | undefined): string => (bps === undefined ? '—' : bps >= 1e9 ? `${(bps / 1e9).toFixed(2)} GB/s` : `${(bps / 1e6).toFixed(1)} MB/s`);
 
-export function formatReport(r: DemoReport): string {
+export function formatReport(r: DemoReport, keep: boolean): string {
   const lines = ['', 'edgeway demo — a pod on a1 (LAN A) calls three services', ''];
   for (const s of r.services) {
     lines.push(`${s.ok ? '✔' : '✘'} ${s.name} (${s.clusterIP}) → backend ${s.backend ?? '—'}`);
@@ -76,6 +85,8 @@ export function formatReport(r: DemoReport): string {
     lines.push(`    DNS ${fmt(s.dnsMs, 'ms', 2)} · request p50 ${fmt(s.p50Ms, 'ms', 2)} p99 ${fmt(s.p99Ms, 'ms', 2)} (${s.requests - s.errors}/${s.requests} ok) · bulk ${rate(s.bytesPerSecond)}${s.sha256ok === false ? ' (SHA-256 MISMATCH)' : s.sha256ok ? ' (SHA-256 ok)' : ''}`);
     if (s.error) lines.push(`    error    ${s.error}`);
   }
-  lines.push('', `gateway: ${r.gateway}`, '', 'Where to look:', ...r.where.map((w) => `  ${w}`), '', 'Figures come from one busy machine; compare paths, not absolutes.', '');
+  lines.push('', `a1's edgeway_tunnel_bytes_total rose by ${(r.a1TunnelBytes / 1e6).toFixed(1)} MB during the calls (only hello-remote uses the tunnel).`);
+  lines.push('', `${r.gateway.ran ? (r.gateway.ok ? '✔' : '✘') : '–'} gateway: ${r.gateway.detail}`, '', `Where to look${keep ? '' : ' (run with --keep to leave the mesh up for these)'}:`, ...r.where.map((w) => `  ${w}`), '',
+    'Figures come from one machine whose cores the whole mesh shares; compare paths, not absolutes.', '');
   return lines.join('\n');
 }

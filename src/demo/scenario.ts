@@ -30,6 +30,54 @@ export const SERVICES: readonly DemoService[] = [
 ];
 
 const BACKEND_PORT = 8080;
+/** The gateway step: an HTTP backend on a2, served to outside clients by `edgeway gateway` on a2. */
+export const GATEWAY = { port: 8088, backendPort: 8081, node: 'a2' as const, service: 'hello-web', clusterIP: '10.96.0.40' };
+
+/** Istio Gateway + VirtualService and the HTTP service behind them (only when the gateway is built: agents without it reject these kinds). */
+export function gatewayCatalogYaml(): string {
+  return `apiVersion: v1
+kind: Service
+metadata: { name: ${GATEWAY.service}, namespace: demo }
+spec: { clusterIP: ${GATEWAY.clusterIP}, ports: [{ name: http, port: 80, targetPort: ${GATEWAY.backendPort} }] }
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: { name: ${GATEWAY.service}-1, namespace: demo, labels: { kubernetes.io/service-name: ${GATEWAY.service} } }
+addressType: IPv4
+ports: [{ name: http, port: ${GATEWAY.backendPort} }]
+endpoints: [{ addresses: [${IP[GATEWAY.node]}], nodeName: ${GATEWAY.node} }]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: demo-gw, namespace: demo }
+spec:
+  selector: { istio: ingressgateway }
+  servers: [{ port: { number: ${GATEWAY.port}, name: http, protocol: HTTP }, hosts: ["*"] }]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: hello-web, namespace: demo }
+spec:
+  hosts: ["*"]
+  gateways: [demo-gw]
+  http: [{ route: [{ destination: { host: ${GATEWAY.service}, port: { number: 80 } } }] }]
+`;
+}
+
+/** `edgeway gateway` on a2: LAN A routable (kernel-free dial to a2's backend), no tunnel (a2's agent holds the node's tunnel identity). */
+export function gatewayConfig(dir: string): object {
+  return {
+    nodeName: GATEWAY.node,
+    stateDir: join(dir, 'a2-gateway'),
+    log: { level: 'warn' },
+    metrics: { listen: '127.0.0.1:9465' },
+    sources: { kubernetes: { enabled: false }, static: { paths: [join(dir, 'catalog.yaml'), join(dir, 'gateway-catalog.yaml')], pollMs: 500 } },
+    dataplane: { mode: 'none', routableCIDRs: ['10.1.0.0/24'] },
+    dns: { enabled: false },
+    tunnel: { enabled: false },
+    gateway: { addresses: ['10.1.0.0/24'] },
+  };
+}
 
 export function catalogYaml(): string {
   const nodes = AGENTS.map((n) => `apiVersion: v1
@@ -76,4 +124,4 @@ export function processConfig(host: AgentHost | 'relay', dir: string): object {
   };
 }
 
-export const backendArgs = (host: AgentHost): string[] => ['--id', host, '--port', String(BACKEND_PORT), '--host', IP[host]];
+export const backendArgs = (host: AgentHost): string[] => ['--id', host, '--port', String(BACKEND_PORT), '--host', IP[host], ...(host === GATEWAY.node ? ['--http-port', String(GATEWAY.backendPort)] : [])];

@@ -75,7 +75,11 @@ describe.skipIf(!!skip)('npm run demo', () => {
     expect(byName['hello-remote']).toMatchObject({ ok: true, backend: 'b1', errors: 0, sha256ok: true });
     expect(byName['hello-remote']!.path).toMatch(/^tunnel-(relayed|direct)$/);
     for (const s of report.services) expect(s.dnsMs, s.name).toBeGreaterThan(0);
+    // The cross-LAN megabyte went through a1's tunnel (its metrics say so); the kernel paths did not.
+    expect(report.a1TunnelBytes).toBeGreaterThanOrEqual(1024 * 1024);
     expect(report.where.join('\n')).toMatch(/metrics/);
+    // The gateway step runs when `edgeway gateway` is built, and must then answer.
+    expect(report.gateway.ok, report.gateway.detail).toBe(true);
     // Agents and relay were stopped with SIGTERM; anything but exit 0 is printed as a warning.
     expect(r.stderr).not.toMatch(/^warning:/m);
     expect(r.stderr).toMatch(/tearing down/);
