@@ -45,6 +45,8 @@ export interface PeerChannelOptions {
   paths(dataPort: number, signal: AbortSignal): Promise<PathDialer[]>;
   /** A LAN path dialer when one is known (for background upgrades), else undefined. */
   lanPath(dataPort: number): Promise<PathDialer | undefined>;
+  /** The hole-punch path, tried in the background while relayed (absent: no punching). */
+  punchedPath?(): PathDialer;
   onChange(): void;
   onHandshake(path: ChannelPath, ok: boolean): void;
 }
@@ -212,17 +214,20 @@ export class PeerChannel {
         const socks = await this.handshakeAll(await d.connect(want, this.abort.signal), d.path);
         if (this.dialer !== d || this.closed) { for (const s of socks) s.destroy(); return; }
         for (const s of socks) this.add(s, d.path);
-        if (socks.length === 0) this.down();
+        if (socks.length === 0 && this.pool.length === 0) this.down();
       } catch (err) {
         this.o.logger.debug({ peer: this.o.peerId, err: String(err) }, 'channel refill failed');
-        if (this.dialer === d) this.down();
+        // Warm connections left keep the path up: a punched path cannot refill while
+        // the libp2p connection that signals punches is gone (relay down), yet its
+        // direct sockets still work.
+        if (this.dialer === d && this.pool.length === 0) this.down();
       } finally {
         this.refilling = false;
       }
     })();
   }
 
-  /** Try the LAN path in the background while on a slower one. Idempotent. */
+  /** Try the LAN path (and, while relayed, a hole punch) in the background while on a slower one. Idempotent. */
   scheduleUpgrade(): void {
     if (this.upgrading || this.closed) return;
     this.upgrading = true;
@@ -232,14 +237,18 @@ export class PeerChannel {
       try {
         while (!signal.aborted && this.dialer && this.dialer.path !== 'lan') {
           const lan = await this.o.lanPath(this.dataPort).catch(() => undefined);
-          if (lan) {
-            const socks = await this.handshakeAll(await lan.connect(1, signal).catch(() => []), lan.path);
+          const better = [lan, this.dialer.path === 'relayed' ? this.o.punchedPath?.() : undefined].filter((d): d is PathDialer => d !== undefined);
+          let moved: PathDialer | undefined;
+          for (const d of better) {
+            const socks = await this.handshakeAll(await d.connect(d.path === 'lan' ? 1 : this.o.warm, signal).catch(() => []), d.path);
             if (socks.length > 0 && this.dialer) {
-              this.o.logger.info({ peer: this.o.peerId, node: this.o.nodeName, via: lan.via }, 'data channel moved to the LAN path');
-              this.use(lan, socks);
-              return;
+              this.o.logger.info({ peer: this.o.peerId, node: this.o.nodeName, path: d.path, via: d.via }, `data channel moved to the ${d.path} path`);
+              this.use(d, socks);
+              moved = d;
+              break;
             }
           }
+          if (moved?.path === 'lan') return;
           await sleep(backoff.next(), signal).catch(() => undefined);
         }
       } finally {
