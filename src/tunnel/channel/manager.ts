@@ -95,8 +95,10 @@ export class ChannelManager {
     for (const c of this.channels.values()) c.ch.close();
     this.channels.clear();
     await this.o.node.unhandle(CHANNEL_PROTOCOL).catch(() => undefined);
-    await Promise.all(this.listeners.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    // close() waits for open connections: end ours first (warm ones never end by themselves).
+    const closed = Promise.all(this.listeners.map((s) => new Promise<void>((r) => s.close(() => r()))));
     for (const s of this.inbound) s.destroy();
+    await closed;
   }
 
   /** Channel paths by peer, for tunnel-state.json and metrics. */
