@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { kernelSkipReason, Lab, run, type NsProcess } from '../helpers/netns.js';
 import { buildTopology, IP, type Topology } from '../helpers/topology.js';
 import type { TunnelState } from '../../src/tunnel/service.js';
+import { stateFiles } from './state-files.js';
 // @ts-expect-error -- a plain .mjs fixture (no types); tests share its generator
 import { seededBytes } from './fixtures/seeded-client.mjs';
 
@@ -69,19 +70,8 @@ describe.skipIf(skip !== undefined).each([{ psk: true }, { psk: false }])('data 
   const procs: Record<string, NsProcess> = {};
   const cfg = (name: string): string => join(dir, `${name}.yaml`);
 
-  const readState = async (h: string): Promise<TunnelState | undefined> => {
-    try { return JSON.parse(await readFile(join(dir, h, 'tunnel-state.json'), 'utf8')) as TunnelState; } catch { return undefined; }
-  };
-  const waitState = async (h: string, pred: (s: TunnelState) => boolean, what: string, timeoutMs = 30_000): Promise<TunnelState> => {
-    const deadline = Date.now() + timeoutMs;
-    let s: TunnelState | undefined;
-    while (Date.now() < deadline) {
-      s = await readState(h);
-      if (s && pred(s)) return s;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    throw new Error(`${h}: timed out waiting for ${what}; last state: ${JSON.stringify(s)}`);
-  };
+  const states = stateFiles(() => dir);
+  const waitState = states.wait;
   const channelTo = (s: TunnelState, nodeName: string): TunnelState['channels'][number] | undefined => s.channels.find((c) => c.nodeName === nodeName);
   const seeded = async (port: number, seed: string): Promise<{ sent: string; received: string; bytes: number }> => {
     const r = await lab.exec(topo.ns.a1, node, ['test/tunnel/fixtures/seeded-client.mjs', '--host', '127.0.0.1', '--port', String(port), '--bytes', String(BYTES), '--seed', seed], { timeoutMs: 120_000 });
