@@ -113,7 +113,14 @@ describe.skipIf(skip !== undefined).each([{ psk: true }, { psk: false }])('data 
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
+  /** A first flow starts the channel; wait until it is up on `path` before measuring. */
+  const channelUp = async (port: number, to: string, path: string): Promise<void> => {
+    await lab.exec(topo.ns.a1, node, ['test/tunnel/fixtures/seeded-client.mjs', '--host', '127.0.0.1', '--port', String(port), '--bytes', '1000'], { timeoutMs: 60_000 });
+    await waitState('a1', (x) => channelTo(x, to)?.path === path, `the channel to ${to} on ${path}`);
+  };
+
   it('same LAN: seeded bytes intact over the channel on a2\'s data listener', async () => {
+    await channelUp(15002, 'a2', 'lan');
     const r = await seeded(15002, 'lan');
     expect(r.received).toBe(r.sent);
     expect(r.bytes).toBe(BYTES);
@@ -123,6 +130,7 @@ describe.skipIf(skip !== undefined).each([{ psk: true }, { psk: false }])('data 
   }, 120_000);
 
   it('across the NATs: seeded bytes intact through the blind relay, which sees only ciphertext', async () => {
+    await channelUp(15001, 'b1', 'relayed');
     const capFile = join(dir, 'relay.cap');
     const cap = lab.spawn(topo.ns.relay, '/usr/bin/python3', ['test/tunnel/fixtures/capture.py', capFile]);
     await cap.waitFor(/capturing/, 10_000);
