@@ -31,6 +31,8 @@ import { newToken, MAX_TOKENS_PER_REQUEST } from './relay-pairing.js';
 import { CHANNEL_PROTOCOL, field, PAIRED, readJson, readSocketPrefix, RELAY_PAIR_PROTOCOL, requestJson, sendJson, tokensField } from './wire.js';
 
 const CONTROL_TIMEOUT_MS = 10_000;
+/** How long a flow waits for a channel being set up before it takes the libp2p path. */
+const FIRST_FLOW_WAIT_MS = 1000;
 /** Idle warm connections: the client replaces them after IDLE, the server drops them after 2×IDLE. */
 const WARM_IDLE_MS = 120_000;
 
@@ -105,8 +107,10 @@ export class ChannelManager {
     for (const c of this.channels.values()) c.ch.close();
     this.channels.clear();
     await this.o.node.unhandle(CHANNEL_PROTOCOL).catch(() => undefined);
-    await Promise.all(this.listeners.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    // close() waits for open connections: end ours first (warm ones never end by themselves).
+    const closed = Promise.all(this.listeners.map((s) => new Promise<void>((r) => s.close(() => r()))));
     for (const s of this.inbound) s.destroy();
+    await closed;
   }
 
   /** Channel paths by peer, for tunnel-state.json and metrics. */
@@ -130,7 +134,10 @@ export class ChannelManager {
    */
   async open(target: RemoteTarget, proto: TunnelProto, peerId: string): Promise<tls.TLSSocket | undefined> {
     const ch = this.channelFor(peerId, target.nodeName);
-    if (!(await ch.ensure())) return undefined;
+    // A flow waits a little for a channel being set up, then takes libp2p (the
+    // channel keeps coming up in the background for the next flows).
+    const up = await Promise.race([ch.ensure(), new Promise<false>((r) => setTimeout(() => r(false), FIRST_FLOW_WAIT_MS).unref())]);
+    if (!up) return undefined;
     // A warm connection may have died unseen: try a few before falling back.
     for (let i = 0; i < 3; i++) {
       const sock = await ch.take();

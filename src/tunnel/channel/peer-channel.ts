@@ -65,6 +65,7 @@ export class PeerChannel {
   private pool: Warm[] = [];
   private establishing?: Promise<boolean>;
   private refilling = false;
+  private refillDone?: Promise<void>;
   private upgrading = false;
   private retryAt = 0;
   private readonly backoff = new Backoff(1000, 30_000);
@@ -94,6 +95,11 @@ export class PeerChannel {
     return this.establishing;
   }
 
+  /**
+   * Credentials, then every path at once: the first that works carries flows
+   * right away; a more preferred one that answers later takes over (so an
+   * unreachable LAN address costs no connect timeout before the relay is used).
+   */
   private async establish(): Promise<boolean> {
     const signal = this.abort.signal;
     const log = this.o.logger;
@@ -101,20 +107,26 @@ export class PeerChannel {
       const { cred, dataPort } = await this.o.hello(signal);
       this.cred = cred;
       this.dataPort = dataPort;
-      for (const d of await this.o.paths(dataPort, signal)) {
-        try {
-          const socks = await d.connect(1, signal);
-          const tlsSocks = await this.handshakeAll(socks, d.path);
-          if (tlsSocks.length === 0) continue;
-          this.use(d, tlsSocks);
-          log.info({ peer: this.o.peerId, node: this.o.nodeName, path: d.path, via: d.via }, 'data channel up');
-          this.backoff.reset();
-          return true;
-        } catch (err) {
-          log.debug({ peer: this.o.peerId, path: d.path, via: d.via, err: String(err) }, 'channel path failed');
+      const dialers = await this.o.paths(dataPort, signal);
+      const rank = (d: PathDialer | undefined): number => (d ? dialers.indexOf(d) : dialers.length);
+      const first = await new Promise<boolean>((resolve) => {
+        let pending = dialers.length;
+        if (pending === 0) resolve(false);
+        for (const d of dialers) {
+          d.connect(1, signal).then((socks) => this.handshakeAll(socks, d.path)).then((socks) => {
+            // A path that works but is less preferred than the current one is dropped.
+            if (socks.length === 0 || this.closed || rank(d) >= rank(this.dialer)) { for (const x of socks) x.destroy(); return; }
+            this.use(d, socks);
+            log.info({ peer: this.o.peerId, node: this.o.nodeName, path: d.path, via: d.via }, 'data channel up');
+            this.backoff.reset();
+            resolve(true);
+          }, (err: unknown) => {
+            log.debug({ peer: this.o.peerId, path: d.path, via: d.via, err: String(err) }, 'channel path failed');
+          }).finally(() => { if (--pending === 0) resolve(this.dialer !== undefined); });
         }
-      }
-      throw new ChannelError('ERR_CHANNEL_NO_PATH', `no channel path to ${this.o.nodeName}`);
+      });
+      if (!first) throw new ChannelError('ERR_CHANNEL_NO_PATH', `no channel path to ${this.o.nodeName}`);
+      return true;
     } catch (err) {
       this.retryAt = Date.now() + this.backoff.next();
       log.debug({ peer: this.o.peerId, err: String(err) }, 'data channel unavailable; flows use libp2p streams');
@@ -181,6 +193,11 @@ export class PeerChannel {
     }
     const d = this.dialer;
     if (!d) return undefined;
+    // A refill batch on its way is closer than a new connection (a relayed one costs several round trips).
+    if (this.refillDone) {
+      await this.refillDone;
+      if (this.pool.length > 0) return this.take();
+    }
     try {
       const [s] = await this.handshakeAll(await d.connect(1, this.abort.signal), d.path);
       this.refill();
@@ -209,7 +226,7 @@ export class PeerChannel {
     const want = this.o.warm - this.pool.length;
     if (want <= 0) return;
     this.refilling = true;
-    void (async () => {
+    this.refillDone = (async () => {
       try {
         const socks = await this.handshakeAll(await d.connect(want, this.abort.signal), d.path);
         if (this.dialer !== d || this.closed) { for (const s of socks) s.destroy(); return; }
@@ -223,6 +240,7 @@ export class PeerChannel {
         if (this.dialer === d && this.pool.length === 0) this.down();
       } finally {
         this.refilling = false;
+        this.refillDone = undefined;
       }
     })();
   }
