@@ -189,11 +189,11 @@ export class ChannelManager {
     const out: PathDialer[] = [];
     const lan = await this.lanPath(peerId, nodeName, dataPort);
     if (lan) out.push(lan);
-    for (const relay of this.o.relays.reservedRelays()) out.push(this.relayedPath(peerId, nodeName, relay));
-    // Punching takes a few round trips (seconds when it fails): a first flow does not
-    // wait for it; PeerChannel upgrades a relayed channel in the background. Tried
-    // here only when no relay pairs us.
+    // Preference order LAN → punched → relayed. All are tried at once (PeerChannel):
+    // the relayed path usually answers first and carries flows while the punch (a
+    // few round trips, seconds when it fails) runs; a punched socket then takes over.
     if (this.o.puncher?.available) out.push(this.punchedPath(peerId, this.o.puncher));
+    for (const relay of this.o.relays.reservedRelays()) out.push(this.relayedPath(peerId, nodeName, relay));
     return out;
   }
 

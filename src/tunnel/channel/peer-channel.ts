@@ -22,6 +22,9 @@ import { tlsClient, type PskCredential } from './tls-psk.js';
 
 export type ChannelPath = 'lan' | 'punched' | 'relayed';
 
+/** Background hole punches a relayed channel tries (after the one at set-up) before it stays relayed. */
+const PUNCH_RETRIES = 2;
+
 /** How to make connections on one path (from the manager, which knows libp2p). */
 export interface PathDialer {
   readonly path: ChannelPath;
@@ -252,12 +255,17 @@ export class PeerChannel {
     void (async () => {
       const backoff = new Backoff(1000, 30_000);
       const signal = this.abort.signal;
+      // A NAT that defeats punching (symmetric) defeats it every time: give up after a few.
+      let punchesLeft = PUNCH_RETRIES;
       try {
         while (!signal.aborted && this.dialer && this.dialer.path !== 'lan') {
           const lan = await this.o.lanPath(this.dataPort).catch(() => undefined);
-          const better = [lan, this.dialer.path === 'relayed' ? this.o.punchedPath?.() : undefined].filter((d): d is PathDialer => d !== undefined);
+          const punch = punchesLeft > 0 ? this.o.punchedPath?.() : undefined;
+          const better = [lan, punch].filter((d): d is PathDialer => d !== undefined);
           let moved: PathDialer | undefined;
           for (const d of better) {
+            // Punch only from a relayed channel (the set-up may have punched meanwhile).
+            if (d.path === 'punched' && (this.dialer?.path !== 'relayed' || punchesLeft-- <= 0)) continue;
             const socks = await this.handshakeAll(await d.connect(d.path === 'lan' ? 1 : this.o.warm, signal).catch(() => []), d.path);
             if (socks.length > 0 && this.dialer) {
               this.o.logger.info({ peer: this.o.peerId, node: this.o.nodeName, path: d.path, via: d.via }, `data channel moved to the ${d.path} path`);

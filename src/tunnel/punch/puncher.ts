@@ -105,6 +105,7 @@ export function createHolePuncher(o: HolePuncherOptions): HolePuncher {
   const self = o.node.peerId.toString();
   const running = new Set<string>();
   const outbound = new Set<string>();
+  const outboundRuns = new Map<string, Promise<void>>();
   /** `ip:port` of a peer's port while an attempt waits for it → hand-over. */
   const expecting = new Map<string, (c: Connected) => boolean>();
   let stopping = new AbortController();
@@ -280,6 +281,9 @@ export function createHolePuncher(o: HolePuncherOptions): HolePuncher {
 
     async punchMany(peerId, want, signal) {
       const peer = peerId.toString();
+      // Our own punch with this peer still running: wait for it, then punch again.
+      const prev = outboundRuns.get(peer);
+      if (prev) await prev;
       if (running.has(peer) || running.size >= maxConcurrent) {
         count('outbound', 'busy');
         throw new PunchError('busy', `a punch with ${peer} is running or too many are`);
@@ -287,8 +291,10 @@ export function createHolePuncher(o: HolePuncherOptions): HolePuncher {
       running.add(peer);
       outbound.add(peer);
       const sig = signal ? AbortSignal.any([signal, stopping.signal]) : stopping.signal;
+      const run = runOutbound(peer, want, sig);
+      outboundRuns.set(peer, run.then(() => undefined, () => undefined));
       try {
-        const r = await runOutbound(peer, want, sig);
+        const r = await run;
         count('outbound', 'ok');
         log.info({ peer, sockets: r.length, remote: `${r[0]!.remote.host}:${r[0]!.remote.port}` }, 'hole punched');
         return r;
@@ -300,6 +306,7 @@ export function createHolePuncher(o: HolePuncherOptions): HolePuncher {
       } finally {
         outbound.delete(peer);
         running.delete(peer);
+        outboundRuns.delete(peer);
       }
     },
 
