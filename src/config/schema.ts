@@ -86,7 +86,7 @@ export const channelSchema = z
     /** Carry flows over the fast data channel (TLS 1.3 PSK) when a path exists; libp2p streams otherwise. */
     enabled: z.boolean().default(true),
     /** Established channel connections kept ready per peer, so a new flow pays no handshake. */
-    warmConnections: z.number().int().min(1).max(64).default(4),
+    warmConnections: z.number().int().min(1).max(64).default(8),
     /** Relay data pairs at once (`edgeway relay`). */
     maxRelayPairs: z.number().int().min(1).default(8192),
   })

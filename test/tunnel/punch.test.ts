@@ -15,13 +15,13 @@ import net from 'node:net';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { Registry } from 'prom-client';
 import { createTunnelNode, type TunnelLibp2p } from '../../src/tunnel/node.js';
-import { loadNative } from '../../src/native/addon.js';
+import { loadNative, type NativeLoad } from '../../src/native/addon.js';
 import { createHolePuncher, type HolePuncher } from '../../src/tunnel/punch/puncher.js';
 import { createPunchMetrics, type PunchMetrics } from '../../src/tunnel/punch/metrics.js';
 import { ObservedAddresses } from '../../src/tunnel/punch/observed.js';
-import { punchCandidates, punchRole, syncDelayMs, tcpMultiaddrIp } from '../../src/tunnel/punch/plan.js';
+import { punchCandidates, syncDelayMs, tcpMultiaddrIp } from '../../src/tunnel/punch/plan.js';
 import { createPunchSockets, punchUnavailableReason } from '../../src/tunnel/punch/sockets.js';
-import { decodePunchFrames, encodePunch, validatePunch } from '../../src/tunnel/punch/wire.js';
+import { decodePunchFrames, encodePunch, validatePunch, type PunchMessage } from '../../src/tunnel/punch/wire.js';
 import { PunchError } from '../../src/tunnel/punch/errors.js';
 import { silentLogger } from '../../src/util/log.js';
 import { prng } from '../helpers/prng.js';
@@ -36,11 +36,6 @@ describe('punch plan (pure)', () => {
     { name: 'caps the list', in: ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5'], out: ['10.0.0.1', '10.0.0.2', '10.0.0.3'] },
   ])('candidates: $name', ({ in: input, out }) => {
     expect(punchCandidates(input)).toEqual(out);
-  });
-
-  it('role follows the peer-id order, opposite on each side', () => {
-    expect(punchRole('12D3KooWA', '12D3KooWB')).toBe('client');
-    expect(punchRole('12D3KooWB', '12D3KooWA')).toBe('server');
   });
 
   it.each([
@@ -69,14 +64,24 @@ describe('punch plan (pure)', () => {
   });
 });
 
+describe('punch availability (what doctor and the agent log say)', () => {
+  it.each([
+    { name: 'no addon', load: { addonReason: 'disabled by EDGEWAY_NATIVE=off' }, reason: 'native addon absent (disabled by EDGEWAY_NATIVE=off)' },
+    { name: 'an addon without connectFrom', load: { addon: { abi: 2 } }, reason: 'native addon predates connectFrom (rebuild it: scripts/build-native.sh)' },
+  ])('$name: $reason', ({ load: l, reason }) => {
+    expect(punchUnavailableReason(l as NativeLoad)).toBe(reason);
+    expect(createPunchSockets(l as NativeLoad)).toBeUndefined();
+  });
+});
+
 describe('punch wire (pure)', () => {
   it('round-trips every message, also split across chunks', () => {
-    const msgs = [
-      { type: 'connect', addrs: ['10.200.1.2'], port: 20007 },
+    const msgs: PunchMessage[] = [
+      { type: 'connect', addrs: ['10.200.1.2'], ports: [20007, 40001] },
       { type: 'sync', attempt: 1 },
-      { type: 'result', attempt: 1, ok: true },
+      { type: 'result', attempt: 1, ok: [0, 1] },
       { type: 'refuse', reason: 'busy' },
-    ] as const;
+    ];
     const bytes = Buffer.concat(msgs.map((m) => encodePunch(m)));
     const first = decodePunchFrames(bytes.subarray(0, 7));
     expect(first.messages).toEqual([]);
@@ -85,9 +90,12 @@ describe('punch wire (pure)', () => {
 
   it.each([
     { name: 'unknown type', v: { type: 'hello' } },
-    { name: 'port out of range', v: { type: 'connect', addrs: [], port: 70000 } },
+    { name: 'port out of range', v: { type: 'connect', addrs: [], ports: [70000] } },
+    { name: 'no ports', v: { type: 'connect', addrs: [], ports: [] } },
+    { name: 'too many ports', v: { type: 'connect', addrs: [], ports: Array.from({ length: 17 }, (_, i) => 1000 + i) } },
+    { name: 'result index out of range', v: { type: 'result', attempt: 1, ok: [16] } },
     { name: 'attempt not an integer', v: { type: 'sync', attempt: 1.5 } },
-    { name: 'result without ok', v: { type: 'result', attempt: 1 } },
+    { name: 'result without ok', v: { type: 'result', attempt: 1, ok: true } },
     { name: 'not an object', v: 'connect' },
   ])('rejects $name', ({ v }) => {
     expect(() => validatePunch(v)).toThrow(PunchError);

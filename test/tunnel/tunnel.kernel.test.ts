@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { kernelSkipReason, Lab, run, type NsProcess } from '../helpers/netns.js';
 import { buildTopology, IP, type Topology } from '../helpers/topology.js';
 import type { TunnelState } from '../../src/tunnel/service.js';
+import { stateFiles } from './state-files.js';
 
 const skip = kernelSkipReason();
 const node = process.execPath;
@@ -60,19 +61,9 @@ describe.skipIf(skip !== undefined)('tunnel across NATed LANs', () => {
   const peerIds: Record<string, string> = {};
   const cfg = (name: string): string => join(dir, `${name}.yaml`);
 
-  const readState = async (h: string): Promise<TunnelState | undefined> => {
-    try { return JSON.parse(await readFile(join(dir, h, 'tunnel-state.json'), 'utf8')) as TunnelState; } catch { return undefined; }
-  };
-  const waitState = async (h: string, pred: (s: TunnelState) => boolean, what: string, timeoutMs = 30_000): Promise<TunnelState> => {
-    const deadline = Date.now() + timeoutMs;
-    let s: TunnelState | undefined;
-    while (Date.now() < deadline) {
-      s = await readState(h);
-      if (s && pred(s)) return s;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    throw new Error(`${h}: timed out waiting for ${what}; last state: ${JSON.stringify(s)}`);
-  };
+  const states = stateFiles(() => dir);
+  const readState = states.read;
+  const waitState = states.wait;
   const peer = (s: TunnelState, nodeName: string): TunnelState['peers'][number] | undefined => s.peers.find((p) => p.nodeName === nodeName);
   const whoami = async (port: number, n: number): Promise<{ counts: Record<string, number>; errors: number; firstError?: string }> => {
     const r = await lab.exec(topo.ns.a1, node, ['test/helpers/fixtures/whoami-client.mjs', '--host', '127.0.0.1', '--port', String(port), '--n', String(n), '--timeout', '5000'], { timeoutMs: 60_000 });

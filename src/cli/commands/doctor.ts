@@ -4,6 +4,7 @@ import { probeCapabilities, type Probe } from '../../dataplane/detect.js';
 import { probeSocketLb } from '../../dataplane/ebpf/host.js';
 import { decideMode, resolveMode } from '../../dataplane/mode.js';
 import { loadNative } from '../../native/addon.js';
+import { punchUnavailableReason } from '../../tunnel/punch/sockets.js';
 
 export const doctorCommand: Command = {
   name: 'doctor',
@@ -46,10 +47,13 @@ ${configHelp.replace('(required)', '(optional: decide for this config)')}
       },
       { kind: 'node', available: true, detail: 'plain Node streams' },
     ];
+    // TCP hole punching needs sockets bound to the data port before connect (the addon).
+    const noPunch = punchUnavailableReason(native);
+    const holePunch = { available: noPunch === undefined, detail: noPunch ? `${noPunch}: peers behind NAT stay relayed` : 'SO_REUSEPORT sockets from edgeway_native.node' };
     if (values.json) {
       process.stdout.write(`${JSON.stringify({
         mode, configured: decision.configured, reason: decision.reasons.join('; '), ...(decision.error ? { error: decision.error } : {}),
-        ...(config ? { config: values.config } : {}), capabilities: caps, socketLb: lb, addons, accelerators,
+        ...(config ? { config: values.config } : {}), capabilities: caps, socketLb: lb, addons, accelerators, holePunch,
       }, null, 2)}\n`);
       return exit;
     }
@@ -67,6 +71,7 @@ ${configHelp.replace('(required)', '(optional: decide for this config)')}
       line('socket-LB', { ok: lb.supported, detail: lb.supported ? `cgroup v2 ${lb.cgroup2Root}, ${lb.bpftool}` : lb.reasons.join('; ') }),
       ...addons.map((a) => line(`addon ${a.name.replace('.node', '')}`, { ok: a.loaded, detail: a.detail })),
       ...accelerators.map((a) => line(`accelerator ${a.kind}`, { ok: a.available, detail: a.detail })),
+      line('tunnel hole punching', { ok: holePunch.available, detail: holePunch.detail }),
       '',
       ...(config ? [`config: ${String(values.config)} (dataplane.mode: ${decision.configured})`] : []),
       `mode: ${mode}`,

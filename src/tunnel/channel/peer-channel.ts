@@ -22,6 +22,9 @@ import { tlsClient, type PskCredential } from './tls-psk.js';
 
 export type ChannelPath = 'lan' | 'punched' | 'relayed';
 
+/** Background hole punches a relayed channel tries (after the one at set-up) before it stays relayed. */
+const PUNCH_RETRIES = 2;
+
 /** How to make connections on one path (from the manager, which knows libp2p). */
 export interface PathDialer {
   readonly path: ChannelPath;
@@ -45,6 +48,8 @@ export interface PeerChannelOptions {
   paths(dataPort: number, signal: AbortSignal): Promise<PathDialer[]>;
   /** A LAN path dialer when one is known (for background upgrades), else undefined. */
   lanPath(dataPort: number): Promise<PathDialer | undefined>;
+  /** The hole-punch path, tried in the background while relayed (absent: no punching). */
+  punchedPath?(): PathDialer;
   onChange(): void;
   onHandshake(path: ChannelPath, ok: boolean): void;
 }
@@ -63,6 +68,7 @@ export class PeerChannel {
   private pool: Warm[] = [];
   private establishing?: Promise<boolean>;
   private refilling = false;
+  private refillDone?: Promise<void>;
   private upgrading = false;
   private retryAt = 0;
   private readonly backoff = new Backoff(1000, 30_000);
@@ -92,6 +98,11 @@ export class PeerChannel {
     return this.establishing;
   }
 
+  /**
+   * Credentials, then every path at once: the first that works carries flows
+   * right away; a more preferred one that answers later takes over (so an
+   * unreachable LAN address costs no connect timeout before the relay is used).
+   */
   private async establish(): Promise<boolean> {
     const signal = this.abort.signal;
     const log = this.o.logger;
@@ -99,20 +110,26 @@ export class PeerChannel {
       const { cred, dataPort } = await this.o.hello(signal);
       this.cred = cred;
       this.dataPort = dataPort;
-      for (const d of await this.o.paths(dataPort, signal)) {
-        try {
-          const socks = await d.connect(1, signal);
-          const tlsSocks = await this.handshakeAll(socks, d.path);
-          if (tlsSocks.length === 0) continue;
-          this.use(d, tlsSocks);
-          log.info({ peer: this.o.peerId, node: this.o.nodeName, path: d.path, via: d.via }, 'data channel up');
-          this.backoff.reset();
-          return true;
-        } catch (err) {
-          log.debug({ peer: this.o.peerId, path: d.path, via: d.via, err: String(err) }, 'channel path failed');
+      const dialers = await this.o.paths(dataPort, signal);
+      const rank = (d: PathDialer | undefined): number => (d ? dialers.indexOf(d) : dialers.length);
+      const first = await new Promise<boolean>((resolve) => {
+        let pending = dialers.length;
+        if (pending === 0) resolve(false);
+        for (const d of dialers) {
+          d.connect(1, signal).then((socks) => this.handshakeAll(socks, d.path)).then((socks) => {
+            // A path that works but is less preferred than the current one is dropped.
+            if (socks.length === 0 || this.closed || rank(d) >= rank(this.dialer)) { for (const x of socks) x.destroy(); return; }
+            this.use(d, socks);
+            log.info({ peer: this.o.peerId, node: this.o.nodeName, path: d.path, via: d.via }, 'data channel up');
+            this.backoff.reset();
+            resolve(true);
+          }, (err: unknown) => {
+            log.debug({ peer: this.o.peerId, path: d.path, via: d.via, err: String(err) }, 'channel path failed');
+          }).finally(() => { if (--pending === 0) resolve(this.dialer !== undefined); });
         }
-      }
-      throw new ChannelError('ERR_CHANNEL_NO_PATH', `no channel path to ${this.o.nodeName}`);
+      });
+      if (!first) throw new ChannelError('ERR_CHANNEL_NO_PATH', `no channel path to ${this.o.nodeName}`);
+      return true;
     } catch (err) {
       this.retryAt = Date.now() + this.backoff.next();
       log.debug({ peer: this.o.peerId, err: String(err) }, 'data channel unavailable; flows use libp2p streams');
@@ -179,6 +196,11 @@ export class PeerChannel {
     }
     const d = this.dialer;
     if (!d) return undefined;
+    // A refill batch on its way is closer than a new connection (a relayed one costs several round trips).
+    if (this.refillDone) {
+      await this.refillDone;
+      if (this.pool.length > 0) return this.take();
+    }
     try {
       const [s] = await this.handshakeAll(await d.connect(1, this.abort.signal), d.path);
       this.refill();
@@ -207,39 +229,52 @@ export class PeerChannel {
     const want = this.o.warm - this.pool.length;
     if (want <= 0) return;
     this.refilling = true;
-    void (async () => {
+    this.refillDone = (async () => {
       try {
         const socks = await this.handshakeAll(await d.connect(want, this.abort.signal), d.path);
         if (this.dialer !== d || this.closed) { for (const s of socks) s.destroy(); return; }
         for (const s of socks) this.add(s, d.path);
-        if (socks.length === 0) this.down();
+        if (socks.length === 0 && this.pool.length === 0) this.down();
       } catch (err) {
         this.o.logger.debug({ peer: this.o.peerId, err: String(err) }, 'channel refill failed');
-        if (this.dialer === d) this.down();
+        // Warm connections left keep the path up: a punched path cannot refill while
+        // the libp2p connection that signals punches is gone (relay down), yet its
+        // direct sockets still work.
+        if (this.dialer === d && this.pool.length === 0) this.down();
       } finally {
         this.refilling = false;
+        this.refillDone = undefined;
       }
     })();
   }
 
-  /** Try the LAN path in the background while on a slower one. Idempotent. */
+  /** Try the LAN path (and, while relayed, a hole punch) in the background while on a slower one. Idempotent. */
   scheduleUpgrade(): void {
     if (this.upgrading || this.closed) return;
     this.upgrading = true;
     void (async () => {
       const backoff = new Backoff(1000, 30_000);
       const signal = this.abort.signal;
+      // A NAT that defeats punching (symmetric) defeats it every time: give up after a few.
+      let punchesLeft = PUNCH_RETRIES;
       try {
         while (!signal.aborted && this.dialer && this.dialer.path !== 'lan') {
           const lan = await this.o.lanPath(this.dataPort).catch(() => undefined);
-          if (lan) {
-            const socks = await this.handshakeAll(await lan.connect(1, signal).catch(() => []), lan.path);
+          const punch = punchesLeft > 0 ? this.o.punchedPath?.() : undefined;
+          const better = [lan, punch].filter((d): d is PathDialer => d !== undefined);
+          let moved: PathDialer | undefined;
+          for (const d of better) {
+            // Punch only from a relayed channel (the set-up may have punched meanwhile).
+            if (d.path === 'punched' && (this.dialer?.path !== 'relayed' || punchesLeft-- <= 0)) continue;
+            const socks = await this.handshakeAll(await d.connect(d.path === 'lan' ? 1 : this.o.warm, signal).catch(() => []), d.path);
             if (socks.length > 0 && this.dialer) {
-              this.o.logger.info({ peer: this.o.peerId, node: this.o.nodeName, via: lan.via }, 'data channel moved to the LAN path');
-              this.use(lan, socks);
-              return;
+              this.o.logger.info({ peer: this.o.peerId, node: this.o.nodeName, path: d.path, via: d.via }, `data channel moved to the ${d.path} path`);
+              this.use(d, socks);
+              moved = d;
+              break;
             }
           }
+          if (moved?.path === 'lan') return;
           await sleep(backoff.next(), signal).catch(() => undefined);
         }
       } finally {

@@ -1,10 +1,10 @@
 /**
  * Pure decisions of a punch, made once: which of the peer's addresses to try,
- * which side plays the TLS client, how long to wait before dialling.
+ * how long to wait before dialling.
  */
 import { isIP } from 'node:net';
 
-/** The most addresses tried per attempt (each holds a libuv worker thread, of 4 by default, for up to one attempt). */
+/** The most addresses tried per attempt (each is a connect, and a thread, per port pair). */
 export const MAX_CANDIDATES = 3;
 
 /**
@@ -29,11 +29,6 @@ export function punchCandidates(addrs: readonly unknown[]): string[] {
     if (out.length === MAX_CANDIDATES) break;
   }
   return out;
-}
-
-/** Both ends agree without a message: the lower peer id is the TLS client. */
-export function punchRole(localPeerId: string, remotePeerId: string): 'client' | 'server' {
-  return localPeerId < remotePeerId ? 'client' : 'server';
 }
 
 /**

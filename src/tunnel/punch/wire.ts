@@ -1,10 +1,12 @@
 /**
  * `/edgeway/punch/1.0.0` messages: u16 length + JSON, at most 4 KiB each.
- *   initiator → CONNECT { addrs, port }      responder → CONNECT { addrs, port }
+ *   initiator → CONNECT { addrs, ports }     responder → CONNECT { addrs, ports }
  *   initiator → SYNC { attempt }             (both dial; see plan.ts syncDelayMs)
- *   both      → RESULT { attempt, ok }       (a socket counts only if both are ok)
- * then SYNC again for the next attempt, or the stream closes. A responder that will
- * not punch answers REFUSE { reason } to CONNECT.
+ *   both      → RESULT { attempt, ok }       (`ok`: indexes of the connected pairs)
+ * then SYNC again for the next attempt, or the stream closes. `ports[i]` of one side
+ * pairs with `ports[i]` of the other (one TCP connection per pair: a 4-tuple holds
+ * one connection); `ports[0]` is the data port. A socket counts only when both sides
+ * connected its pair. A responder that will not punch answers REFUSE { reason }.
  */
 import type { Stream, StreamMessageEvent } from '@libp2p/interface';
 import { chunksOf } from '../protocol.js';
@@ -12,11 +14,15 @@ import { PunchError } from './errors.js';
 
 export const PUNCH_PROTOCOL = '/edgeway/punch/1.0.0';
 const MAX_MESSAGE = 4096;
+/** Port pairs per punch (sockets per CONNECT). */
+export const MAX_PUNCH_PORTS = 16;
+
+const isPort = (p: unknown): p is number => typeof p === 'number' && Number.isInteger(p) && p >= 1 && p <= 65535;
 
 export type PunchMessage =
-  | { type: 'connect'; addrs: string[]; port: number }
+  | { type: 'connect'; addrs: string[]; ports: number[] }
   | { type: 'sync'; attempt: number }
-  | { type: 'result'; attempt: number; ok: boolean }
+  | { type: 'result'; attempt: number; ok: number[] }
   | { type: 'refuse'; reason: string };
 
 export function encodePunch(msg: PunchMessage): Uint8Array {
@@ -34,15 +40,16 @@ export function validatePunch(v: unknown): PunchMessage {
   const attempt = typeof o.attempt === 'number' && Number.isInteger(o.attempt) && o.attempt >= 1 && o.attempt <= 16 ? o.attempt : undefined;
   switch (o.type) {
     case 'connect':
-      if (Array.isArray(o.addrs) && typeof o.port === 'number' && Number.isInteger(o.port) && o.port >= 1 && o.port <= 65535) {
-        return { type: 'connect', addrs: o.addrs.filter((a): a is string => typeof a === 'string' && a.length <= 64).slice(0, 16), port: o.port };
+      if (Array.isArray(o.addrs) && Array.isArray(o.ports) && o.ports.length >= 1 && o.ports.length <= MAX_PUNCH_PORTS && o.ports.every(isPort)) {
+        return { type: 'connect', addrs: o.addrs.filter((a): a is string => typeof a === 'string' && a.length <= 64).slice(0, 16), ports: o.ports };
       }
       break;
     case 'sync':
       if (attempt !== undefined) return { type: 'sync', attempt };
       break;
     case 'result':
-      if (attempt !== undefined && typeof o.ok === 'boolean') return { type: 'result', attempt, ok: o.ok };
+      if (attempt !== undefined && Array.isArray(o.ok) && o.ok.length <= MAX_PUNCH_PORTS
+        && o.ok.every((i) => typeof i === 'number' && Number.isInteger(i) && i >= 0 && i < MAX_PUNCH_PORTS)) return { type: 'result', attempt, ok: o.ok };
       break;
     case 'refuse':
       return { type: 'refuse', reason: typeof o.reason === 'string' ? o.reason.slice(0, 64) : 'unknown' };
