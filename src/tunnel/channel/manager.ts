@@ -50,6 +50,8 @@ export interface ChannelManagerOptions {
   directDialTimeoutMs?: number;
   statusTimeoutMs?: number;
   udpIdleTimeoutMs?: number;
+  /** Inbound channel connections at once (warm ones included); over it new ones are closed and counted. */
+  maxInbound?: number;
   onChange?: () => void;
 }
 
@@ -270,6 +272,11 @@ export class ChannelManager {
   /** An inbound channel connection (LAN listener, or our end of a relay pair): TLS server, then one flow. */
   private accept(raw: net.Socket, path: ChannelPath): void {
     raw.on('error', () => undefined);
+    if (this.inbound.size >= (this.o.maxInbound ?? 16_384)) {
+      this.o.metrics.channelHandshakes.inc({ side: 'server', path, result: 'over-limit' });
+      raw.destroy();
+      return;
+    }
     this.inbound.add(raw);
     raw.once('close', () => this.inbound.delete(raw));
     tlsServer(raw, (id) => this.creds.lookup(id), CONTROL_TIMEOUT_MS).then(({ socket, id }) => {
