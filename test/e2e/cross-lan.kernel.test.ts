@@ -59,7 +59,7 @@ ports: [{ name: dns, port: 8080, protocol: UDP }]
 endpoints: [{ addresses: [${IP.b1}], nodeName: b1 }]
 `;
 
-interface TunnelState { relays: { reserved?: boolean }[]; peers: { nodeName?: string; paths: string[] }[] }
+interface TunnelState { relays: { reserved?: boolean }[]; peers: { nodeName?: string; paths: string[] }[]; channels: { nodeName: string; path?: string }[] }
 
 describe.skipIf(!!skip)('cross-LAN through the real agents and relay', () => {
   const lab = new Lab();
@@ -118,6 +118,13 @@ describe.skipIf(!!skip)('cross-LAN through the real agents and relay', () => {
       s = await state('a1');
     }
     expect(s?.peers.some((p) => p.nodeName === 'b1'), JSON.stringify(s)).toBe(true);
+    // The data channel to b1 comes up through the relay's blind data port, and carries flows.
+    while (!s?.channels.some((c) => c.nodeName === 'b1' && c.path === 'relayed') && Date.now() < end + 15_000) {
+      await new Promise((r) => setTimeout(r, 200));
+      s = await state('a1');
+    }
+    expect(s?.channels.find((c) => c.nodeName === 'b1'), JSON.stringify(s)).toMatchObject({ path: 'relayed' });
+    expect(await whoami('10.96.0.30', 80, 5)).toMatchObject({ counts: { b1: 5 }, errors: 0 });
   });
 
   it('UDP by ClusterIP reaches the backend on b1 through the tunnel', async () => {
