@@ -109,7 +109,7 @@ describe.skipIf(!!skip)('cross-LAN through the real agents and relay', () => {
 
   it('a client on a1 reaches the backend on b1 by ClusterIP (TCP), through the tunnel', async () => {
     const r = await whoami('10.96.0.30', 80, 5);
-    expect(r).toMatchObject({ counts: { b1: 5 }, errors: 0 });
+    expect(r, JSON.stringify(r)).toMatchObject({ counts: { b1: 5 }, errors: 0 });
     // The state file is rewritten periodically: wait for the peer to show up in it.
     const end = Date.now() + 15_000;
     let s = await state('a1');
@@ -124,7 +124,8 @@ describe.skipIf(!!skip)('cross-LAN through the real agents and relay', () => {
       s = await state('a1');
     }
     expect(s?.channels.find((c) => c.nodeName === 'b1'), JSON.stringify(s)).toMatchObject({ path: 'relayed' });
-    expect(await whoami('10.96.0.30', 80, 5)).toMatchObject({ counts: { b1: 5 }, errors: 0 });
+    const again = await whoami('10.96.0.30', 80, 5);
+    expect(again, JSON.stringify(again)).toMatchObject({ counts: { b1: 5 }, errors: 0 });
   });
 
   it('UDP by ClusterIP reaches the backend on b1 through the tunnel', async () => {

@@ -31,7 +31,7 @@ import { CHANNEL_PROTOCOL, field, PAIRED, readJson, readSocketPrefix, RELAY_PAIR
 
 const CONTROL_TIMEOUT_MS = 10_000;
 /** How long a flow waits for a channel being set up before it takes the libp2p path. */
-const FIRST_FLOW_WAIT_MS = 1000;
+const FIRST_FLOW_WAIT_MS = 500;
 /** Idle warm connections: the client replaces them after IDLE, the server drops them after 2×IDLE. */
 const WARM_IDLE_MS = 120_000;
 
