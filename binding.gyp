@@ -16,7 +16,8 @@
         "native/src/pool.cc",
         "native/src/sockmap-link.cc",
         "native/src/bpf-sys.cc",
-        "native/src/origdst.cc"
+        "native/src/origdst.cc",
+        "native/src/reuseport.cc"
       ],
       "libraries": ["-lpthread"]
     },

@@ -1,6 +1,7 @@
 // edgeway_native.node — bindings that need no libbpf: Pool (splice / sockmap
 // forwarding on epoll threads), SockmapLink (the maps of a sockmap object loaded
-// by edgeway_bpf.node, driven with raw bpf(2) syscalls) and getOriginalDst(fd).
+// by edgeway_bpf.node, driven with raw bpf(2) syscalls), getOriginalDst(fd) and the
+// shared-port sockets of hole punching (reuseport.cc).
 // Glue only — policy lives in src/native/. New syscall-only bindings go here (add
 // the source to EDGEWAY_NATIVE_SOURCES in CMakeLists.txt and to binding.gyp).
 #include <napi.h>
@@ -12,6 +13,7 @@
 #include "napi-util.h"
 #include "origdst.h"
 #include "pool.h"
+#include "reuseport.h"
 #include "sockmap-link.h"
 
 namespace edgeway {
@@ -199,6 +201,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("SockmapLink", link);
   exports.Set("Pool", PoolWrap::Init(env));
   exports.Set("getOriginalDst", Napi::Function::New(env, GetOriginalDstJs));
+  RegisterReusePort(env, exports);
   exports.Set("abi", Napi::Number::New(env, kAddonAbi));
   return exports;
 }

@@ -83,6 +83,17 @@ export interface NativeAddon {
   SockmapLink: new (socksFd: number, redirFd: number, peersFd: number) => NativeSockmapLink;
   /** The pre-NAT destination; equals the local address for a tracked, untranslated connection; null without a conntrack entry. */
   getOriginalDst(fd: number): OriginalDst | null;
+  /**
+   * A listening TCP socket with SO_REUSEADDR + SO_REUSEPORT (native/src/reuseport.cc),
+   * for `server.listen({ fd })`. Absent in addons built before reuseport.cc. Throws (errno).
+   */
+  listenReusePort?(host: string, port: number, backlog: number): number;
+  /**
+   * Connect from `localHost:localPort` (bound with SO_REUSEADDR + SO_REUSEPORT, so it
+   * may share a listener's port) on a worker thread; resolves with the connected fd
+   * (for `new net.Socket({ fd })`), rejects with `errno` (ETIMEDOUT after timeoutMs).
+   */
+  connectFrom?(localHost: string, localPort: number, remoteHost: string, remotePort: number, timeoutMs: number): Promise<number>;
 }
 
 /** edgeway_bpf.node: links libbpf. */

@@ -19,6 +19,8 @@ import { TunnelServer } from './server.js';
 import { TunnelDialer, connectionPath } from './dialer.js';
 import { toMultiaddr } from './addrs.js';
 import { ChannelManager, type ChannelStatus } from './channel/manager.js';
+import { createHolePuncher, type HolePuncher } from './punch/puncher.js';
+import { createPunchMetrics } from './punch/metrics.js';
 
 /** The data channel's TCP port: `tunnel.dataPort`, or listenPort + 1 when 0. */
 export function dataPortOf(t: Config['tunnel']): number {
@@ -61,6 +63,7 @@ export class TunnelService {
   directory?: PeerDirectory;
   private server?: TunnelServer;
   channel?: ChannelManager;
+  private puncher?: HolePuncher;
   readonly metrics: TunnelMetrics;
   private stateTimer?: NodeJS.Timeout;
   private stateDirty = true;
@@ -105,11 +108,18 @@ export class TunnelService {
     this.dialer.start();
     if (t.channel.enabled) {
       const dialer = this.dialer;
+      // Hole punching upgrades relayed channels (LAN → punched → relayed); without the addon it logs why and stays off.
+      this.puncher = createHolePuncher({
+        node, dataPort: dataPortOf(t), logger, metrics: createPunchMetrics(this.o.registry),
+        isRelay: (id) => this.relays?.isRelay(id) ?? false, authorise: (p) => directory.authorise(p),
+        onInbound: (_peer, r) => { if (this.channel) this.channel.acceptPunched(r.socket); else r.socket.destroy(); },
+      });
+      await this.puncher.start();
       this.channel = new ChannelManager({
         node, dataPort: dataPortOf(t), listenHosts: t.listenAddresses, warm: t.channel.warmConnections, directory, relays: this.relays,
         server: this.server, metrics: this.metrics, logger: logger.child({ part: 'channel' }),
         connect: (nodeName, signal) => dialer.connection(nodeName, signal),
-        directDialTimeoutMs: t.directDialTimeoutMs, udpIdleTimeoutMs: t.udpIdleTimeoutMs, onChange,
+        directDialTimeoutMs: t.directDialTimeoutMs, udpIdleTimeoutMs: t.udpIdleTimeoutMs, onChange, puncher: this.puncher,
         // Every inbound flow may come with a few warm connections of its peer.
         maxInbound: t.maxFlows * 2,
       });
@@ -127,6 +137,7 @@ export class TunnelService {
     clearInterval(this.stateTimer);
     this.dialer?.stop();
     await this.channel?.stop();
+    await this.puncher?.stop();
     await this.relays?.stop();
     await this.server?.stop();
     await this.node?.stop();

@@ -9,11 +9,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Accelerators } from '../../src/native/accelerator.js';
 import { loadNative } from '../../src/native/addon.js';
 import { kernelSkipReason } from '../helpers/netns.js';
+import { requirement } from '../helpers/skip.js';
 import { ForwardHarness, receiveAll, sendRandom, withTimeout } from './forward-harness.js';
 
 const native = loadNative();
-const skip = kernelSkipReason() ?? (native.addon && native.bpf && native.sockmapObject ? undefined : native.addonReason ?? native.bpfReason ?? 'BPF object not built');
-if (skip && process.env.CI === 'true' && !kernelSkipReason()) throw new Error(`CI: ${skip}`);
+const skip = requirement('sockmap verdict program', kernelSkipReason(), native.addonReason, native.bpfReason, native.sockmapObject ? undefined : 'BPF object not built');
 
 const ENOTSUPP = 524; // kernel-internal errno: program type has no test_run
 

@@ -52,4 +52,37 @@ describe.skipIf(skip !== undefined)('two-LAN NAT topology', () => {
     expect(ss.stdout).toContain(IP.raWan);
     expect(ss.stdout).not.toContain(IP.a1);
   });
+
+  /** The address the relay sees for a new connection from a1 bound to source port `port`. */
+  const seenAs = async (port: number): Promise<string[]> => {
+    const peers = async (): Promise<Set<string>> => {
+      const ss = await lab.exec(topo.ns.relay, 'ss', ['-tnH', 'state', 'established', 'dst', IP.raWan]);
+      return new Set(ss.stdout.trim().split('\n').filter(Boolean).map((l) => l.trim().split(/\s+/).at(-1)!));
+    };
+    const before = await peers();
+    const probe = lab.spawn(topo.ns.a1, process.execPath, ['-e', `const s=require('net').connect({ port: 7000, host: '${IP.relay}', localPort: ${port} }, () => console.log('connected')); process.on('SIGTERM', () => process.exit(0));`]);
+    try {
+      await probe.waitFor(/connected/);
+      const during = await peers();
+      return [...during].filter((p) => !before.has(p));
+    } finally {
+      await probe.stop();
+    }
+  };
+
+  it.each([
+    { mode: 'cone' as const, port: 41000, keeps: true },
+    { mode: 'symmetric' as const, port: 41001, keeps: false },
+  ])('ra NAT $mode: the source port is kept = $keeps', async ({ mode, port, keeps }) => {
+    await topo.setNat('ra', mode);
+    try {
+      const seen = await seenAs(port);
+      expect(seen).toHaveLength(1);
+      expect(seen[0]).toMatch(new RegExp(`^${IP.raWan.replaceAll('.', '\\.')}:\\d+$`));
+      // fully-random could pick the same port by chance: 1 in ~64k.
+      expect(seen[0] === `${IP.raWan}:${port}`, seen[0]).toBe(keeps);
+    } finally {
+      await topo.setNat('ra', 'cone');
+    }
+  });
 });

@@ -4,7 +4,9 @@
  * router rb, both routers on a "cloud" router that also reaches the relay. The
  * routers masquerade (nft, inside their own namespaces); the cloud has no route
  * into either LAN, so a LAN host is reachable from outside only through the relay
- * or a port forward (`portForward`).
+ * or a port forward (`portForward`), or by TCP hole punching while both NATs are
+ * `cone` (masquerade keeps ports); `nat: { rb: 'symmetric' }` (or `setNat`) makes a
+ * router pick random ports so punching fails.
  *
  * IP plan (exists only inside the lab's namespaces):
  *   LAN A 10.1.0.0/24: ra 10.1.0.1 (bridge), a1 10.1.0.2, a2 10.1.0.3
@@ -30,17 +32,53 @@ export interface Topology {
   portForward(router: 'ra' | 'rb', port: number, toIp: string): Promise<void>;
   /** Remove every port forward of a router. */
   clearPortForwards(router: 'ra' | 'rb'): Promise<void>;
+  /** Switch a router's NAT mode (new connections only; existing mappings stay). */
+  setNat(router: 'ra' | 'rb', mode: NatMode): Promise<void>;
 }
 
-function natRuleset(lan: string): string {
+/**
+ * How a router maps its LAN's outgoing connections: `cone` = Linux masquerade, which
+ * keeps the source port when it is free (endpoint-independent: hole punching
+ * works); `symmetric` = masquerade fully-random, a new random port per connection
+ * (hole punching must fail cleanly).
+ */
+export type NatMode = 'cone' | 'symmetric';
+
+export interface TopologyOptions {
+  /** Per-router NAT mode (default cone for both). */
+  nat?: Partial<Record<'ra' | 'rb', NatMode>>;
+  /**
+   * Routers drop new connections to their own WAN address (a home router's or cloud
+   * NAT gateway's stateful firewall) instead of answering them with a RST. TCP hole
+   * punching needs this: a RST leaves a conntrack entry on the router that makes it
+   * map the LAN host's own SYN to another port. Port forwards still work (DNAT
+   * happens before the input hook).
+   */
+  firewall?: boolean;
+}
+
+function masqueradeRule(lan: string, mode: NatMode): string {
+  return `ip saddr ${lan} ip daddr != ${lan} masquerade${mode === 'symmetric' ? ' fully-random' : ''}`;
+}
+
+function natRuleset(lan: string, mode: NatMode): string {
   return `table ip edgeway_test_nat {
-  chain post { type nat hook postrouting priority 100; policy accept; ip saddr ${lan} ip daddr != ${lan} masquerade; }
+  chain post { type nat hook postrouting priority 100; policy accept; ${masqueradeRule(lan, mode)}; }
   chain pre { type nat hook prerouting priority -100; policy accept; }
 }
 `;
 }
 
-export async function buildTopology(lab: Lab): Promise<Topology> {
+const LAN = { ra: '10.1.0.0/24', rb: '10.2.0.0/24' } as const;
+
+function firewallRuleset(wan: string): string {
+  return `table ip edgeway_test_fw {
+  chain in { type filter hook input priority 0; policy accept; ip daddr ${wan} ct state new drop; }
+}
+`;
+}
+
+export async function buildTopology(lab: Lab, opts: TopologyOptions = {}): Promise<Topology> {
   const ns = {} as Record<HostName, string>;
   for (const h of ['cloud', 'ra', 'rb', 'relay', 'a1', 'a2', 'b1'] as const) ns[h] = await lab.ns(h === 'cloud' ? 'cl' : h === 'relay' ? 'rl' : h);
 
@@ -66,9 +104,10 @@ export async function buildTopology(lab: Lab): Promise<Topology> {
   await lab.link(ns.rb, `${IP.rb}/24`, ns.b1, `${IP.b1}/24`);
   await lab.route(ns.b1, 'default', 'via', IP.rb);
 
-  for (const [r, lan] of [['ra', '10.1.0.0/24'], ['rb', '10.2.0.0/24']] as const) {
+  for (const r of ['ra', 'rb'] as const) {
     await lab.sysctl(ns[r], 'net.ipv4.ip_forward=1');
-    await lab.exec(ns[r], 'nft', ['-f', '-'], { input: natRuleset(lan) });
+    await lab.exec(ns[r], 'nft', ['-f', '-'], { input: natRuleset(LAN[r], opts.nat?.[r] ?? 'cone') });
+    if (opts.firewall) await lab.exec(ns[r], 'nft', ['-f', '-'], { input: firewallRuleset(r === 'ra' ? IP.raWan : IP.rbWan) });
   }
 
   const wan = { ra: IP.raWan, rb: IP.rbWan } as const;
@@ -80,6 +119,9 @@ export async function buildTopology(lab: Lab): Promise<Topology> {
     },
     async clearPortForwards(router) {
       await lab.exec(ns[router], 'nft', ['flush', 'chain', 'ip', 'edgeway_test_nat', 'pre']);
+    },
+    async setNat(router, mode) {
+      await lab.exec(ns[router], 'nft', ['-f', '-'], { input: `flush chain ip edgeway_test_nat post\nadd rule ip edgeway_test_nat post ${masqueradeRule(LAN[router], mode)}\n` });
     },
   };
 }

@@ -3,6 +3,7 @@ import { probeCapabilities, type Probe } from '../../dataplane/detect.js';
 import { probeSocketLb } from '../../dataplane/ebpf/host.js';
 import { decideMode } from '../../dataplane/mode.js';
 import { loadNative } from '../../native/addon.js';
+import { punchUnavailableReason } from '../../tunnel/punch/sockets.js';
 
 export const doctorCommand: Command = {
   name: 'doctor',
@@ -38,8 +39,11 @@ Options:
       },
       { kind: 'node', available: true, detail: 'plain Node streams' },
     ];
+    // TCP hole punching needs sockets bound to the data port before connect (the addon).
+    const noPunch = punchUnavailableReason(native);
+    const holePunch = { available: noPunch === undefined, detail: noPunch ? `${noPunch}: peers behind NAT stay relayed` : 'SO_REUSEPORT sockets from edgeway_native.node' };
     if (values.json) {
-      process.stdout.write(`${JSON.stringify({ mode, reason: decision.reasons.join('; '), capabilities: caps, socketLb: lb, addons, accelerators }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ mode, reason: decision.reasons.join('; '), capabilities: caps, socketLb: lb, addons, accelerators, holePunch }, null, 2)}\n`);
       return EXIT_OK;
     }
     const line = (name: string, p: Probe): string => `${p.ok ? ' ok ' : 'FAIL'}  ${name.padEnd(22)} ${p.detail}`;
@@ -56,6 +60,7 @@ Options:
       line('socket-LB', { ok: lb.supported, detail: lb.supported ? `cgroup v2 ${lb.cgroup2Root}, ${lb.bpftool}` : lb.reasons.join('; ') }),
       ...addons.map((a) => line(`addon ${a.name.replace('.node', '')}`, { ok: a.loaded, detail: a.detail })),
       ...accelerators.map((a) => line(`accelerator ${a.kind}`, { ok: a.available, detail: a.detail })),
+      line('tunnel hole punching', { ok: holePunch.available, detail: holePunch.detail }),
       '',
       `mode: ${mode}`,
       ...decision.reasons.map((r) => `why:  ${r}`),

@@ -20,6 +20,7 @@ import type { TunnelProto } from '../protocol.js';
 import { TunnelRefusedError } from '../errors.js';
 import { abortQuietly, closeQuietly } from '../stream-io.js';
 import { connectionPath } from '../path.js';
+import type { HolePuncher } from '../punch/puncher.js';
 import { ChannelError } from './errors.js';
 import { CredentialStore } from './credentials.js';
 import { ChannelServer } from './channel-server.js';
@@ -47,6 +48,12 @@ export interface ChannelManagerOptions {
   logger: Logger;
   /** The libp2p connection to a node's peer (the dialer's, direct preferred). */
   connect(nodeName: string, signal?: AbortSignal): Promise<Connection>;
+  /**
+   * TCP hole punching (punch/puncher.ts): the data listener shares its port with
+   * punch sockets, and a relayed channel upgrades to punched sockets in the
+   * background. Absent or unavailable (no addon): LAN and relayed paths only.
+   */
+  puncher?: HolePuncher;
   directDialTimeoutMs?: number;
   statusTimeoutMs?: number;
   udpIdleTimeoutMs?: number;
@@ -87,9 +94,12 @@ export class ChannelManager {
         setTimeout(() => abortQuietly(stream, err), 5000).unref();
       });
     }, { runOnLimitedConnection: true });
+    const puncher = this.o.puncher?.available ? this.o.puncher : undefined;
     for (const host of this.o.listenHosts) {
-      const srv = net.createServer({ allowHalfOpen: true }, (raw) => this.accept(raw, 'lan'));
-      await new Promise<void>((resolve, reject) => { srv.once('error', reject); srv.listen(this.o.dataPort, host, () => { srv.off('error', reject); resolve(); }); });
+      // The peer's side of a punch may land on the listener (its SYN came first): the puncher takes it.
+      const srv = net.createServer({ allowHalfOpen: true }, (raw) => { if (!puncher?.claim(raw)) this.accept(raw, 'lan'); });
+      if (puncher) await puncher.listen(srv, host, this.o.dataPort);
+      else await new Promise<void>((resolve, reject) => { srv.once('error', reject); srv.listen(this.o.dataPort, host, () => { srv.off('error', reject); resolve(); }); });
       srv.on('error', (err) => this.o.logger.warn({ err: String(err) }, 'channel data listener error'));
       this.listeners.push(srv);
     }
@@ -108,6 +118,11 @@ export class ChannelManager {
   /** Channel paths by peer, for tunnel-state.json and metrics. */
   status(): ChannelStatus[] {
     return [...this.channels.entries()].map(([peerId, { nodeName, ch }]) => ({ peerId, nodeName, ...(ch.path ? { path: ch.path } : {}), ...(ch.via ? { via: ch.via } : {}), warm: ch.warmCount }));
+  }
+
+  /** A socket punched at a peer's request: we are its TLS server, as on the LAN listener. */
+  acceptPunched(raw: net.Socket): void {
+    this.accept(raw, 'punched');
   }
 
   pathOf(peerId: string): ChannelPath | undefined {
@@ -148,6 +163,7 @@ export class ChannelManager {
         hello: (signal) => this.hello(nodeName, signal),
         paths: (dataPort, signal) => this.paths(peerId, nodeName, dataPort, signal),
         lanPath: (dataPort) => this.lanPath(peerId, nodeName, dataPort),
+        ...(this.o.puncher?.available ? { punchedPath: () => this.punchedPath(peerId, this.o.puncher!) } : {}),
         onChange: () => this.o.onChange?.(),
         onHandshake: (path, ok) => this.o.metrics.channelHandshakes.inc({ side: 'client', path, result: ok ? 'ok' : 'failed' }),
       });
@@ -175,8 +191,26 @@ export class ChannelManager {
     const out: PathDialer[] = [];
     const lan = await this.lanPath(peerId, nodeName, dataPort);
     if (lan) out.push(lan);
+    // Preference order LAN → punched → relayed. All are tried at once (PeerChannel):
+    // the relayed path usually answers first and carries flows while the punch (a
+    // few round trips, seconds when it fails) runs; a punched socket then takes over.
+    if (this.o.puncher?.available) out.push(this.punchedPath(peerId, this.o.puncher));
     for (const relay of this.o.relays.reservedRelays()) out.push(this.relayedPath(peerId, nodeName, relay));
     return out;
+  }
+
+  /** Sockets from a TCP hole punch with the peer (signalled over the libp2p connection). */
+  private punchedPath(peerId: string, puncher: HolePuncher): PathDialer {
+    const d = {
+      path: 'punched' as const,
+      via: 'hole punch',
+      async connect(n: number, signal: AbortSignal): Promise<net.Socket[]> {
+        const r = await puncher.punchMany(peerId, n, signal);
+        d.via = `${r[0]!.remote.host}:${r[0]!.remote.port}`;
+        return r.map((x) => x.socket);
+      },
+    };
+    return d;
   }
 
   /** The peer's data listener at the addresses a direct libp2p connection or the catalog gives. */

@@ -24,6 +24,8 @@ export type ChannelPath = 'lan' | 'punched' | 'relayed';
 
 /** Upper bound of warm connections per peer (fds on both agents, pairs on a relay). */
 const MAX_WARM = 64;
+/** Background hole punches a relayed channel tries (after the one at set-up) before it stays relayed. */
+const PUNCH_RETRIES = 2;
 
 /** How to make connections on one path (from the manager, which knows libp2p). */
 export interface PathDialer {
@@ -48,6 +50,8 @@ export interface PeerChannelOptions {
   paths(dataPort: number, signal: AbortSignal): Promise<PathDialer[]>;
   /** A LAN path dialer when one is known (for background upgrades), else undefined. */
   lanPath(dataPort: number): Promise<PathDialer | undefined>;
+  /** The hole-punch path, tried in the background while relayed (absent: no punching). */
+  punchedPath?(): PathDialer;
   onChange(): void;
   onHandshake(path: ChannelPath, ok: boolean): void;
 }
@@ -249,13 +253,16 @@ export class PeerChannel {
         while (this.dialer === d && !this.closed && this.pool.length < this.target) {
           const socks = await this.handshakeAll(await d.connect(this.target - this.pool.length, this.abort.signal), d.path);
           if (this.dialer !== d || this.closed) { for (const s of socks) s.destroy(); return; }
-          if (socks.length === 0) { this.down(); return; }
+          if (socks.length === 0) { if (this.pool.length === 0) this.down(); return; }
           for (const s of socks) this.add(s, d.path);
           this.wake();
         }
       } catch (err) {
         this.o.logger.debug({ peer: this.o.peerId, err: String(err) }, 'channel refill failed');
-        if (this.dialer === d) this.down();
+        // Warm connections left keep the path up: a punched path cannot refill while
+        // the libp2p connection that signals punches is gone (relay down), yet its
+        // direct sockets still work.
+        if (this.dialer === d && this.pool.length === 0) this.down();
       } finally {
         this.refilling = false;
         this.wake();
@@ -269,24 +276,33 @@ export class PeerChannel {
     for (const w of this.waiters.splice(0)) w();
   }
 
-  /** Try the LAN path in the background while on a slower one. Idempotent. */
+  /** Try the LAN path (and, while relayed, a hole punch) in the background while on a slower one. Idempotent. */
   scheduleUpgrade(): void {
     if (this.upgrading || this.closed) return;
     this.upgrading = true;
     void (async () => {
       const backoff = new Backoff(1000, 30_000);
       const signal = this.abort.signal;
+      // A NAT that defeats punching (symmetric) defeats it every time: give up after a few.
+      let punchesLeft = PUNCH_RETRIES;
       try {
         while (!signal.aborted && this.dialer && this.dialer.path !== 'lan') {
           const lan = await this.o.lanPath(this.dataPort).catch(() => undefined);
-          if (lan) {
-            const socks = await this.handshakeAll(await lan.connect(1, signal).catch(() => []), lan.path);
+          const punch = punchesLeft > 0 ? this.o.punchedPath?.() : undefined;
+          const better = [lan, punch].filter((d): d is PathDialer => d !== undefined);
+          let moved: PathDialer | undefined;
+          for (const d of better) {
+            // Punch only from a relayed channel (the set-up may have punched meanwhile).
+            if (d.path === 'punched' && (this.dialer?.path !== 'relayed' || punchesLeft-- <= 0)) continue;
+            const socks = await this.handshakeAll(await d.connect(d.path === 'lan' ? 1 : this.o.warm, signal).catch(() => []), d.path);
             if (socks.length > 0 && this.dialer) {
-              this.o.logger.info({ peer: this.o.peerId, node: this.o.nodeName, via: lan.via }, 'data channel moved to the LAN path');
-              this.use(lan, socks);
-              return;
+              this.o.logger.info({ peer: this.o.peerId, node: this.o.nodeName, path: d.path, via: d.via }, `data channel moved to the ${d.path} path`);
+              this.use(d, socks);
+              moved = d;
+              break;
             }
           }
+          if (moved?.path === 'lan') return;
           await sleep(backoff.next(), signal).catch(() => undefined);
         }
       } finally {
