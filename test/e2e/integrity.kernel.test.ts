@@ -124,11 +124,14 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
   const cfgPath = (h: string): string => join(dir, `${h}.json`);
   const writeCfg = async (h: string, accelerator: Mode['accelerator'] = 'node'): Promise<void> => {
     await writeFile(cfgPath(h), JSON.stringify({
-      nodeName: h, stateDir: join(dir, h), log: { level: 'warn' }, metrics: { listen: '' },
+      nodeName: h, stateDir: join(dir, h), log: { level: logDir ? 'debug' : 'warn' }, metrics: { listen: '' },
       sources: { kubernetes: { enabled: false }, static: { paths: [join(dir, 'catalog.yaml')], pollMs: 200 } },
       dataplane: { mode: h === 'relay' ? 'none' : 'nftables', minSyncIntervalMs: 20 },
       accelerator: { mode: accelerator },
       dns: { enabled: false },
+      // Busy CI boxes: the first flow to a peer waits for the dial (PSK, Noise,
+      // yamux) and the far side's rendezvous lookup; 3 s was seen to be too short.
+      proxy: { connectTimeoutMs: 15_000 },
       tunnel: {
         listenPort: PORT, directDialTimeoutMs: 1000, psk: { path: join(dir, 'swarm.key') },
         ...(h === 'relay' ? {} : { relayNodes: [{ nodeName: 'relay', advertiseAddress: [`${IP.relay}:${PORT}`] }] }),
@@ -149,8 +152,13 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
       await new Promise((r) => setTimeout(r, 200));
     }
   };
+  // EDGEWAY_INTEGRITY_LOGS=DIR keeps each process's log (stderr) in DIR/<host>.log.
+  const logDir = process.env.EDGEWAY_INTEGRITY_LOGS;
+  const spawnLogged = (h: string, args: string[], env: Record<string, string> = {}): NsProcess => logDir
+    ? lab.spawn(topo.ns[h as 'a1'], 'sh', ['-c', `exec "$0" "$@" 2>>${join(logDir, `${h}.log`)}`, node, ...args], { ...process.env, ...env })
+    : lab.spawn(topo.ns[h as 'a1'], node, args, { ...process.env, ...env });
   const startAgent = (h: 'a1' | 'a2' | 'b1', env: Record<string, string> = {}): void => {
-    procs[h] = lab.spawn(topo.ns[h], node, ['bin/edgeway.js', 'agent', '--config', cfgPath(h)], { ...process.env, ...env });
+    procs[h] = spawnLogged(h, ['bin/edgeway.js', 'agent', '--config', cfgPath(h)], env);
   };
   const client = async (args: string[]): Promise<string> => {
     const out = await lab.exec(topo.ns.a1, node, ['test/helpers/fixtures/integrity-client.mjs', ...args], { timeoutMs: 600_000 });
@@ -163,7 +171,7 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
     await writeFile(join(dir, 'catalog.yaml'), catalog);
     await writeFile(join(dir, 'swarm.key'), `/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
     for (const h of ['relay', 'a1', 'a2', 'b1']) await writeCfg(h);
-    procs.relay = lab.spawn(topo.ns.relay, node, ['bin/edgeway.js', 'relay', '--config', cfgPath('relay')]);
+    procs.relay = spawnLogged('relay', ['bin/edgeway.js', 'relay', '--config', cfgPath('relay')]);
     for (const h of ['a2', 'b1'] as const) {
       servers[h] = lab.spawn(topo.ns[h], node, ['test/helpers/fixtures/integrity-server.mjs', '--port', '9000', '--udp-port', '9001']);
       await servers[h].waitFor(/^listening/);
