@@ -128,6 +128,8 @@ export class TunnelService {
         server: this.server, metrics: this.metrics, logger: logger.child({ part: 'channel' }),
         connect: (nodeName, signal) => dialer.connection(nodeName, signal),
         directDialTimeoutMs: t.directDialTimeoutMs, udpIdleTimeoutMs: t.udpIdleTimeoutMs, onChange, puncher: this.puncher,
+        // Every inbound flow may come with a few warm connections of its peer.
+        maxInbound: t.maxFlows * 2,
       });
       await this.channel.start();
       this.dialer.channel = this.channel;

@@ -60,9 +60,16 @@ const PATHS: readonly Path[] = [
   { name: 'same-LAN direct a1→a2', node: 'a2', tcp: '10.96.0.40', udp: '10.96.0.42', path: 'direct' },
   { name: 'cross-LAN relayed a1→b1', node: 'b1', tcp: '10.96.0.41', udp: '10.96.0.43', path: 'relayed' },
 ];
-/** Tunnel transports: `agent` is merged into every agent's `tunnel` config. */
-export interface Transport { readonly name: string; readonly tunnel: Record<string, unknown> }
-const TRANSPORTS: readonly Transport[] = [{ name: 'libp2p streams', tunnel: {} }];
+/**
+ * Tunnel transports: `tunnel` is merged into every agent's `tunnel` config;
+ * `channel` = the data channel path expected per far node (absent: no channel).
+ */
+export interface Transport { readonly name: string; readonly tunnel: Record<string, unknown>; readonly channel?: Record<'a2' | 'b1', string> }
+const TRANSPORTS: readonly Transport[] = [
+  { name: 'libp2p streams', tunnel: { channel: { enabled: false } } },
+  // Same LAN: a2's data listener; across the NATs: the relay's blind data port.
+  { name: 'data channel', tunnel: {}, channel: { a2: 'lan', b1: 'relayed' } },
+];
 
 const svc = (name: string, ip: string, port: number, proto: 'TCP' | 'UDP', host: 'a2' | 'b1', target: number, epPortName: string): string => `
 apiVersion: v1
@@ -92,7 +99,7 @@ status: { addresses: [{ type: InternalIP, address: ${IP[n as 'a1']} }] }
 
 interface TcpResult { flows: number; ok: number; failures: { flow: number; kind: string; reason: string }[]; bytes: number; seconds: number }
 interface UdpResult { sent: number; received: number; lost: number; corrupted: number; reordered: number; duplicated: number }
-interface TunnelState { relays: { reserved?: boolean }[]; peers: { nodeName?: string; paths: string[]; everRelayed: boolean }[] }
+interface TunnelState { relays: { reserved?: boolean }[]; peers: { nodeName?: string; paths: string[]; everRelayed: boolean }[]; channels?: { nodeName: string; path?: string }[] }
 
 /** SIGTERM a process we started and return its exit code (SIGKILL after 15 s → fails the check). */
 async function stopExitCode(p: NsProcess): Promise<number | string> {
@@ -219,6 +226,8 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
       const peer = s?.peers.find((x) => x.nodeName === p.node);
       expect(peer?.paths, JSON.stringify(s)).toContain(p.path);
       if (p.path === 'direct') expect(peer?.everRelayed).toBe(false);
+      // The channel carried the flows (the first ones may take libp2p while it comes up).
+      expect(s?.channels?.find((c) => c.nodeName === p.node)?.path, JSON.stringify(s?.channels)).toBe(transport.channel?.[p.node]);
     }, 600_000);
 
     it.skipIf(!!modeSkip || mode.name !== 'node').each(PATHS)('UDP 10k datagrams, 4 sessions: $name', async (p) => {
