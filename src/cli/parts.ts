@@ -36,6 +36,9 @@ export interface AgentPart {
 
 export type AgentPartFactory = (ctx: AgentContext) => Promise<AgentPart | undefined>;
 
+/** Each agent's tunnel part, for the proxy of the same agent (keyed by its context, not global). */
+const tunnels = new WeakMap<AgentContext, import('../tunnel/part.js').TunnelPart>();
+
 /** Registered parts, in start order. */
 export const agentParts: AgentPartFactory[] = [
   // Kernel data plane: nftables, plus eBPF socket-LB when the mode enables it.
@@ -52,14 +55,17 @@ export const agentParts: AgentPartFactory[] = [
     });
   },
   // Tunnel to nodes in other LANs (libp2p); the proxy dials remote endpoints through it.
-  async (ctx) => (await import('../tunnel/part.js')).createTunnelPart(ctx),
+  async (ctx) => {
+    const part = await (await import('../tunnel/part.js')).createTunnelPart(ctx);
+    if (part) tunnels.set(ctx, part);
+    return part;
+  },
   // Userspace proxy: serves every service port the plan sends to userspace (L7
   // policies, remote endpoints through the tunnel, everything in iptables mode).
   async (ctx) => {
     // Without a kernel data plane nothing is redirected to the proxy's ports.
     if (ctx.mode.base === 'none') return undefined;
     const { createProxyPart } = await import('../proxy/part.js');
-    const { tunnelDialer } = await import('../tunnel/part.js');
     // Accelerated forwarding (splice/sockmap) when the addon is usable and allowed.
     const { config, registry, logger } = ctx;
     let accel: import('../dataplane/native/accelerator.js').Accelerators | undefined;
@@ -73,7 +79,7 @@ export const agentParts: AgentPartFactory[] = [
     const part = await createProxyPart({
       planFor: ctx.planFor,
       iptables: () => ctx.mode.base === 'iptables',
-      remoteDialer: () => tunnelDialer(),
+      remoteDialer: () => tunnels.get(ctx)?.remoteDialer(),
       forwarder: () => forwarder,
     })(ctx);
     if (!part) { accel?.close(); return undefined; }

@@ -2,7 +2,7 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
 export type PeerPath = 'direct' | 'relayed';
-export type RefusalReason = 'unauthorised' | 'not-local' | 'bad-request' | 'connect-failed' | 'unavailable';
+export type RefusalReason = 'unauthorised' | 'not-local' | 'bad-request' | 'connect-failed' | 'unavailable' | 'early-bytes-over-cap';
 
 export interface TunnelMetrics {
   readonly peers: Gauge<'path'>;
@@ -16,6 +16,8 @@ export interface TunnelMetrics {
   readonly reservations: Gauge;
   readonly udpDropped: Counter<'reason'>;
   readonly rendezvous: Counter<'op' | 'result'>;
+  /** Rendezvous answers refused because the name is bound to another peer (first-use binding). */
+  readonly bindingConflicts: Counter;
 }
 
 export function createTunnelMetrics(registry: Registry): TunnelMetrics {
@@ -32,5 +34,6 @@ export function createTunnelMetrics(registry: Registry): TunnelMetrics {
     reservations: new Gauge({ name: 'edgeway_tunnel_relay_reservations', help: 'Relays holding a reservation for this node', registers: r }),
     udpDropped: new Counter({ name: 'edgeway_tunnel_udp_dropped_total', help: 'Datagrams dropped (stream backpressure, oversize)', labelNames: ['reason'], registers: r }),
     rendezvous: new Counter({ name: 'edgeway_tunnel_rendezvous_requests_total', help: 'Rendezvous requests to relays', labelNames: ['op', 'result'], registers: r }),
+    bindingConflicts: new Counter({ name: 'edgeway_tunnel_binding_conflicts_total', help: 'Peers claiming a node name bound to another peer id (refused)', registers: r }),
   };
 }

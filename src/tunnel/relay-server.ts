@@ -12,6 +12,10 @@ import type { Logger } from '../util/log.js';
 import { createTunnelNode, type TunnelLibp2p } from './node.js';
 import { loadOrCreateIdentity, loadPsk } from './identity.js';
 import { RendezvousServer } from './rendezvous.js';
+import { BindingStore } from './bindings.js';
+
+/** Relay's first-use bindings of node names (no PSK), under stateDir. */
+export const RENDEZVOUS_BINDINGS_FILE = 'rendezvous-bindings.json';
 import { toMultiaddr } from './addrs.js';
 
 const HOP = '/libp2p/circuit/relay/0.2.0/hop';
@@ -59,7 +63,11 @@ export async function startRelayServer(config: Config, logger: Logger, registry:
     maxConnections: r.maxReservations * 2 + 64,
   });
   const rzCounter = new Counter({ name: 'edgeway_relay_rendezvous_requests_total', help: 'Rendezvous requests served, by op and result', labelNames: ['op', 'result'], registers: [registry] });
-  const rendezvous = new RendezvousServer({ ttlMs: 10 * 60_000, maxRecords: r.maxRendezvousRecords, logger, onRequest: (op, result) => rzCounter.inc({ op, result }) });
+  // Without a PSK anyone who reaches the relay may register: names are bound to
+  // the first peer id that registers them, persisted (bindings.ts).
+  const bindings = psk ? undefined : await BindingStore.open(config.stateDir, RENDEZVOUS_BINDINGS_FILE, r.maxRendezvousRecords);
+  if (!psk) logger.warn({ bindings: bindings!.file }, 'no tunnel PSK: any peer that reaches this relay may use it; node names are bound to the first peer id that registers them');
+  const rendezvous = new RendezvousServer({ ttlMs: 10 * 60_000, maxRecords: r.maxRendezvousRecords, logger, onRequest: (op, result) => rzCounter.inc({ op, result }), ...(bindings ? { bindings } : {}) });
   await rendezvous.start(node);
   const relayService = (node.services as Record<string, { reservations?: { size: number } }>).relay;
   new Gauge({ name: 'edgeway_relay_reservations', help: 'Reservations held', registers: [registry], collect() { this.set(relayService?.reservations?.size ?? 0); } });
@@ -71,5 +79,5 @@ export async function startRelayServer(config: Config, logger: Logger, registry:
   new Gauge({ name: 'edgeway_relay_rendezvous_records', help: 'Nodes registered on the rendezvous', registers: [registry], collect() { this.set(rendezvous.size); } });
   new Gauge({ name: 'edgeway_relay_pipe_patch_applied', help: '1 when the @libp2p/utils pipe() memory fix is installed', registers: [registry] }).set(patched ? 1 : 0);
   logger.info({ peerId: identity.peerId, listen: node.getMultiaddrs().map(String), limits: { dataBytes: r.dataLimitBytes || 'unlimited', durationMs: r.durationLimitMs || 'unlimited', maxReservations: r.maxReservations }, psk: Boolean(psk), pipePatch: patched }, 'relay started');
-  return { node, peerId: identity.peerId, stop: async () => { await node.stop(); } };
+  return { node, peerId: identity.peerId, stop: async () => { await node.stop(); await bindings?.flush(); } };
 }
