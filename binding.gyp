@@ -1,21 +1,32 @@
 {
+  "target_defaults": {
+    "include_dirs": [
+      "<!(node -p \"require('path').dirname(require.resolve('node-addon-api/package.json'))\")"
+    ],
+    "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+    "cflags!": ["-fno-exceptions"],
+    "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+    "cflags_cc": ["-std=c++17", "-fexceptions", "-O2"]
+  },
   "targets": [
     {
       "target_name": "edgeway_native",
       "sources": [
         "native/src/addon.cc",
         "native/src/pool.cc",
+        "native/src/sockmap-link.cc",
+        "native/src/bpf-sys.cc",
+        "native/src/origdst.cc"
+      ],
+      "libraries": ["-lpthread"]
+    },
+    {
+      "target_name": "edgeway_bpf",
+      "sources": [
+        "native/src/bpf-addon.cc",
         "native/src/sockmap.cc",
-        "native/src/origdst.cc",
         "native/src/bpfobj.cc"
       ],
-      "include_dirs": [
-        "<!(node -p \"require('path').dirname(require.resolve('node-addon-api/package.json'))\")"
-      ],
-      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
-      "cflags!": ["-fno-exceptions"],
-      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-O2"],
       "libraries": ["-lbpf", "-lpthread"]
     }
   ]

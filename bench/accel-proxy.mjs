@@ -1,13 +1,14 @@
 #!/usr/bin/env node
-// Bench helper: a TCP proxy on one forwarding path of dist/src/dataplane/native.
+// Bench helper: a TCP proxy on one forwarding path of dist/src/native.
 //   accel-proxy.mjs KIND LISTEN_PORT:TARGET_HOST:TARGET_PORT [...]
 // KIND: node | splice | sockmap (with the per-connection fallback the agent uses).
 // Prints "ready" once listening; SIGTERM stops it.
 import net from 'node:net';
-import { Accelerators } from '../dist/dataplane/native/accelerator.js';
-import { connectPaused } from '../dist/dataplane/native/forwarder.js';
+import { Accelerators } from '../dist/native/accelerator.js';
+import { connectPaused } from '../dist/native/forwarder.js';
 
-const [kind, ...maps] = process.argv.slice(2);
+const [argKind, ...maps] = process.argv.slice(2);
+const kind = /** @type {import('../dist/native/forwarder.js').ForwarderKind} */ (argKind);
 const accel = new Accelerators({ threads: Number(process.env.THREADS ?? 2), pipeSize: Number(process.env.PIPE_SIZE ?? 1 << 20) });
 if (kind !== 'node' && !accel.get(kind)) {
   console.error(`forwarder ${kind} unavailable: ${accel.status.map((s) => `${s.kind}=${s.reason ?? 'ok'}`).join(' ')}`);

@@ -218,7 +218,7 @@ async function main() {
   const best = rows.find((r) => r.name === faster);
   const summary = best && haproxy ? [
     ``,
-    `Faster accelerated path on bulk: **${faster}** (default order in src/dataplane/native/accelerator.ts AUTO_ORDER).`,
+    `Faster accelerated path on bulk: **${faster}** (default order in src/native/accelerator.ts AUTO_ORDER).`,
     `Targets: best ≥ 0.8× direct bulk → ${fmt(best.gbps / base.gbps)}×; ≥ 1.5× HAProxy bulk → ${fmt(best.gbps / haproxy.gbps)}×; ` +
       `conn rate ≥ HAProxy → ${fmt(best.rate / haproxy.rate)}×; added p50 ≤ 30 µs → ${fmt(best.p50 - base.p50, 1)} µs.`,
   ] : [];

@@ -5,12 +5,21 @@
 # top-level binding.gyp against the local headers, and both builds must load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [[ ! -f native/build/Release/edgeway_native.node || ! -f bpf/build/sockmap_verdict.bpf.o ]]; then
+if [[ ! -f native/build/Release/edgeway_native.node || ! -f native/build/Release/edgeway_bpf.node || ! -f bpf/build/sockmap_verdict.bpf.o ]]; then
   echo "ci-native: npm ci did not build the accelerators"
   cat native/build/install.log 2>/dev/null || true
   exit 1
 fi
 bash scripts/build-native.sh --gyp >/tmp/edgeway-gyp.log 2>&1 || { tail -40 /tmp/edgeway-gyp.log; exit 1; }
-for addon in native/build/Release/edgeway_native.node build/Release/edgeway_native.node; do
-  node -e "const a = require('./$addon'); if (a.abi !== 1 || typeof a.Pool !== 'function' || typeof a.getOriginalDst !== 'function' || typeof a.bpf?.mapOps !== 'function') process.exit(1); console.log('ci-native: loads', '$addon')"
+# Two addons, loaded apart: edgeway_native.node must not need libbpf (splice keeps
+# working on a host where libbpf cannot be loaded).
+for dir in native/build build; do
+  if readelf -d "$dir/Release/edgeway_native.node" | grep -q 'NEEDED.*libbpf'; then
+    echo "ci-native: $dir/Release/edgeway_native.node links libbpf"; exit 1
+  fi
+  node -e "
+    const n = require('./$dir/Release/edgeway_native.node'), b = require('./$dir/Release/edgeway_bpf.node');
+    if (n.abi !== 2 || typeof n.Pool !== 'function' || typeof n.SockmapLink !== 'function' || typeof n.getOriginalDst !== 'function') process.exit(1);
+    if (b.abi !== 2 || typeof b.Sockmap !== 'function' || typeof b.bpf?.mapOps !== 'function') process.exit(1);
+    console.log('ci-native: both addons load from $dir/Release')"
 done

@@ -1,52 +1,38 @@
-// JavaScript bindings: Pool (splice / sockmap forwarding on epoll threads),
-// Sockmap (the BPF object), getOriginalDst(fd), bpf.* (bpfobj.cc). Glue only — policy lives in
-// src/dataplane/native/.
+// edgeway_native.node — bindings that need no libbpf: Pool (splice / sockmap
+// forwarding on epoll threads), SockmapLink (the maps of a sockmap object loaded
+// by edgeway_bpf.node, driven with raw bpf(2) syscalls) and getOriginalDst(fd).
+// Glue only — policy lives in src/native/. New syscall-only bindings go here (add
+// the source to EDGEWAY_NATIVE_SOURCES in CMakeLists.txt and to binding.gyp).
 #include <napi.h>
 #include <string.h>
 
-#include <functional>
 #include <memory>
 #include <stdexcept>
 
-#include "bpfobj.h"
+#include "napi-util.h"
 #include "origdst.h"
 #include "pool.h"
-#include "sockmap.h"
+#include "sockmap-link.h"
 
 namespace edgeway {
 
-namespace {
+// Per Node environment (main thread and each worker thread load the addon into
+// their own environment); node-addon-api deletes it when that environment ends.
+struct AddonData {
+  Napi::FunctionReference sockmap_link_ctor;
+};
 
-Napi::Error ErrnoError(Napi::Env env, int err, const std::string& what) {
-  Napi::Error e = Napi::Error::New(env, what + ": " + strerror(err));
-  e.Set("errno", Napi::Number::New(env, err));
-  e.Set("code", Napi::String::New(env, "ERR_NATIVE_ERRNO"));
-  return e;
-}
-
-int FdArg(const Napi::CallbackInfo& info, size_t i) {
-  if (info.Length() <= i || !info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), "fd must be a number");
-  int fd = info[i].As<Napi::Number>().Int32Value();
-  if (fd < 0) throw Napi::TypeError::New(info.Env(), "fd must be >= 0");
-  return fd;
-}
-
-}  // namespace
-
-class SockmapWrap : public Napi::ObjectWrap<SockmapWrap> {
+class SockmapLinkWrap : public Napi::ObjectWrap<SockmapLinkWrap> {
  public:
   static Napi::Function Init(Napi::Env env) {
-    return DefineClass(env, "Sockmap",
-                       {InstanceMethod("stats", &SockmapWrap::StatsJs), InstanceMethod("testRun", &SockmapWrap::TestRunJs),
-                        InstanceMethod("putPeer", &SockmapWrap::PutPeerJs),
-                        InstanceMethod("deletePeer", &SockmapWrap::DeletePeerJs),
-                        InstanceMethod("close", &SockmapWrap::CloseJs)});
+    return DefineClass(env, "SockmapLink", {InstanceMethod("close", &SockmapLinkWrap::CloseJs)});
   }
 
-  explicit SockmapWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SockmapWrap>(info) {
-    if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), "object path required");
+  // new SockmapLink(socksFd, redirFd, peersFd): duplicates the fds.
+  explicit SockmapLinkWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SockmapLinkWrap>(info) {
+    int socks = FdArg(info, 0), redir = FdArg(info, 1), peers = FdArg(info, 2);
     try {
-      sockmap_ = std::make_shared<Sockmap>(info[0].As<Napi::String>().Utf8Value());
+      link_ = std::make_shared<SockmapLink>(socks, redir, peers);
     } catch (const std::runtime_error& e) {
       Napi::Error err = Napi::Error::New(info.Env(), e.what());
       err.Set("code", Napi::String::New(info.Env(), "ERR_NATIVE_SOCKMAP_LOAD"));
@@ -54,55 +40,17 @@ class SockmapWrap : public Napi::ObjectWrap<SockmapWrap> {
     }
   }
 
-  std::shared_ptr<Sockmap> sockmap() const { return sockmap_; }
+  // Null after close(); pairs already linked keep their own reference.
+  std::shared_ptr<SockmapLink> link() const { return link_; }
 
  private:
-  Napi::Value StatsJs(const Napi::CallbackInfo& info) {
-    SockmapStats s = sockmap_->Stats();
-    Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("redirectedPkts", double(s.redirected_pkts));
-    o.Set("redirectedBytes", double(s.redirected_bytes));
-    o.Set("passedPkts", double(s.passed_pkts));
-    o.Set("finDropped", double(s.fin_dropped));
-    o.Set("redirectFailed", double(s.redirect_failed));
-    return o;
-  }
-
-  Napi::Value TestRunJs(const Napi::CallbackInfo& info) {
-    if (info.Length() < 1 || !info[0].IsBuffer()) throw Napi::TypeError::New(info.Env(), "buffer required");
-    auto buf = info[0].As<Napi::Buffer<uint8_t>>();
-    uint32_t ret = 0;
-    int r = sockmap_->TestRun(buf.Data(), uint32_t(buf.Length()), &ret);
-    if (r < 0) throw ErrnoError(info.Env(), -r, "BPF_PROG_TEST_RUN");
-    return Napi::Number::New(info.Env(), ret);
-  }
-
-  // putPeer(cookie: bigint, peerCookie: bigint, flags: number)
-  Napi::Value PutPeerJs(const Napi::CallbackInfo& info) {
-    bool lossless = false;
-    uint64_t cookie = info[0].As<Napi::BigInt>().Uint64Value(&lossless);
-    uint64_t peer = info[1].As<Napi::BigInt>().Uint64Value(&lossless);
-    SockPeer p{peer, 0, info[2].As<Napi::Number>().Uint32Value(), 1};
-    int r = sockmap_->PutPeer(cookie, p);
-    if (r < 0) throw ErrnoError(info.Env(), -r, "putPeer");
-    return info.Env().Undefined();
-  }
-
-  Napi::Value DeletePeerJs(const Napi::CallbackInfo& info) {
-    bool lossless = false;
-    sockmap_->DeletePeer(info[0].As<Napi::BigInt>().Uint64Value(&lossless));
-    return info.Env().Undefined();
-  }
-
   Napi::Value CloseJs(const Napi::CallbackInfo& info) {
-    sockmap_->Close();
+    link_.reset();
     return info.Env().Undefined();
   }
 
-  std::shared_ptr<Sockmap> sockmap_;
+  std::shared_ptr<SockmapLink> link_;
 };
-
-static Napi::FunctionReference* g_sockmap_ctor = nullptr;
 
 class PoolWrap : public Napi::ObjectWrap<PoolWrap> {
  public:
@@ -135,12 +83,21 @@ class PoolWrap : public Napi::ObjectWrap<PoolWrap> {
       });
       if (status != napi_ok) delete copy;
     });
-    hook_ = env.AddCleanupHook(std::function<void()>([this]() { Shutdown(); }));
+    // The threads must stop before the environment goes away even when this object
+    // is never collected. Registered with the plain N-API call and `this` as data:
+    // at teardown the hook may run before or after the finalizer, and
+    // node-addon-api's Env::CleanupHook frees its own data when the hook runs, so a
+    // later Remove() in the destructor freed it twice (heap corruption at exit).
+    // Here the hook clears `hooked_`, and the destructor removes the hook only
+    // while it has not run: either order is safe.
+    if (napi_add_env_cleanup_hook(env, &PoolWrap::CleanupHook, this) != napi_ok)
+      throw Napi::Error::New(env, "napi_add_env_cleanup_hook failed");
     hooked_ = true;
   }
 
   ~PoolWrap() override {
-    if (hooked_) hook_.Remove(env_);
+    if (hooked_) napi_remove_env_cleanup_hook(env_, &PoolWrap::CleanupHook, this);
+    hooked_ = false;
     Shutdown();
   }
 
@@ -149,6 +106,12 @@ class PoolWrap : public Napi::ObjectWrap<PoolWrap> {
     Napi::ThreadSafeFunction tsfn;
     int inflight = 0;  // main thread only
   };
+
+  static void CleanupHook(void* arg) {
+    auto* self = static_cast<PoolWrap*>(arg);
+    self->hooked_ = false;  // Node drops the hook after running it
+    self->Shutdown();
+  }
 
   void Started(Napi::Env env) {
     if (state_->inflight++ == 0) state_->tsfn.Ref(env);
@@ -178,16 +141,18 @@ class PoolWrap : public Napi::ObjectWrap<PoolWrap> {
     return Napi::Number::New(env, double(id));
   }
 
-  // sockmap(sockmap, fdA, fdB) → id; throws (errno EOPNOTSUPP etc.) when linking fails.
+  // sockmap(link, fdA, fdB) → id; throws (errno EOPNOTSUPP etc.) when linking fails.
   Napi::Value SockmapJs(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     CheckOpen(env);
-    if (info.Length() < 3 || !info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(g_sockmap_ctor->Value()))
-      throw Napi::TypeError::New(env, "sockmap(sockmap, fdA, fdB)");
-    SockmapWrap* sm = SockmapWrap::Unwrap(info[0].As<Napi::Object>());
+    AddonData* data = env.GetInstanceData<AddonData>();
+    if (info.Length() < 3 || !info[0].IsObject() || !data || !info[0].As<Napi::Object>().InstanceOf(data->sockmap_link_ctor.Value()))
+      throw Napi::TypeError::New(env, "sockmap(link: SockmapLink, fdA, fdB)");
+    std::shared_ptr<SockmapLink> link = SockmapLinkWrap::Unwrap(info[0].As<Napi::Object>())->link();
+    if (!link) throw Napi::Error::New(env, "sockmap link is closed");
     int a = FdArg(info, 1), b = FdArg(info, 2);
     int err = 0;
-    uint64_t id = pool_->SockmapPair(sm->sockmap(), a, b, &err);
+    uint64_t id = pool_->SockmapPair(link, a, b, &err);
     if (!id) throw ErrnoError(env, err, "sockmap link");
     Started(env);
     return Napi::Number::New(env, double(id));
@@ -207,10 +172,9 @@ class PoolWrap : public Napi::ObjectWrap<PoolWrap> {
     return Napi::Number::New(info.Env(), pool_ ? pool_->active() : 0);
   }
 
-  Napi::Env env_;
+  napi_env env_;
   std::shared_ptr<State> state_;
   std::unique_ptr<Pool> pool_;
-  Napi::Env::CleanupHook<std::function<void()>> hook_;
   bool hooked_ = false;
 };
 
@@ -228,13 +192,14 @@ Napi::Value GetOriginalDstJs(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  Napi::Function sockmap = SockmapWrap::Init(env);
-  g_sockmap_ctor = new Napi::FunctionReference(Napi::Persistent(sockmap));
-  exports.Set("Sockmap", sockmap);
+  Napi::Function link = SockmapLinkWrap::Init(env);
+  auto* data = new AddonData();
+  data->sockmap_link_ctor = Napi::Persistent(link);
+  env.SetInstanceData(data);
+  exports.Set("SockmapLink", link);
   exports.Set("Pool", PoolWrap::Init(env));
   exports.Set("getOriginalDst", Napi::Function::New(env, GetOriginalDstJs));
-  RegisterBpfObj(env, exports);
-  exports.Set("abi", Napi::Number::New(env, 1));
+  exports.Set("abi", Napi::Number::New(env, kAddonAbi));
   return exports;
 }
 

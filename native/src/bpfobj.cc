@@ -1,5 +1,7 @@
 #include "bpfobj.h"
 
+#include "napi-util.h"
+
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
@@ -48,13 +50,7 @@ class Fd {
   int fd_;
 };
 
-Napi::Error Errno(Napi::Env env, int err, const std::string& what) {
-  if (err < 0) err = -err;
-  Napi::Error e = Napi::Error::New(env, what + ": " + strerror(err));
-  e.Set("errno", Napi::Number::New(env, err));
-  e.Set("code", Napi::String::New(env, "ERR_NATIVE_ERRNO"));
-  return e;
-}
+Napi::Error Errno(Napi::Env env, int err, const std::string& what) { return ErrnoError(env, err, what); }
 
 // Work that runs on a libuv worker thread (no JS there): it returns 0 or an errno
 // and says what failed; the promise resolves with `done(env)` or rejects with the

@@ -18,7 +18,7 @@
 #include <unordered_map>
 #include <utility>
 
-#include "sockmap.h"
+#include "sockmap-link.h"
 
 namespace edgeway {
 
@@ -84,7 +84,7 @@ struct PairSpec {
   Kind kind;
   int fd[2];  // dup'ed, owned by the pair
   int pipe_size;
-  std::shared_ptr<Sockmap> sockmap;
+  std::shared_ptr<SockmapLink> sockmap;
   uint64_t cookie[2];
   uint64_t consumed[2];  // sockmap: bytes user space had read before linking
   uint64_t written[2];   // sockmap: WrittenBytes() before linking (SYN, earlier writes)
@@ -105,7 +105,7 @@ struct Pair {
   Kind kind;
   int fd[2];
   Dir d[2];  // d[0]: fd[0] → fd[1]; d[1]: fd[1] → fd[0]
-  std::shared_ptr<Sockmap> sockmap;
+  std::shared_ptr<SockmapLink> sockmap;
   uint64_t cookie[2] = {0, 0};
   uint64_t consumed[2] = {0, 0};
   uint64_t written[2] = {0, 0};
@@ -442,7 +442,7 @@ uint64_t Pool::Splice(int fd_a, int fd_b, int pipe_size, int* err) {
   return id;
 }
 
-uint64_t Pool::SockmapPair(std::shared_ptr<Sockmap> sockmap, int fd_a, int fd_b, int* err) {
+uint64_t Pool::SockmapPair(std::shared_ptr<SockmapLink> sockmap, int fd_a, int fd_b, int* err) {
   PairSpec spec{Kind::kSockmap, {-1, -1}, 0, sockmap, {0, 0}, {ConsumedBefore(fd_a), ConsumedBefore(fd_b)}, {0, 0}};
   WrittenBytes(fd_a, &spec.written[0]);
   WrittenBytes(fd_b, &spec.written[1]);

@@ -13,7 +13,7 @@
 
 namespace edgeway {
 
-class Sockmap;
+class SockmapLink;
 
 struct Completion {
   uint64_t id;
@@ -41,7 +41,7 @@ class Pool {
   uint64_t Splice(int fd_a, int fd_b, int pipe_size, int* err);
   // Links the pair into `sockmap` and watches it until both directions ended.
   // Returns 0 with *err set when linking failed (nothing changed then).
-  uint64_t SockmapPair(std::shared_ptr<Sockmap> sockmap, int fd_a, int fd_b, int* err);
+  uint64_t SockmapPair(std::shared_ptr<SockmapLink> sockmap, int fd_a, int fd_b, int* err);
   // Stops forwarding the pair; its completion reports ECANCELED.
   void Cancel(uint64_t id);
   // Stops every thread; pairs still running complete with ECANCELED. Idempotent.

@@ -4,7 +4,6 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <stdexcept>
@@ -13,15 +12,6 @@
 namespace edgeway {
 
 namespace {
-
-constexpr uint32_t kPeerActive = 1;
-constexpr uint32_t kAbi = 1;
-
-int Cookie(int fd, uint64_t* out) {
-  socklen_t len = sizeof(*out);
-  if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, out, &len) != 0) return -errno;
-  return 0;
-}
 
 std::runtime_error Fail(const std::string& step, int err) {
   return std::runtime_error("sockmap: " + step + ": " + strerror(err < 0 ? -err : err));
@@ -73,64 +63,6 @@ void Sockmap::Close() {
     obj_ = nullptr;
   }
   prog_fd_ = socks_fd_ = redir_fd_ = peers_fd_ = stats_fd_ = -1;
-}
-
-int Sockmap::Link(int fd_a, int fd_b, uint64_t* cookie_a, uint64_t* cookie_b) {
-  if (!obj_) return -EBADF;
-  uint64_t ca = 0, cb = 0;
-  int err = Cookie(fd_a, &ca);
-  if (!err) err = Cookie(fd_b, &cb);
-  if (err) return err;
-  SockPeer pa{cb, 0, kPeerActive, kAbi};
-  SockPeer pb{ca, 0, kPeerActive, kAbi};
-  uint32_t va = static_cast<uint32_t>(fd_a), vb = static_cast<uint32_t>(fd_b);
-  // Order matters (see bpf/sockmap_verdict.c): counters, targets, then verdict.
-  int step = 0;
-  if (bpf_map_update_elem(peers_fd_, &ca, &pa, BPF_NOEXIST)) goto fail;
-  step = 1;
-  if (bpf_map_update_elem(peers_fd_, &cb, &pb, BPF_NOEXIST)) goto fail;
-  step = 2;
-  if (bpf_map_update_elem(redir_fd_, &ca, &vb, BPF_NOEXIST)) goto fail;
-  step = 3;
-  if (bpf_map_update_elem(redir_fd_, &cb, &va, BPF_NOEXIST)) goto fail;
-  step = 4;
-  if (bpf_map_update_elem(socks_fd_, &ca, &va, BPF_NOEXIST)) goto fail;
-  step = 5;
-  if (bpf_map_update_elem(socks_fd_, &cb, &vb, BPF_NOEXIST)) goto fail;
-  {
-    // Bytes queued before the insert only move once the receive path is poked;
-    // SO_RCVLOWAT re-runs data_ready, which now is the verdict.
-    int one = 1;
-    setsockopt(fd_a, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
-    setsockopt(fd_b, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
-  }
-  *cookie_a = ca;
-  *cookie_b = cb;
-  return 0;
-fail:
-  err = -errno;
-  if (step > 4) bpf_map_delete_elem(socks_fd_, &ca);
-  if (step > 3) bpf_map_delete_elem(redir_fd_, &cb);
-  if (step > 2) bpf_map_delete_elem(redir_fd_, &ca);
-  if (step > 1) bpf_map_delete_elem(peers_fd_, &cb);
-  if (step > 0) bpf_map_delete_elem(peers_fd_, &ca);
-  return err;
-}
-
-void Sockmap::Unlink(uint64_t ca, uint64_t cb) {
-  if (!obj_) return;
-  bpf_map_delete_elem(socks_fd_, &ca);
-  bpf_map_delete_elem(socks_fd_, &cb);
-  bpf_map_delete_elem(redir_fd_, &ca);
-  bpf_map_delete_elem(redir_fd_, &cb);
-  bpf_map_delete_elem(peers_fd_, &ca);
-  bpf_map_delete_elem(peers_fd_, &cb);
-}
-
-uint64_t Sockmap::Bytes(uint64_t cookie) const {
-  SockPeer p{};
-  if (!obj_ || bpf_map_lookup_elem(peers_fd_, &cookie, &p) != 0) return 0;
-  return p.bytes;
 }
 
 SockmapStats Sockmap::Stats() const {

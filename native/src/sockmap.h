@@ -1,23 +1,18 @@
-// Loads the sockmap BPF object (bpf/sockmap_verdict.c) with libbpf and links
-// proxied socket pairs into its maps. Glue only: which pairs to link is decided in
+// Loads the sockmap BPF object (bpf/sockmap_verdict.c) with libbpf and attaches
+// its stream verdict to the socket map. Part of edgeway_bpf.node (links libbpf);
+// pairs are linked into the maps by edgeway_native.node (sockmap-link.h) through
+// the map fds this object hands out. Glue only: which pairs to link is decided in
 // TypeScript.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
+#include "sockmap-link.h"
+
 struct bpf_object;
 
 namespace edgeway {
-
-// Mirrors struct ew_sock_peer in bpf/lib/sockmap.h (EW_SOCKMAP_ABI 1).
-struct SockPeer {
-  uint64_t peer_cookie;
-  uint64_t bytes;
-  uint32_t flags;
-  uint32_t abi;
-};
-static_assert(sizeof(SockPeer) == 24, "ew_sock_peer layout");
 
 struct SockmapStats {
   uint64_t redirected_pkts;
@@ -25,6 +20,10 @@ struct SockmapStats {
   uint64_t passed_pkts;
   uint64_t fin_dropped;
   uint64_t redirect_failed;
+};
+
+struct SockmapFds {
+  int socks, redir, peers;
 };
 
 class Sockmap {
@@ -35,19 +34,15 @@ class Sockmap {
   Sockmap(const Sockmap&) = delete;
   Sockmap& operator=(const Sockmap&) = delete;
 
-  // Links a pair; returns 0 or -errno (everything undone on failure).
-  int Link(int fd_a, int fd_b, uint64_t* cookie_a, uint64_t* cookie_b);
-  // Unlinks a pair (idempotent). Verdict first, then targets, then counters.
-  void Unlink(uint64_t cookie_a, uint64_t cookie_b);
-  // Bytes redirected out of the peer of the socket with this cookie.
-  uint64_t Bytes(uint64_t cookie) const;
+  // The map fds a SockmapLink duplicates (-1 after Close()).
+  SockmapFds Fds() const { return {socks_fd_, redir_fd_, peers_fd_}; }
   SockmapStats Stats() const;
   // BPF_PROG_TEST_RUN of the verdict program on `data`; returns retval or -errno.
   int TestRun(const void* data, uint32_t len, uint32_t* retval) const;
   // Test hook: writes a peer entry directly (key, value).
   int PutPeer(uint64_t cookie, const SockPeer& peer);
   int DeletePeer(uint64_t cookie);
-  // Detaches the program and frees every map; safe to call twice.
+  // Detaches the program and frees every map this object holds; safe to call twice.
   void Close();
 
  private:

@@ -68,10 +68,10 @@ export const agentParts: AgentPartFactory[] = [
     const { createProxyPart } = await import('../proxy/part.js');
     // Accelerated forwarding (splice/sockmap) when the addon is usable and allowed.
     const { config, registry, logger } = ctx;
-    let accel: import('../dataplane/native/accelerator.js').Accelerators | undefined;
-    let forwarder: import('../dataplane/native/forwarder.js').Forwarder | undefined;
+    let accel: import('../native/accelerator.js').Accelerators | undefined;
+    let forwarder: import('../native/forwarder.js').Forwarder | undefined;
     if (config.accelerator.mode !== 'node') {
-      const { acceleratorsFromConfig } = await import('../dataplane/native/accelerator.js');
+      const { acceleratorsFromConfig } = await import('../native/accelerator.js');
       const a = acceleratorsFromConfig(config.accelerator, { registry, logger });
       if (a.accelerators.status.some((st) => st.kind !== 'node' && st.available)) ({ accelerators: accel, forwarder } = a);
       else a.accelerators.close();

@@ -184,7 +184,7 @@ export const configSchema = z
       })),
     tunnel: tunnelSchema.default(() => tunnelSchema.parse({})),
     /**
-     * How the userspace proxy moves bytes (src/dataplane/native): `auto` takes the
+     * How the userspace proxy moves bytes (src/native): `auto` takes the
      * fastest available path per connection (splice, sockmap, Node streams), a kind
      * starts there and falls back to slower ones; `node` never uses the addon.
      */

@@ -24,7 +24,7 @@ import type { DatagramSession, RemoteDialer } from './remote-dialer.js';
 import type { OriginalDstResolver } from './original-dst.js';
 import { ProxyError } from './errors.js';
 import { UserspaceProxy } from './proxy.js';
-import type { Forwarder } from '../dataplane/native/forwarder.js';
+import type { Forwarder } from '../native/forwarder.js';
 
 export interface ProxyPartContext {
   readonly config: Config;

@@ -8,7 +8,7 @@
  * flows in progress are never cut by an update. A listener that fails to bind is
  * reported and tried again on the next apply.
  */
-import type { Forwarder } from '../dataplane/native/forwarder.js';
+import type { Forwarder } from '../native/forwarder.js';
 import net from 'node:net';
 import type { Logger } from '../util/log.js';
 import type { Registry } from '../metrics/registry.js';

@@ -123,7 +123,7 @@ export function openStream(ep: PlannedEndpoint, sp: PlannedServicePort, remote: 
 
 /**
  * Connect to an endpoint. `paused`: Node never starts reading the socket (paused
- * before 'connect'), so an accelerator can take its fd over (dataplane/native).
+ * before 'connect'), so an accelerator can take its fd over (src/native).
  */
 export function connectTcp(host: string, port: number, signal: AbortSignal, onread?: net.OnReadOpts, paused = false): Promise<net.Socket> {
   return new Promise((resolve, reject) => {

@@ -10,7 +10,7 @@ import type { ConnectionResult, DropReason, ServiceMetrics } from './metrics.js'
 import { pump } from './pump.js';
 import { adoptWithBuffer, ReadSink, type BufferPool } from './fast-read.js';
 import { clientIpOf, connectTcp, isFdExhausted, openStream, type DialSettings, type ServiceRuntime } from './service.js';
-import type { Forwarder } from '../dataplane/native/forwarder.js';
+import type { Forwarder } from '../native/forwarder.js';
 
 export interface TcpSettings extends DialSettings {
   /** Close a flow after this long without a byte either way (0 = never). */
@@ -18,7 +18,7 @@ export interface TcpSettings extends DialSettings {
   /** Large read buffers for socket-to-socket flows (fast-read.ts); none = stream reads. */
   readonly readBuffers?: BufferPool;
   /**
-   * Accelerated forwarding (splice / sockmap, dataplane/native) for socket-to-socket
+   * Accelerated forwarding (splice / sockmap, native) for socket-to-socket
    * flows; per connection it falls back to a slower path when one refuses. Tunnel
    * streams (remote endpoints) always use the pump. No idle timeout on this path.
    */

@@ -5,12 +5,12 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
-import { Accelerators, acceleratorsFromConfig, describeAccelerators } from '../../src/dataplane/native/accelerator.js';
+import { Accelerators, acceleratorsFromConfig, describeAccelerators } from '../../src/native/accelerator.js';
 import { configSchema } from '../../src/config/schema.js';
-import type { NativeAddon, NativePool, NativeSockmap } from '../../src/dataplane/native/addon.js';
+import type { BpfAddon, NativeAddon, NativeBpf, NativePool, NativeSockmap } from '../../src/native/addon.js';
 import { ForwardHarness, receiveAll, sendRandom, withTimeout } from './forward-harness.js';
 
-function fakeAddon(opts: { spliceErrno?: number; sockmapLoad?: string }): NativeAddon {
+function fakeAddon(opts: { spliceErrno?: number }): NativeAddon {
   class Pool implements NativePool {
     active = 0;
     splice(): number { throw Object.assign(new Error('splice: refused'), { errno: opts.spliceErrno ?? 95 }); }
@@ -18,10 +18,15 @@ function fakeAddon(opts: { spliceErrno?: number; sockmapLoad?: string }): Native
     cancel(): void {}
     close(): void {}
   }
+  class SockmapLink { close(): void {} }
+  return { abi: 2, Pool, SockmapLink, getOriginalDst: () => null };
+}
+
+function fakeBpfAddon(sockmapLoad = 'sockmap: load: Operation not permitted'): BpfAddon {
   class Sockmap {
-    constructor() { throw new Error(opts.sockmapLoad ?? 'sockmap: load: Operation not permitted'); }
+    constructor() { throw new Error(sockmapLoad); }
   }
-  return { abi: 1, Pool, Sockmap: Sockmap as unknown as new (p: string) => NativeSockmap, getOriginalDst: () => null };
+  return { abi: 2, Sockmap: Sockmap as unknown as new (p: string) => NativeSockmap, bpf: {} as NativeBpf };
 }
 
 const cleanup: (() => Promise<void> | void)[] = [];
@@ -30,8 +35,9 @@ afterEach(async () => { for (const c of cleanup.splice(0).reverse()) await c(); 
 describe('Accelerators', () => {
   it.each([
     { name: 'addon absent', native: { addonReason: 'addon not built' }, want: { splice: 0, sockmap: 0, node: 1 } },
-    { name: 'sockmap load refused', native: { addon: fakeAddon({}), sockmapObject: '/x.o' }, want: { splice: 1, sockmap: 0, node: 1 } },
-    { name: 'BPF object missing', native: { addon: fakeAddon({}) }, want: { splice: 1, sockmap: 0, node: 1 } },
+    { name: 'sockmap load refused', native: { addon: fakeAddon({}), bpf: fakeBpfAddon(), sockmapObject: '/x.o' }, want: { splice: 1, sockmap: 0, node: 1 } },
+    { name: 'BPF object missing', native: { addon: fakeAddon({}), bpf: fakeBpfAddon() }, want: { splice: 1, sockmap: 0, node: 1 } },
+    { name: 'libbpf addon absent: splice stays', native: { addon: fakeAddon({}), bpfReason: 'edgeway_bpf.node failed to load: libbpf.so.1: cannot open shared object file', sockmapObject: '/x.o' }, want: { splice: 1, sockmap: 0, node: 1 } },
   ])('$name: status and edgeway_dataplane_accelerator{kind}', async ({ native, want }) => {
     const registry = new Registry();
     const accel = new Accelerators({ native, registry });

@@ -15,15 +15,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Lab, kernelSkipReason, run } from '../helpers/netns.js';
+import { requirement } from '../helpers/skip.js';
 import { findCgroup2Root } from '../../src/dataplane/ebpf/host.js';
 import { ensureObject } from '../ebpf/object.js';
 
 const cgroupRoot = findCgroup2Root();
-const skip = kernelSkipReason()
-  ?? (existsSync('dist/cli/main.js') ? undefined : 'dist/ missing: run `npm run build` first')
-  ?? (cgroupRoot ? undefined : 'no cgroup v2 hierarchy')
-  ?? ensureObject();
-if (skip) console.warn(`skipping ebpf-mode agent tests: ${skip}`);
+const skip = requirement('ebpf-mode agent tests', kernelSkipReason(),
+  existsSync('dist/cli/main.js') ? undefined : 'dist/ missing: run `npm run build` first',
+  cgroupRoot ? undefined : 'no cgroup v2 hierarchy',
+  ensureObject());
 const fixture = (f: string): string => fileURLToPath(new URL(`../helpers/fixtures/${f}`, import.meta.url));
 const bin = fileURLToPath(new URL('../../bin/edgeway.js', import.meta.url));
 

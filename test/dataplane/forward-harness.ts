@@ -6,7 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
-import { connectPaused, type ForwardResult, type Forwarder } from '../../src/dataplane/native/forwarder.js';
+import { connectPaused, type ForwardResult, type Forwarder } from '../../src/native/forwarder.js';
 
 export type BackendHandler = (sock: net.Socket) => void;
 

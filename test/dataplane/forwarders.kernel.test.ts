@@ -9,22 +9,19 @@
  */
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Accelerators } from '../../src/dataplane/native/accelerator.js';
-import { ForwardCancelledError, ForwardError } from '../../src/dataplane/native/errors.js';
-import type { Forwarder, ForwardResult } from '../../src/dataplane/native/forwarder.js';
+import { Accelerators } from '../../src/native/accelerator.js';
+import { ForwardCancelledError, ForwardError } from '../../src/native/errors.js';
+import type { Forwarder, ForwardResult } from '../../src/native/forwarder.js';
 import { kernelSkipReason } from '../helpers/netns.js';
+import { requirement } from '../helpers/skip.js';
 import { fdCounts, ForwardHarness, receiveAll, sendRandom, sha256, waitFor, withTimeout } from './forward-harness.js';
 
 const accel = new Accelerators();
 const absent = new Accelerators({ native: { addonReason: 'simulated: addon absent' } });
-const inCI = process.env.CI === 'true';
-
 interface Path { name: string; forwarder?: Forwarder; skip?: string }
 function path(name: string, forwarder: Forwarder | undefined, why: string | undefined): Path {
   if (forwarder) return { name, forwarder };
-  const reason = why ?? 'unavailable';
-  if (inCI) throw new Error(`${name} forwarder unavailable in CI: ${reason}`);
-  return { name, skip: reason };
+  return { name, skip: requirement(`${name} forwarder`, why ?? 'unavailable') };
 }
 const statusOf = (k: string): string | undefined => accel.status.find((s) => s.kind === k)?.reason;
 
@@ -42,7 +39,6 @@ const paths: Path[] = [
 afterAll(() => { accel.close(); absent.close(); });
 
 describe.each(paths)('forwarder compliance: $name', ({ name, forwarder, skip }) => {
-  if (skip) console.log(`skipping ${name}: ${skip}`);
   let h: ForwardHarness;
   let before: { fds: number; pipes: number };
 

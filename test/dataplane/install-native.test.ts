@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { packageRoot } from '../../src/dataplane/native/addon.js';
+import { packageRoot } from '../../src/native/addon.js';
 
 const script = join(packageRoot(), 'scripts', 'install-native.mjs');
 // A PATH with node and sh only: no clang, cmake or compiler.

@@ -20,9 +20,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Lab, kernelSkipReason, type NsProcess } from '../helpers/netns.js';
+import { requirement } from '../helpers/skip.js';
 
-const skip = kernelSkipReason() ?? (existsSync('dist/cli/main.js') ? undefined : 'dist/ missing: run `npm run build` first');
-if (skip) console.warn(`skipping nftables kernel tests: ${skip}`);
+const skip = requirement('nftables kernel tests', kernelSkipReason(), existsSync('dist/cli/main.js') ? undefined : 'dist/ missing: run `npm run build` first');
 const fixture = (f: string): string => fileURLToPath(new URL(`../helpers/fixtures/${f}`, import.meta.url));
 
 interface Counts { counts: Record<string, number>; errors: number; firstError?: string }

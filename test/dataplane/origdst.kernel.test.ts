@@ -8,12 +8,12 @@
  * [fd00:96::10]:8080, redirected to :15001 in od's output hook.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadNative } from '../../src/dataplane/native/addon.js';
+import { loadNative } from '../../src/native/addon.js';
 import { Lab, kernelSkipReason, type NsProcess } from '../helpers/netns.js';
+import { requirement } from '../helpers/skip.js';
 
 const native = loadNative();
-const skip = kernelSkipReason() ?? (native.addon ? undefined : native.addonReason);
-if (skip && process.env.CI === 'true' && !kernelSkipReason()) throw new Error(`addon missing in CI: ${skip}`);
+const skip = requirement('getOriginalDst', kernelSkipReason(), native.addonReason);
 
 const ruleset = `
 table inet ewtest {

@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_OBJECT } from '../../src/dataplane/ebpf/host.js';
 import { ensureObject } from './object.js';
+import { requirement } from '../helpers/skip.js';
 import { FIELD_SIZE, LAYOUTS, MAPS, PROGRAMS, decode, encode, type StructDef } from '../../src/dataplane/ebpf/layout.js';
 
 interface BtfType { id: number; kind: string; name: string; size?: number; type_id?: number; nr_elems?: number; members?: { name: string; type_id: number; bits_offset: number }[] }
@@ -23,8 +24,7 @@ function btf(): Map<number, BtfType> | string {
 }
 
 const types = btf();
-const skip = typeof types === 'string' ? types : undefined;
-if (skip) console.warn(`skipping BTF layout check: ${skip}`);
+const skip = requirement('socket-LB BTF layout check', typeof types === 'string' ? types : undefined);
 
 function sizeOf(t: Map<number, BtfType>, id: number): number {
   const ty = t.get(id)!;

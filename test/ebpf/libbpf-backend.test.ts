@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { BpftoolBackend } from '../../src/dataplane/ebpf/backend.js';
 import { BpfCommandError } from '../../src/dataplane/ebpf/errors.js';
 import { LibbpfBackend, defaultBpfBackend, nativeBpf } from '../../src/dataplane/ebpf/libbpf-backend.js';
-import type { NativeBpf } from '../../src/dataplane/native/addon.js';
+import type { NativeBpf } from '../../src/native/addon.js';
 
 const calls: unknown[][] = [];
 function errnoError(msg: string, errno: number): Error {

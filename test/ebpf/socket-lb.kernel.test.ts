@@ -21,9 +21,10 @@ import { SocketLb, listPins } from '../../src/dataplane/ebpf/socket-lb.js';
 import { BpftoolBackend, type BpfBackend } from '../../src/dataplane/ebpf/backend.js';
 import { BpfCommandError } from '../../src/dataplane/ebpf/errors.js';
 import { LibbpfBackend, nativeBpf } from '../../src/dataplane/ebpf/libbpf-backend.js';
-import { loadNative } from '../../src/dataplane/native/addon.js';
+import { loadNative } from '../../src/native/addon.js';
 import { findCgroup2Root } from '../../src/dataplane/ebpf/host.js';
 import { ensureObject } from './object.js';
+import { requirement } from '../helpers/skip.js';
 import { Lab, kernelSkipReason, run } from '../helpers/netns.js';
 import { ep, plan, svcPort } from './plans.js';
 import type { Plan } from '../../src/plan/types.js';
@@ -35,11 +36,9 @@ const VIP4_AFF = '10.96.0.11';
 const VIP6 = 'fd00:96::10';
 const BACKENDS = [['b1', 8081], ['b2', 8082], ['b3', 8083]] as const;
 
-const skip = kernelSkipReason() ?? (findCgroup2Root() ? undefined : 'no cgroup v2') ?? ensureObject();
-if (skip) console.warn(`skipping socket-LB kernel tests: ${skip}`);
+const skip = requirement('socket-LB kernel tests', kernelSkipReason(), findCgroup2Root() ? undefined : 'no cgroup v2', ensureObject());
 const native = nativeBpf();
-const libbpfSkip = skip ?? (native ? undefined : loadNative().addonReason ?? 'the addon has no bpf functions (rebuild it)');
-if (libbpfSkip && !skip && process.env.CI === 'true') throw new Error(`CI: ${libbpfSkip}`);
+const libbpfSkip = skip ?? requirement('socket-LB kernel tests via libbpf', native ? undefined : loadNative().bpfReason ?? 'the libbpf addon has no bpf functions (rebuild it)');
 const CASES: { name: string; skip: string | undefined; make: () => BpfBackend }[] = [
   { name: 'bpftool', skip, make: () => new BpftoolBackend() },
   { name: 'libbpf (addon)', skip: libbpfSkip, make: () => new LibbpfBackend(native!) },

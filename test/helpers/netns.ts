@@ -9,6 +9,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
+import { inCi, RequirementError } from './skip.js';
 
 const pexec = promisify(execFile);
 
@@ -49,11 +50,16 @@ export function isRoot(): boolean {
   return typeof process.getuid === 'function' && process.getuid() === 0;
 }
 
-/** Why kernel tests cannot run here, or undefined when they can. Printed by skipping tests. */
+/**
+ * Why kernel tests cannot run here, or undefined when they can. Printed by skipping
+ * tests. With CI=true it throws instead (test/helpers/skip.ts): CI runs as root on
+ * Linux, and a kernel suite that skips there would pass without testing anything.
+ */
 export function kernelSkipReason(): string | undefined {
-  if (process.platform !== 'linux') return 'kernel tests need Linux';
-  if (!isRoot()) return 'kernel tests need root (network namespaces, nftables, BPF)';
-  return undefined;
+  const reason = process.platform !== 'linux' ? 'kernel tests need Linux'
+    : !isRoot() ? 'kernel tests need root (network namespaces, nftables, BPF)' : undefined;
+  if (reason && inCi()) throw new RequirementError('kernel tests', reason);
+  return reason;
 }
 
 export interface NsProcess {

@@ -2,7 +2,7 @@ import { EXIT_OK, type Command } from '../command.js';
 import { probeCapabilities, type Probe } from '../../dataplane/detect.js';
 import { probeSocketLb } from '../../dataplane/ebpf/host.js';
 import { decideMode } from '../../dataplane/mode.js';
-import { loadNative } from '../../dataplane/native/addon.js';
+import { loadNative } from '../../native/addon.js';
 
 export const doctorCommand: Command = {
   name: 'doctor',
@@ -22,14 +22,24 @@ Options:
     const decision = decideMode('auto', caps, lb);
     const mode = decision.socketLb ? 'ebpf' : decision.base;
     // What the proxy could accelerate with (the sockmap program is not loaded here).
+    // The two addons load on their own: splice needs only edgeway_native.node.
     const native = loadNative();
+    const addons = [
+      { name: 'edgeway_native.node', loaded: !!native.addon, detail: native.addonPath ?? native.addonReason ?? 'not loaded' },
+      { name: 'edgeway_bpf.node', loaded: !!native.bpf, detail: native.bpfPath ?? native.bpfReason ?? 'not loaded' },
+    ];
+    const noNative = native.addonReason ?? 'edgeway_native.node not loaded';
     const accelerators = [
-      { kind: 'splice', available: !!native.addon, detail: native.addon ? 'native addon loaded' : (native.addonReason ?? 'addon not loaded') },
-      { kind: 'sockmap', available: !!native.addon && !!native.sockmapObject, detail: !native.addon ? (native.addonReason ?? 'addon not loaded') : native.sockmapObject ? `BPF object ${native.sockmapObject}` : 'BPF object not built' },
+      { kind: 'splice', available: !!native.addon, detail: native.addon ? 'edgeway_native.node loaded' : noNative },
+      {
+        kind: 'sockmap',
+        available: !!native.addon && !!native.bpf && !!native.sockmapObject,
+        detail: !native.addon ? noNative : !native.bpf ? (native.bpfReason ?? 'edgeway_bpf.node not loaded') : native.sockmapObject ? `BPF object ${native.sockmapObject}` : 'BPF object not built',
+      },
       { kind: 'node', available: true, detail: 'plain Node streams' },
     ];
     if (values.json) {
-      process.stdout.write(`${JSON.stringify({ mode, reason: decision.reasons.join('; '), capabilities: caps, socketLb: lb, accelerators }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ mode, reason: decision.reasons.join('; '), capabilities: caps, socketLb: lb, addons, accelerators }, null, 2)}\n`);
       return EXIT_OK;
     }
     const line = (name: string, p: Probe): string => `${p.ok ? ' ok ' : 'FAIL'}  ${name.padEnd(22)} ${p.detail}`;
@@ -44,6 +54,7 @@ Options:
       line('bpf cgroup_sock_addr', caps.bpf.cgroupSockAddr),
       line('cgroup v2', caps.cgroupV2),
       line('socket-LB', { ok: lb.supported, detail: lb.supported ? `cgroup v2 ${lb.cgroup2Root}, ${lb.bpftool}` : lb.reasons.join('; ') }),
+      ...addons.map((a) => line(`addon ${a.name.replace('.node', '')}`, { ok: a.loaded, detail: a.detail })),
       ...accelerators.map((a) => line(`accelerator ${a.kind}`, { ok: a.available, detail: a.detail })),
       '',
       `mode: ${mode}`,

@@ -1,14 +1,14 @@
 /**
- * BpfBackend over the native addon (libbpf, native/src/bpfobj.cc): the same
+ * BpfBackend over the libbpf addon (edgeway_bpf.node, native/src/bpfobj.cc): the same
  * operations as `BpftoolBackend`, as direct syscalls instead of one `bpftool`
  * process per call. A map transaction is one addon call that opens each pinned
  * map once and applies the operations in order, stopping at the first failure.
  *
- * `defaultBpfBackend()` picks this backend when the addon is loaded and has the
+ * `defaultBpfBackend()` picks this backend when edgeway_bpf.node is loaded and has the
  * `bpf` functions, else `BpftoolBackend`.
  */
 import { mkdirSync } from 'node:fs';
-import { loadNative, type NativeBpf } from '../native/addon.js';
+import { loadNative, type NativeBpf } from '../../native/addon.js';
 import type { Logger } from '../../util/log.js';
 import { BpftoolBackend, type BpfBackend, type CgroupAttachment, type MapEntry, type MapOp, type PerCpuEntry } from './backend.js';
 import { BpfCommandError } from './errors.js';
@@ -83,7 +83,7 @@ export class LibbpfBackend implements BpfBackend {
 
 /** The addon's bpf functions when the addon is loaded and has them. */
 export function nativeBpf(): NativeBpf | undefined {
-  const bpf = loadNative().addon?.bpf;
+  const bpf = loadNative().bpf?.bpf;
   return bpf && typeof bpf.mapOps === 'function' && typeof bpf.loadAll === 'function' ? bpf : undefined;
 }
 
@@ -94,6 +94,6 @@ export function defaultBpfBackend(log?: Logger): BpfBackend {
     log?.info({ backend: 'libbpf' }, 'socket-LB maps through the native addon (libbpf)');
     return new LibbpfBackend(bpf);
   }
-  log?.info({ backend: 'bpftool', reason: loadNative().addonReason ?? 'addon lacks bpf functions' }, 'socket-LB maps through bpftool');
+  log?.info({ backend: 'bpftool', reason: loadNative().bpfReason ?? 'libbpf addon not loaded' }, 'socket-LB maps through bpftool');
   return new BpftoolBackend();
 }

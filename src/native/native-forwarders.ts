@@ -5,7 +5,7 @@
  */
 import { constants as osConstants } from 'node:os';
 import type net from 'node:net';
-import type { NativeAddon, NativePool, NativeSockmap } from './addon.js';
+import type { BpfAddon, NativeAddon, NativePool, NativeSockmap, NativeSockmapLink } from './addon.js';
 import { ForwardCancelledError, ForwardError, HandoverError } from './errors.js';
 import { readEnded, resetSocket, socketFd, type ForwardOptions, type ForwardResult, type Forwarder } from './forwarder.js';
 
@@ -34,15 +34,29 @@ export class NativeEngine {
   private readonly pending = new Map<number, Pending>();
   readonly pipeSize: number;
   sockmap?: NativeSockmap;
+  private link?: NativeSockmapLink;
 
   constructor(readonly addon: NativeAddon, opts: NativeEngineOptions = {}) {
     this.pipeSize = opts.pipeSize ?? 1 << 20;
     this.pool = new addon.Pool(opts.threads ?? 2, (id, ab, ba, errno, where) => this.done(id, ab, ba, errno, where));
   }
 
-  /** Load the sockmap object; throws (with the failing step) when the kernel refuses. */
-  enableSockmap(objectPath: string): void {
-    if (!this.sockmap) this.sockmap = new this.addon.Sockmap(objectPath);
+  /**
+   * Load the sockmap object with the libbpf addon and hand its maps to this pool
+   * (edgeway_native.node links pairs with raw syscalls); throws (with the failing
+   * step) when the kernel refuses.
+   */
+  enableSockmap(objectPath: string, bpf: BpfAddon): void {
+    if (this.sockmap) return;
+    const sockmap = new bpf.Sockmap(objectPath);
+    try {
+      const fds = sockmap.mapFds();
+      this.link = new this.addon.SockmapLink(fds.socks, fds.redir, fds.peers);
+    } catch (err) {
+      sockmap.close();
+      throw err;
+    }
+    this.sockmap = sockmap;
   }
 
   get active(): number {
@@ -50,14 +64,14 @@ export class NativeEngine {
   }
 
   async start(kind: 'splice' | 'sockmap', client: net.Socket, upstream: net.Socket, opts: ForwardOptions): Promise<ForwardResult> {
-    if (kind === 'sockmap' && !this.sockmap) throw new HandoverError(kind, 'sockmap not loaded');
+    if (kind === 'sockmap' && !this.link) throw new HandoverError(kind, 'sockmap not loaded');
     takeOver(kind, client, upstream);
     const fdA = socketFd(client);
     const fdB = socketFd(upstream);
     if (fdA === undefined || fdB === undefined) throw new HandoverError(kind, 'socket has no file descriptor');
     let id: number;
     try {
-      id = kind === 'splice' ? this.pool.splice(fdA, fdB, this.pipeSize) : this.pool.sockmap(this.sockmap!, fdA, fdB);
+      id = kind === 'splice' ? this.pool.splice(fdA, fdB, this.pipeSize) : this.pool.sockmap(this.link!, fdA, fdB);
     } catch (err) {
       throw new HandoverError(kind, `${kind} hand-over failed: ${(err as Error).message}`, { cause: err });
     }
@@ -103,6 +117,8 @@ export class NativeEngine {
   /** Cancel every pair, stop the threads, detach the BPF program. Idempotent. */
   close(): void {
     this.pool.close();
+    this.link?.close();
+    this.link = undefined;
     this.sockmap?.close();
     this.sockmap = undefined;
   }

@@ -6,8 +6,8 @@
  */
 import type net from 'node:net';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { Config } from '../../config/schema.js';
-import type { Logger } from '../../util/log.js';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../util/log.js';
 import { loadNative, type NativeLoad, type OriginalDst, type SockmapStats } from './addon.js';
 import { HandoverError, NativeUnavailableError } from './errors.js';
 import type { ForwardOptions, ForwardResult, Forwarder, ForwarderKind } from './forwarder.js';
@@ -64,10 +64,11 @@ export class Accelerators {
       status.push({ kind: 'splice', available: true });
       let reason: string | undefined;
       if (opts.sockmap === false) reason = 'disabled by configuration';
+      else if (!native.bpf) reason = native.bpfReason ?? 'libbpf addon not loaded';
       else if (!native.sockmapObject) reason = 'BPF object not built (bpf/build/sockmap_verdict.bpf.o)';
       else {
         try {
-          this.engine.enableSockmap(native.sockmapObject);
+          this.engine.enableSockmap(native.sockmapObject, native.bpf);
           this.forwarders.set('sockmap', new SockmapForwarder(this.engine));
         } catch (err) {
           reason = (err as Error).message;
