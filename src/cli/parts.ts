@@ -68,7 +68,7 @@ export const agentParts: AgentPartFactory[] = [
   async (ctx, wiring) => {
     const part = await (await import('../tunnel/part.js')).createTunnelPart(ctx);
     if (!part) return undefined;
-    wiring.remoteDialer = () => part.service.dialer;
+    wiring.remoteDialer = () => part.remoteDialer();
     return {
       name: part.name,
       readiness: part.readiness,

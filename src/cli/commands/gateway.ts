@@ -41,9 +41,8 @@ ${daemonHelp}`,
     }
     const tunnel = config.tunnel.enabled ? await (await import('../../tunnel/part.js')).createTunnelPart({ config, logger, registry, store }) : undefined;
     if (tunnel) await tunnel.start();
-    const { tunnelDialer } = await import('../../tunnel/part.js');
     const { EdgeGateway } = await import('../../gateway/gateway.js');
-    const gateway = new EdgeGateway({ config, logger, registry, planFor: memoPlanFor(config, 'nftables'), remoteDialer: () => tunnelDialer() });
+    const gateway = new EdgeGateway({ config, logger, registry, planFor: memoPlanFor(config, 'nftables'), remoteDialer: () => tunnel?.remoteDialer() });
     metrics?.addReadiness({ name: 'gateway', check: () => gateway.readiness() });
 
     // Snapshots are applied one at a time, newest last; a burst collapses into one apply.
