@@ -16,11 +16,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Lab, kernelSkipReason, run } from '../helpers/netns.js';
 import { requirement } from '../helpers/skip.js';
+import { ensureObject } from '../ebpf/object.js';
 import { findCgroup2Root } from '../../src/dataplane/ebpf/host.js';
 import { ensureBuilt, type LogLine } from '../helpers/agent-process.js';
 
 const cgroupRoot = findCgroup2Root();
-const skip = requirement('agent start-failure kernel tests', kernelSkipReason(), cgroupRoot ? undefined : 'no cgroup v2 hierarchy');
+// Socket-LB must be supported here (object built, bpftool, cgroup v2), so that the
+// failure under test is the load into an unusable pin directory, not the mode check.
+const skip = requirement('agent start-failure kernel tests', kernelSkipReason(), cgroupRoot ? undefined : 'no cgroup v2 hierarchy', kernelSkipReason() ? undefined : ensureObject());
 const bin = fileURLToPath(new URL('../../bin/edgeway.js', import.meta.url));
 
 describe.skipIf(!!skip)('agent start failure in mode ebpf (real BPF, real nft)', () => {

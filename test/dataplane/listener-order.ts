@@ -16,6 +16,7 @@ import { createDataplanePart } from '../../src/dataplane/part.js';
 import { createProxyPart } from '../../src/proxy/part.js';
 import type { NftExecutor } from '../../src/dataplane/nftables/executor.js';
 import type { Transaction } from '../../src/dataplane/nftables/transaction.js';
+import type { Exec } from '../../src/dataplane/iptables/exec.js';
 import { silentLogger } from '../../src/util/log.js';
 import { freePort } from '../proxy/util.js';
 
@@ -59,20 +60,30 @@ export interface OrderResult {
   readonly lastWriteBeforeCloseHadListener: boolean;
 }
 
-export async function listenerOrder(mode: 'nftables' | 'iptables', opts: { nft: (record: (tx: Transaction) => Promise<void>) => NftExecutor; afterFirstSync?: (port: number) => Promise<void> }): Promise<OrderResult> {
+export interface OrderOptions {
+  /** The nft executor to record around (nftables mode only). */
+  readonly nft?: (record: (tx: Transaction) => Promise<void>) => NftExecutor;
+  /** The iptables process boundary (iptables mode); default: answers '' to everything. */
+  readonly iptables?: Exec;
+  /** Look at the kernel once the first plan is written. */
+  readonly afterFirstSync?: (port: number) => Promise<void>;
+}
+
+export async function listenerOrder(mode: 'nftables' | 'iptables', opts: OrderOptions): Promise<OrderResult> {
   const port = await freePort();
   const config = parseConfig({ nodeName: 'n1', dataplane: { mode, minSyncIntervalMs: 0, userspacePorts: `${port}-${port}` }, proxy: { iptablesBackend: 'legacy' } }, 'test.yaml');
   const registry = new Registry();
   const store = new CatalogStore({ logger: silentLogger(), registry, coalesceMs: 0 });
   const proxy = await createProxyPart({ listenHost: '127.0.0.1' })({ config, logger: silentLogger(), registry });
   const writes: Write[] = [];
-  const nft = opts.nft(async (tx) => {
+  const nft = mode !== 'nftables' ? undefined : opts.nft?.(async (tx) => {
     // The userspace port appears in the usp4 map elements the transaction adds.
     writes.push({ points: JSON.stringify(tx).includes(`${port}`), listening: await listening(port) });
   });
-  const iptablesExec = async (cmd: string, _args: readonly string[], input?: string): Promise<string> => {
+  const inner: Exec = opts.iptables ?? (async () => '');
+  const iptablesExec: Exec = async (cmd, args, input) => {
     if (cmd.endsWith('-restore') && input) writes.push({ points: input.includes(`--to-ports ${port}`), listening: await listening(port) });
-    return '';
+    return inner(cmd, args, input);
   };
   const part = (await createDataplanePart({ config, logger: silentLogger(), registry, store, listeners: proxy.listeners, iptablesExec }, nft))!;
   const sink = store.sink('test');
