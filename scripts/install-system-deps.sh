@@ -6,6 +6,7 @@ pkgs=(
   nftables iptables iproute2 kmod procps   # data plane, namespaces
   clang llvm libbpf-dev bpftool make cmake g++ python3  # BPF objects and the native addon
   dnsutils                                  # dig, for DNS tests
+  openssl                                   # certificates made by the gateway TLS tests
   prometheus                                # promtool, and the scrape test runs a real Prometheus
 )
 # `kubectl kustomize` renders deploy/kubernetes in the manifest test. Debian's

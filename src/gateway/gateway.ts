@@ -86,7 +86,11 @@ export class EdgeGateway {
       this.metrics.rejected.inc({ kind: r.kind, reason: reasonClass(r.reason) });
       this.log.warn({ kind: r.kind, object: r.ref, reason: r.reason }, 'gateway object rejected');
     }
-    this.upstreams.apply(this.opts.planFor(snapshot), snapshot);
+    const wanted = new Set<string>();
+    for (const l of model.listeners) {
+      for (const r of [...l.httpRoutes, ...l.sniRoutes, ...l.tcpRoutes]) for (const d of r.destinations) wanted.add(`${d.serviceKey}:${d.port}/TCP`);
+    }
+    this.upstreams.apply(this.opts.planFor(snapshot), snapshot, wanted);
     const secrets = new Map<string, TlsSecret>();
     for (const o of ingress) if (o.kind === 'Secret') secrets.set(`${o.namespace}/${o.name}`, o);
     this.contexts.update(model.listeners.flatMap((l) => l.tlsServers), secrets);

@@ -50,14 +50,19 @@ export class Upstreams {
     return { connectTimeoutMs: this.settings.connectTimeoutMs, maxConnectAttempts: this.settings.maxConnectAttempts, ...(remote ? { remoteDialer: remote } : {}) };
   }
 
-  /** Take a new plan: keep runtimes (balancer state) of kept service ports, drop pools of endpoints gone. Idempotent. */
-  apply(plan: Plan, snapshot: Snapshot): void {
+  /**
+   * Take a new plan for the service ports routes use (`wanted`: `ns/name:port/TCP`;
+   * only those get runtimes and metric series, however large the catalog): keep
+   * runtimes (balancer state) of kept service ports, drop pools of endpoints gone.
+   * Idempotent.
+   */
+  apply(plan: Plan, snapshot: Snapshot, wanted: ReadonlySet<string>): void {
     const app = new Map<string, string | undefined>();
     for (const s of snapshot.services) for (const p of s.ports) app.set(`${s.key}:${p.port}/${p.protocol}`, p.appProtocol);
     const seen = new Set<string>();
     const keys = new Set<string>();
     for (const sp of plan.servicePorts) {
-      if (sp.protocol !== 'TCP') continue;
+      if (sp.protocol !== 'TCP' || !wanted.has(sp.id)) continue;
       seen.add(sp.id);
       const b = this.backends.get(sp.id);
       if (b) b.rt.update(sp);

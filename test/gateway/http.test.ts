@@ -16,6 +16,7 @@ import { GatewayLab, NODE, freePort, get, httpBackend, listen, serviceObjects, t
 
 const lab = new GatewayLab();
 let port = 0;
+let apiPort = 0;
 let backends: Record<string, Backend> = {};
 
 /** Minimal RFC 6455 framing for the echo test (client frames masked, server frames not). */
@@ -77,6 +78,7 @@ const gw = (name: string, hosts: string[], p: number): object => ({
 
 beforeAll(async () => {
   port = await freePort();
+  apiPort = await freePort();
   backends = {
     a: await httpBackend('a'),
     b: await httpBackend('b'),
@@ -116,6 +118,18 @@ beforeAll(async () => {
     } },
     { apiVersion: 'networking.istio.io/v1alpha3', kind: 'VirtualService', metadata: { name: 'wild', namespace: 'default' }, spec: {
       hosts: ['*.example.com'], gateways: ['edge'], http: [{ route: [{ destination: { host: 'svc-b' } }] }],
+    } },
+    // Gateway API on its own port: class selection, sectionName, matches, weights, URLRewrite.
+    { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'Gateway', metadata: { name: 'gw', namespace: 'default' }, spec: {
+      gatewayClassName: 'edgeway', listeners: [{ name: 'web', port: apiPort, protocol: 'HTTP', hostname: '*.api.test' }],
+    } },
+    { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'store', namespace: 'default' }, spec: {
+      parentRefs: [{ name: 'gw', sectionName: 'web' }], hostnames: ['shop.api.test'], rules: [
+        { matches: [{ path: { type: 'PathPrefix', value: '/v2' }, headers: [{ name: 'x-env', value: 'beta' }] }],
+          filters: [{ type: 'URLRewrite', urlRewrite: { hostname: 'beta.internal', path: { type: 'ReplacePrefixMatch', replacePrefixMatch: '/v1' } } }],
+          backendRefs: [{ name: 'svc-b', port: 80 }] },
+        { backendRefs: [{ name: 'svc-a', port: 80 }] },
+      ],
     } },
     // Bad objects, each refused alone (the gateway keeps serving the rest).
     { apiVersion: 'networking.istio.io/v1', kind: 'VirtualService', metadata: { name: 'no-gateways', namespace: 'default' }, spec: { hosts: ['www.example.com'], http: [{ route: [{ destination: { host: 'svc-a' } }] }] } },
@@ -244,6 +258,14 @@ describe('gateway HTTP/1.1 routing', () => {
     const digest = (bs: Buffer[]): string => createHash('sha256').update(Buffer.concat(bs)).digest('hex');
     expect(digest(got.payloads)).toBe(digest(sent));
   }, 30_000);
+
+  it('serves Gateway API HTTPRoutes on the same model', async () => {
+    const beta = await get(apiPort, '/v2/items?x=1', { host: 'shop.api.test', 'x-env': 'beta' });
+    expect(beta.body).toMatchObject({ backend: 'b', url: '/v1/items?x=1' });
+    expect(beta.body.headers?.host).toBe('beta.internal');
+    expect((await get(apiPort, '/v2/items', { host: 'shop.api.test' })).body.backend).toBe('a');
+    expect((await get(apiPort, '/', { host: 'other.api.test' })).status).toBe(404);
+  });
 
   it('refuses bad objects one by one, with counted reasons', async () => {
     const logs = lab.gateway!.logs;
