@@ -20,6 +20,8 @@ export interface ProbeResult {
   seenFrom?: string;
   requests: number;
   errors: number;
+  /** 0-based indexes of the requests that failed (the first flow to a new peer is special). */
+  failed: number[];
   p50Ms?: number;
   p99Ms?: number;
   bulkBytes?: number;
@@ -63,7 +65,7 @@ async function bulk(host: string, bytes: number, seed: number): Promise<{ bytesP
 const pct = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
 
 async function probe(resolver: Resolver, name: string, rtt: number, bulkBytes: number, seed: number): Promise<ProbeResult> {
-  const r: ProbeResult = { name, requests: 0, errors: 0 };
+  const r: ProbeResult = { name, requests: 0, errors: 0, failed: [] };
   try {
     const t0 = process.hrtime.bigint();
     const [addr] = await resolver.resolve4(name);
@@ -83,6 +85,7 @@ async function probe(resolver: Resolver, name: string, rtt: number, bulkBytes: n
       r.seenFrom = w.seenFrom;
     } catch (err) {
       r.errors++;
+      r.failed.push(i);
       r.error ??= (err as Error).message;
     }
   }

@@ -19,6 +19,8 @@ export interface ServiceOutcome {
   readonly sha256ok?: boolean;
   readonly requests: number;
   readonly errors: number;
+  /** Indexes of the failed requests. */
+  readonly failed: readonly number[];
   readonly ok: boolean;
   readonly error?: string;
 }
@@ -58,7 +60,7 @@ export function classify(s: DemoService, r: ProbeResult, ip: Readonly<Record<Age
   return {
     name: s.name, clusterIP: s.clusterIP, address: r.address, backend: r.backend, path, evidence, expected: s.expect,
     dnsMs: r.dnsMs, p50Ms: r.p50Ms, p99Ms: r.p99Ms, bytesPerSecond: r.bytesPerSecond, sha256ok: r.sha256ok,
-    requests: r.requests, errors: r.errors, ok, ...(r.error ? { error: r.error } : {}),
+    requests: r.requests, errors: r.errors, failed: r.failed, ok, ...(r.error ? { error: r.error } : {}),
   };
 }
 
@@ -83,7 +85,7 @@ export function formatReport(r: DemoReport, keep: boolean): string {
     lines.push(`    path     ${s.path}  [${s.evidence}]`);
     lines.push(`    expected ${s.expected}`);
     lines.push(`    DNS ${fmt(s.dnsMs, 'ms', 2)} · request p50 ${fmt(s.p50Ms, 'ms', 2)} p99 ${fmt(s.p99Ms, 'ms', 2)} (${s.requests - s.errors}/${s.requests} ok) · bulk ${rate(s.bytesPerSecond)}${s.sha256ok === false ? ' (SHA-256 MISMATCH)' : s.sha256ok ? ' (SHA-256 ok)' : ''}`);
-    if (s.error) lines.push(`    error    ${s.error}`);
+    if (s.error) lines.push(`    error    ${s.error}${s.failed.length ? ` (request${s.failed.length > 1 ? 's' : ''} #${s.failed.join(', #')})` : ''}`);
   }
   lines.push('', `a1's edgeway_tunnel_bytes_total rose by ${(r.a1TunnelBytes / 1e6).toFixed(1)} MB during the calls (only hello-remote uses the tunnel).`);
   lines.push('', `${r.gateway.ran ? (r.gateway.ok ? '✔' : '✘') : '–'} gateway: ${r.gateway.detail}`, '', `Where to look${keep ? '' : ' (run with --keep to leave the mesh up for these)'}:`, ...r.where.map((w) => `  ${w}`), '',
