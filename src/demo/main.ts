@@ -7,6 +7,7 @@
  * Ctrl-C, and — for leftovers of a killed run — at the start of the next run
  * (namespaces named ewdemo*, which no test lab uses). `--keep` leaves it running.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Lab, run, type NsProcess } from '../lab/netns.js';
 import { buildTopology, IP, type Topology } from '../lab/topology.js';
-import { AGENTS, GATEWAY, METRICS, NODE_DNS, POD, SERVICES, backendArgs, catalogYaml, gatewayCatalogYaml, gatewayConfig, processConfig, type AgentHost } from './scenario.js';
+import { AGENTS, GATEWAY, METRICS, NODE_DNS, POD, SERVICES, backendArgs, catalogYaml, gatewayCatalogYaml, gatewayConfig, processConfig, PSK_FILE, type AgentHost } from './scenario.js';
 import { classify, formatReport, pokeCommands, type DemoReport, type GatewayOutcome } from './report.js';
 import type { ProbeResult } from './probe.js';
 
@@ -76,7 +77,8 @@ async function terminate(p: NsProcess, timeoutMs: number): Promise<number | stri
   return c.exitCode ?? c.signalCode ?? 'unknown';
 }
 
-interface TunnelState { relays: { reserved?: boolean }[]; peers: { nodeName?: string; paths: string[] }[] }
+interface TunnelState { relays: { reserved?: boolean }[]; peers: { nodeName?: string; paths: string[] }[]; channels?: { nodeName: string; path?: string }[] }
+const channelPath = (st: TunnelState | undefined, to: string): string | undefined => st?.channels?.find((c) => c.nodeName === to)?.path;
 const tunnelState = async (h: string): Promise<TunnelState | undefined> => {
   try { return JSON.parse(await readFile(join(dir, h, 'tunnel-state.json'), 'utf8')) as TunnelState; } catch { return undefined; }
 };
@@ -121,7 +123,10 @@ async function main(): Promise<number> {
     if (left) progress(`removed ${left} namespaces left by an earlier run`);
     checkpoint();
     progress('building two LANs behind NAT and a cloud relay (network namespaces)');
-    const topo: Topology = await buildTopology(lab);
+    // Both routers masquerade behind a stateful firewall (unsolicited SYNs dropped), as
+    // home and cloud NAT gateways do: LAN B is reachable only through the relay until
+    // the agents punch a TCP hole.
+    const topo: Topology = await buildTopology(lab, { firewall: true });
     const pod = await lab.ns('p1');
     await lab.link(topo.ns.a1, `${POD.gw}/24`, pod, `${POD.ip}/24`);
     await lab.route(pod, 'default', 'via', POD.gw);
@@ -131,6 +136,7 @@ async function main(): Promise<number> {
 
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, 'catalog.yaml'), catalogYaml());
+    await writeFile(join(dir, PSK_FILE), `/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
     for (const h of ['relay', ...AGENTS] as const) await writeFile(join(dir, `${h}.json`), JSON.stringify(processConfig(h, dir), null, 2));
 
     checkpoint();
@@ -166,14 +172,29 @@ async function main(): Promise<number> {
       return sumMetric(text, name);
     };
     const tunnelBytesBefore = await metricSum('edgeway_tunnel_bytes_total');
-    const out = await lab.exec(pod, node, [join(root, 'dist/demo/probe.js'), '--dns', NODE_DNS, '--names', SERVICES.map((s) => `${s.name}.demo.svc.cluster.local`).join(','), '--rtt', '20', '--bulk', String(Math.round(mib * 1024 * 1024))], { timeoutMs: 300_000 });
-    const results = JSON.parse(out.stdout.trim().split('\n').at(-1)!) as ProbeResult[];
+    const probe = async (names: readonly string[]): Promise<ProbeResult[]> => {
+      const out = await lab.exec(pod, node, [join(root, 'dist/demo/probe.js'), '--dns', NODE_DNS, '--names', names.map((n) => `${n}.demo.svc.cluster.local`).join(','), '--rtt', '20', '--bulk', String(Math.round(mib * 1024 * 1024))], { timeoutMs: 300_000 });
+      return JSON.parse(out.stdout.trim().split('\n').at(-1)!) as ProbeResult[];
+    };
+    const results = await probe(SERVICES.map((s) => s.name));
     // The tunnel state file is rewritten every second: give it a moment to list b1.
     await waitUntil('a1 lists its tunnel peer', async () => (await tunnelState('a1'))?.peers.some((p) => p.nodeName === 'b1') ?? false, 15_000, procs, checkpoint).catch(() => undefined);
     const a1State = await tunnelState('a1');
     const tunnelBytes = (await metricSum('edgeway_tunnel_bytes_total')) - tunnelBytesBefore;
+    const services = SERVICES.map((s, i) => classify(s, results[i]!, IP, POD.ip, a1State?.peers.find((p) => p.nodeName === s.node)?.paths ?? [], channelPath(a1State, s.node)));
+    // The cross-LAN service once more, after the agents have had time to punch a TCP
+    // hole through both NATs (the relayed channel is upgraded in the background).
+    const remote = SERVICES.find((s) => s.node === 'b1')!;
+    progress('waiting (up to 30 s) for a1 and b1 to punch a hole through both NATs, then calling hello-remote again');
+    await waitUntil('a1 → b1 hole-punched', async () => channelPath(await tunnelState('a1'), 'b1') === 'punched', 30_000, procs, checkpoint).catch(() => undefined);
+    const [again] = await probe([remote.name]);
+    const a1After = await tunnelState('a1');
+    services.push({
+      ...classify(remote, again!, IP, POD.ip, a1After?.peers.find((p) => p.nodeName === 'b1')?.paths ?? [], channelPath(a1After, 'b1')),
+      name: `${remote.name} (again)`,
+    });
     const report: DemoReport = {
-      services: SERVICES.map((s, i) => classify(s, results[i]!, IP, POD.ip, a1State?.peers.find((p) => p.nodeName === s.node)?.paths ?? [])),
+      services,
       a1TunnelBytes: tunnelBytes,
       gateway: await gatewayStep(lab, topo, agents, checkpoint),
       where: pokeCommands({ ...topo.ns, p1: pod }, dir, cli),

@@ -47,14 +47,20 @@ export interface GatewayOutcome {
  * connected it, so the flow came through the tunnel (a1's tunnel-state.json says
  * whether that peer is direct or relayed).
  */
-export function classify(s: DemoService, r: ProbeResult, ip: Readonly<Record<AgentHost, string>>, podIp: string, peerPaths: readonly string[]): ServiceOutcome {
+/**
+ * `peerPaths`: a1's libp2p connections to the service's node (direct/relayed);
+ * `channelPath`: the data channel that carries its flows (lan, punched, relayed).
+ */
+export function classify(s: DemoService, r: ProbeResult, ip: Readonly<Record<AgentHost, string>>, podIp: string, peerPaths: readonly string[], channelPath?: string): ServiceOutcome {
   let path = 'unknown';
   let evidence = r.seenFrom ? `backend saw ${r.seenFrom}` : 'no answer';
   if (r.seenFrom === podIp && s.node === 'a1') path = 'kernel-local';
   else if (r.seenFrom === ip.a1 && s.node !== 'a1') path = 'kernel-lan';
   else if (r.seenFrom === ip[s.node] && s.node !== 'a1') {
-    path = peerPaths.includes('direct') ? 'tunnel-direct' : peerPaths.includes('relayed') ? 'tunnel-relayed' : 'tunnel';
-    evidence += ` (its own agent), a1 tunnel peer ${s.node}: ${peerPaths.join('+') || 'not listed yet'}`;
+    path = channelPath === 'punched' ? 'tunnel-direct (hole-punched)' : channelPath === 'lan' ? 'tunnel-direct'
+      : channelPath === 'relayed' ? 'tunnel-relayed'
+        : peerPaths.includes('direct') ? 'tunnel-direct' : peerPaths.includes('relayed') ? 'tunnel-relayed' : 'tunnel';
+    evidence += ` (its own agent), a1 tunnel peer ${s.node}: ${peerPaths.join('+') || 'not listed yet'}, data channel: ${channelPath ?? 'none'}`;
   }
   const ok = r.errors === 0 && r.backend === s.node && path !== 'unknown' && r.sha256ok !== false;
   return {

@@ -30,6 +30,8 @@ export const SERVICES: readonly DemoService[] = [
 ];
 
 const BACKEND_PORT = 8080;
+/** The tunnel PSK (libp2p swarm.key format) under the demo's directory. */
+export const PSK_FILE = 'swarm.key';
 /** The gateway step: an HTTP backend on a2, served to outside clients by `edgeway gateway` on a2. */
 export const GATEWAY = { port: 8088, backendPort: 8081, node: 'a2' as const, service: 'hello-web', clusterIP: '10.96.0.40' };
 
@@ -111,14 +113,14 @@ export function processConfig(host: AgentHost | 'relay', dir: string): object {
       ? { mode: 'none' }
       // LAN A's agents reach each other's endpoints by kernel DNAT; LAN B is only reachable through the tunnel.
       : { mode: 'nftables', routableCIDRs: [host === 'b1' ? '10.2.0.0/24' : '10.1.0.0/24'], minSyncIntervalMs: 50 },
-    // Plain Node streams: with the native addon loaded, the agent's exit currently
-    // aborts on a heap corruption in the addon's cleanup hook (issue 13, PITFALLS.md);
-    // the demo shows a clean exit 0. Switch to 'auto' once that fix has landed.
-    accelerator: { mode: 'node' },
+    // splice/sockmap where the native addon is built, plain Node streams otherwise.
+    accelerator: { mode: 'auto' },
     dns: relay ? { enabled: false } : { enabled: true, listen: [`${NODE_DNS}:53`], upstreams: ['127.0.0.1:5399'] },
     tunnel: {
       listenPort: TUNNEL_PORT,
       directDialTimeoutMs: 1000,
+      // The private network key every node and the relay share, as a user runs it.
+      psk: { path: join(dir, PSK_FILE) },
       ...(relay ? {} : { relayNodes: [{ nodeName: 'relay', advertiseAddress: [`${IP.relay}:${TUNNEL_PORT}`] }] }),
     },
   };

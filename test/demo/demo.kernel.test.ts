@@ -73,7 +73,9 @@ describe.skipIf(!!skip)('npm run demo', () => {
     expect(byName['hello-local']).toMatchObject({ ok: true, backend: 'a1', path: 'kernel-local', errors: 0, sha256ok: true });
     expect(byName['hello-lan']).toMatchObject({ ok: true, backend: 'a2', path: 'kernel-lan', errors: 0, sha256ok: true });
     expect(byName['hello-remote']).toMatchObject({ ok: true, backend: 'b1', errors: 0, sha256ok: true });
-    expect(byName['hello-remote']!.path).toMatch(/^tunnel-(relayed|direct)$/);
+    expect(byName['hello-remote']!.path).toMatch(/^tunnel-(relayed|direct)( \(hole-punched\))?$/);
+    // Called again once a1 and b1 have punched a hole through both NATs: direct.
+    expect(byName['hello-remote (again)']).toMatchObject({ ok: true, backend: 'b1', errors: 0, sha256ok: true, path: 'tunnel-direct (hole-punched)' });
     for (const s of report.services) expect(s.dnsMs, s.name).toBeGreaterThan(0);
     // The cross-LAN megabyte went through a1's tunnel (its metrics say so); the kernel paths did not.
     expect(report.a1TunnelBytes).toBeGreaterThanOrEqual(1024 * 1024);
