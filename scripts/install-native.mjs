@@ -5,10 +5,15 @@
 // accelerators (scripts/build-native.sh) when the toolchain is there and prints one
 // line either way. It never fails the install: without the addon the agent forwards
 // with plain Node streams. EDGEWAY_SKIP_NATIVE=1 skips the build.
+//   --if-stale  build only when an output is missing or the sources changed since
+//               the last build (native/build/edgeway-build.json); scripts/ensure-ready.mjs
+//               runs this before `npm start` / `npm test`, so an addon appears once
+//               the toolchain does.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { staleReason, writeStamp } from './native-stamp.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const fallback = 'using plain Node streams';
@@ -33,6 +38,11 @@ function main() {
     console.log(`edgeway: native accelerators skipped (EDGEWAY_SKIP_NATIVE=1); ${fallback}`);
     return;
   }
+  if (process.argv.includes('--if-stale')) {
+    const why = staleReason(root);
+    if (!why) return;  // up to date: nothing to say
+    if (missing().length === 0) console.log(`edgeway: (re)building the native accelerators: ${why}`);
+  }
   const lacking = missing();
   if (lacking.length > 0) {
     console.log(`edgeway: native accelerators not built (missing: ${lacking.join(', ')}); ${fallback}`);
@@ -40,7 +50,8 @@ function main() {
   }
   const r = spawnSync('bash', [join(root, 'scripts', 'build-native.sh')], { cwd: root, encoding: 'utf8', maxBuffer: 64 << 20 });
   if (r.status === 0) {
-    console.log('edgeway: native accelerators built (native/build/Release/edgeway_native.node, bpf/build/*.bpf.o)');
+    writeStamp(root);
+    console.log('edgeway: native accelerators built (native/build/Release/edgeway_native.node, edgeway_bpf.node, bpf/build/*.bpf.o)');
     return;
   }
   const log = join(root, 'native', 'build', 'install.log');

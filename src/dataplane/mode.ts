@@ -6,7 +6,7 @@
  */
 import type { Config } from '../config/schema.js';
 import { chooseMode, probeCapabilities, type Capabilities } from './detect.js';
-import { probeSocketLb, type SocketLbProbe } from './ebpf/host.js';
+import { ensureHostMounts, probeSocketLb, type SocketLbProbe } from './ebpf/host.js';
 import { socketLbDecision } from './ebpf/combined.js';
 
 export type BaseMode = 'nftables' | 'iptables' | 'none';
@@ -41,11 +41,26 @@ export function decideMode(configured: Config['dataplane']['mode'], caps: Capabi
   return { configured, base, socketLb: d.enabled, reasons };
 }
 
-/** Probe the host (only what the configured mode needs) and decide. */
-export async function resolveMode(config: Config, probes: ModeProbes = {}): Promise<ResolvedMode> {
+/**
+ * Probe the host (only what the configured mode needs) and decide. For `ebpf` and
+ * `auto` the agent first mounts cgroup2 and bpffs where they are missing
+ * (`mountMissing`, default on when root; `ip netns exec` and some containers hide
+ * the host's), and says so in the reasons.
+ */
+export async function resolveMode(config: Config, probes: ModeProbes = {}, opts: { mountMissing?: boolean } = {}): Promise<ResolvedMode> {
   const m = config.dataplane.mode;
   if (m === 'none' || m === 'iptables' || m === 'nftables') return decideMode(m, undefined, undefined);
   const caps = probes.caps ?? (m === 'auto' ? await probeCapabilities() : undefined);
+  const mountNotes: string[] = [];
+  if (!probes.socketLb && (opts.mountMissing ?? process.getuid?.() === 0)) {
+    try {
+      // SocketLb pins under /sys/fs/bpf (dataplane.ebpf.pinDir lives there).
+      mountNotes.push(...(await ensureHostMounts({ bpffsRoot: '/sys/fs/bpf' })).notes.filter((n) => n.startsWith('no ')));
+    } catch (err) {
+      mountNotes.push(`host mounts: ${(err as Error).message}`);
+    }
+  }
   const lb = probes.socketLb ?? (await probeSocketLb({ bpffsRoot: '/sys/fs/bpf' }));
-  return decideMode(m, caps, lb);
+  const d = decideMode(m, caps, lb);
+  return mountNotes.length ? { ...d, reasons: [...d.reasons, ...mountNotes] } : d;
 }

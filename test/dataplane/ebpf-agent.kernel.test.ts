@@ -7,6 +7,11 @@
  * The programs attach to a test cgroup (dataplane.ebpf.cgroupPath) with pins in a
  * per-run bpffs directory; a counter chain at priority -300 (before any NAT) counts
  * packets still addressed to the ClusterIP.
+ *
+ * Twice: with the host's mounts (nsenter --net, as a hostNetwork pod sees them),
+ * and under `ip netns exec`, which hides the host's cgroup2 and bpffs — there the
+ * agent mounts its own (cgroup2 at /run/edgeway/cgroupv2, bpffs at /sys/fs/bpf,
+ * private to that mount namespace) and ebpf mode must still work (issue 13, item 8).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, mkdirSync, rmdirSync } from 'node:fs';
@@ -14,9 +19,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Lab, kernelSkipReason, run } from '../helpers/netns.js';
+import { Lab, kernelSkipReason, run, type NsProcess } from '../helpers/netns.js';
 import { requirement } from '../helpers/skip.js';
-import { findCgroup2Root } from '../../src/dataplane/ebpf/host.js';
+import { CGROUP2_MOUNT, findCgroup2Root } from '../../src/dataplane/ebpf/host.js';
 import { ensureObject } from '../ebpf/object.js';
 
 const cgroupRoot = findCgroup2Root();
@@ -51,13 +56,23 @@ ports: [{ name: p, port: 8081 }]
 endpoints: [{ addresses: [10.30.0.3], nodeName: node-1 }]
 `;
 
-describe.skipIf(!!skip)('agent in ebpf mode (socket-LB over nftables)', () => {
+const variants = [
+  { name: 'host mounts (nsenter --net)', hostMounts: true },
+  { name: 'ip netns exec: the agent mounts cgroup2 and bpffs', hostMounts: false },
+];
+
+describe.skipIf(!!skip).each(variants)('agent in ebpf mode (socket-LB over nftables), $name', ({ hostMounts }) => {
   const lab = new Lab();
-  const cgroup = join(cgroupRoot ?? '/nonexistent', `edgeway-agent-${lab.tag}`);
+  const cgroupName = `edgeway-agent-${lab.tag}`;
+  const cgroup = join(cgroupRoot ?? '/nonexistent', cgroupName);
   const pinDir = `/sys/fs/bpf/ew${lab.tag}`;
   let node = '';
   let dir = '';
   let cfg = '';
+  let agentCfg = '';
+  let agent: NsProcess | undefined;
+  let agentErr = '';
+  let agentExit: Promise<{ code: number | null; signal: NodeJS.Signals | null }> | undefined;
 
   const counter = async (): Promise<number> => {
     const out = JSON.parse((await lab.exec(node, 'nft', ['-j', 'list', 'table', 'inet', 'ewcount'])).stdout) as { nftables: { rule?: { expr: { counter?: { packets: number } }[] } }[] };
@@ -80,32 +95,46 @@ describe.skipIf(!!skip)('agent in ebpf mode (socket-LB over nftables)', () => {
     mkdirSync(cgroup);
     dir = await mkdtemp(join(tmpdir(), 'ew-ebpf-agent-'));
     await writeFile(join(dir, 'services.yaml'), services);
-    cfg = join(dir, 'agent.yaml');
-    await writeFile(cfg, [
+    // The same cgroup as the agent sees it: under `ip netns exec` through its own
+    // cgroup2 mount (one hierarchy, so the same directory).
+    const config = (cgroupPath: string): string => [
       'nodeName: node-1',
       `stateDir: ${join(dir, 'state')}`,
       'log: { level: info }',
       'sources: { kubernetes: { enabled: false }, static: { paths: [' + join(dir, 'services.yaml') + '], pollMs: 100 } }',
-      `dataplane: { mode: ebpf, minSyncIntervalMs: 20, driftCheckIntervalMs: 1000, ebpf: { cgroupPath: ${cgroup}, pinDir: ${pinDir} } }`,
+      `dataplane: { mode: ebpf, minSyncIntervalMs: 20, driftCheckIntervalMs: 1000, ebpf: { cgroupPath: ${cgroupPath}, pinDir: ${pinDir} } }`,
       'dns: { enabled: false }',
       'tunnel: { enabled: false }',
       'metrics: { listen: "" }',
       '',
-    ].join('\n'));
-    const agent = lab.spawn(node, process.execPath, [bin, 'agent', '--config', cfg], process.env, { hostMounts: true });
-    // Ready when both nftables and socket-LB serve: a cgroup client is translated.
-    for (let i = 0; i < 100; i++) {
-      if (agent.child.exitCode !== null) throw new Error(`agent exited ${agent.child.exitCode}`);
+    ].join('\n');
+    cfg = join(dir, 'agent.yaml');
+    await writeFile(cfg, config(cgroup));
+    agentCfg = hostMounts ? cfg : join(dir, 'agent-in-netns.yaml');
+    if (!hostMounts) await writeFile(agentCfg, config(join(CGROUP2_MOUNT, cgroupName)));
+    agent = lab.spawn(node, process.execPath, [bin, 'agent', '--config', agentCfg], process.env, { hostMounts });
+    const child = agent.child;
+    child.stderr!.on('data', (d: Buffer) => { agentErr = (agentErr + d.toString()).slice(-4000); });
+    agentExit = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    let ready = false;
+    for (let i = 0; i < 60 && !ready; i++) {
+      if (child.exitCode !== null) throw new Error(`agent exited ${child.exitCode}: ${agentErr}`);
+      // Ready when a cgroup client is served without a packet to the ClusterIP
+      // (earlier attempts may have gone through nftables DNAT and been counted).
+      const before = await counter();
       const r = await whoami(true, 1).catch(() => ({ errors: 1, counts: {} }));
-      if (r.errors === 0 && (await counter()) === 0) break;
-      await new Promise((res) => setTimeout(res, 100));
+      ready = r.errors === 0 && (await counter()) === before;
+      if (!ready) await new Promise((res) => setTimeout(res, 100));
     }
-  });
+    if (!ready) throw new Error(`socket-LB never served a cgroup client; agent log: ${agentErr}`);
+  }, 240_000);
 
   afterAll(async () => {
     await lab.destroy();
-    // Best effort if the cleanup test did not run; then the test cgroup goes.
-    if (existsSync(pinDir)) await run(process.execPath, [bin, 'cleanup', '--config', cfg]).catch(() => undefined);
+    // Best effort if the cleanup test did not run (idempotent; it also detaches our
+    // programs by name when the pins went with the agent's private bpffs); then the
+    // test cgroup goes.
+    if (cfg) await run(process.execPath, [bin, 'cleanup', '--config', cfg]).catch(() => undefined);
     for (let i = 0; i < 20 && existsSync(cgroup); i++) {
       try { rmdirSync(cgroup); } catch { await new Promise((r) => setTimeout(r, 100)); }
     }
@@ -130,11 +159,14 @@ describe.skipIf(!!skip)('agent in ebpf mode (socket-LB over nftables)', () => {
     expect(await counter()).toBeGreaterThan(before);
   });
 
-  it('edgeway cleanup removes programs, pins and the table', async () => {
+  it('the agent exits 0 on SIGTERM; edgeway cleanup removes programs, pins and the table', async () => {
+    // nsenter and `ip netns exec` exec the command: the child is the agent itself.
+    agent?.child.kill('SIGTERM');
+    expect(await agentExit).toEqual({ code: 0, signal: null });
     await lab.destroy(); // stop the agent first, as the command's help says
     node = await lab.ns('n2');
     const out = await run('nsenter', [`--net=/run/netns/${node}`, process.execPath, bin, 'cleanup', '--config', cfg]);
-    expect(out.stdout).toMatch(/removed socket-LB programs and pins/);
+    expect(out.stdout, out.stdout + out.stderr).toMatch(/removed socket-LB programs and pins/);
     expect(existsSync(pinDir)).toBe(false);
     expect((await run('bpftool', ['-j', 'cgroup', 'show', cgroup])).stdout.trim() || '[]').toBe('[]');
   });

@@ -43,10 +43,13 @@ ${configHelp}`,
       process.stderr.write(`edgeway cleanup: removing iptables chains failed: ${(err as Error).message}\n`);
     }
     // eBPF socket-LB: programs, attachments and pins under dataplane.ebpf.pinDir.
-    if (existsSync(config.dataplane.ebpf.pinDir)) {
+    // Without pins (an agent that ran with its own bpffs mount, e.g. under `ip netns
+    // exec`) our programs may still be attached: cleanup() also detaches by name.
+    const { findCgroup2Root } = await import('../../dataplane/ebpf/host.js');
+    const cgroup = config.dataplane.ebpf.cgroupPath || findCgroup2Root();
+    if (existsSync(config.dataplane.ebpf.pinDir) || (cgroup && existsSync(cgroup))) {
       try {
         const { SocketLb } = await import('../../dataplane/ebpf/socket-lb.js');
-        const cgroup = config.dataplane.ebpf.cgroupPath;
         await new SocketLb({ pinDir: config.dataplane.ebpf.pinDir, ...(cgroup ? { cgroup } : {}) }).cleanup();
         process.stdout.write(`removed socket-LB programs and pins (${config.dataplane.ebpf.pinDir})\n`);
       } catch (err) {

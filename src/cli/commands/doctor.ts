@@ -1,7 +1,7 @@
 import { configHelp, configOptions, EXIT_OK, EXIT_RUNTIME, optString, type Command } from '../command.js';
 import { configFromArgs } from '../runtime.js';
 import { probeCapabilities, type Probe } from '../../dataplane/detect.js';
-import { probeSocketLb } from '../../dataplane/ebpf/host.js';
+import { CGROUP2_MOUNT, probeSocketLb } from '../../dataplane/ebpf/host.js';
 import { decideMode, resolveMode } from '../../dataplane/mode.js';
 import { loadNative } from '../../native/addon.js';
 import { punchUnavailableReason } from '../../tunnel/punch/sockets.js';
@@ -67,7 +67,8 @@ ${configHelp.replace('(required)', '(optional: decide for this config)')}
       line('bpf sockmap', caps.bpf.sockmap),
       line('bpf sk_skb', caps.bpf.skSkb),
       line('bpf cgroup_sock_addr', caps.bpf.cgroupSockAddr),
-      line('cgroup v2', caps.cgroupV2),
+      line('cgroup v2', caps.cgroupV2.ok ? caps.cgroupV2 : { ok: false, detail: `${caps.cgroupV2.detail}; the agent (mode ebpf/auto, root) mounts one at ${CGROUP2_MOUNT}` }),
+      line('bpffs', lb.bpffsMounted ? { ok: true, detail: 'mounted at /sys/fs/bpf' } : { ok: false, detail: 'not mounted at /sys/fs/bpf; the agent (mode ebpf/auto, root) mounts it' }),
       line('socket-LB', { ok: lb.supported, detail: lb.supported ? `cgroup v2 ${lb.cgroup2Root}, ${lb.bpftool}` : lb.reasons.join('; ') }),
       ...addons.map((a) => line(`addon ${a.name.replace('.node', '')}`, { ok: a.loaded, detail: a.detail })),
       ...accelerators.map((a) => line(`accelerator ${a.kind}`, { ok: a.available, detail: a.detail })),
@@ -77,6 +78,9 @@ ${configHelp.replace('(required)', '(optional: decide for this config)')}
       `mode: ${mode}`,
       ...decision.reasons.map((r) => `why:  ${r}`),
       ...(decision.error ? [`error: ${decision.error}`] : []),
+      ...(caps.root && (!caps.cgroupV2.ok || !lb.bpffsMounted)
+        ? [`note: the agent (mode ebpf/auto) mounts the missing ${[!caps.cgroupV2.ok ? `cgroup2 (at ${CGROUP2_MOUNT})` : '', !lb.bpffsMounted ? 'bpffs (at /sys/fs/bpf)' : ''].filter(Boolean).join(' and ')} before it decides`]
+        : []),
     ];
     process.stdout.write(`${out.join('\n')}\n`);
     return exit;

@@ -26,8 +26,8 @@ export class BpfObjectMissingError extends EbpfError {
 
 /** The host cannot run socket-LB (no cgroup v2, no bpffs, missing BPF features). */
 export class EbpfUnsupportedError extends EbpfError {
-  constructor(message: string) {
-    super('ERR_EBPF_UNSUPPORTED', message);
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_EBPF_UNSUPPORTED', message, options);
     this.name = 'EbpfUnsupportedError';
   }
 }

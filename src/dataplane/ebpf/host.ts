@@ -1,7 +1,9 @@
 /**
  * Host facts the socket-LB data plane needs: where cgroup v2 is mounted (on
  * hybrid hosts it is /sys/fs/cgroup/unified, not /sys/fs/cgroup), whether a bpffs
- * is mounted at the pin root (and mounting one), and a doctor probe.
+ * is mounted at the pin root, mounting either where it is missing (as Cilium
+ * does: `ip netns exec` and some container setups hide the host's), and a doctor
+ * probe.
  */
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
@@ -41,8 +43,59 @@ export async function ensureBpffs(root: string): Promise<void> {
   checkPinPath(root);
   if (isBpffs(root)) return;
   mkdirSync(root, { recursive: true });
-  await pexec('mount', ['-t', 'bpf', 'bpf', root]);
+  await mount('bpf', root);
   if (!isBpffs(root)) throw new EbpfUnsupportedError(`mounted bpffs at ${root} but it does not show in /proc/mounts`);
+}
+
+/**
+ * Where the agent mounts a cgroup v2 hierarchy when none is mounted (Cilium uses
+ * /run/cilium/cgroupv2). cgroup v2 is one hierarchy: this mount shows the same
+ * tree (of the caller's cgroup namespace) as any other.
+ */
+export const CGROUP2_MOUNT = '/run/edgeway/cgroupv2';
+
+/** What `ensureHostMounts` found or did, one line each (logged, shown by doctor). */
+export interface HostMounts {
+  readonly cgroup2Root: string;
+  readonly bpffsRoot: string;
+  readonly notes: readonly string[];
+}
+
+/**
+ * Make sure socket-LB has a cgroup v2 hierarchy and a bpffs: the first cgroup2
+ * mount in /proc/mounts, else one mounted at `cgroup2Mount`; a bpffs at
+ * `bpffsRoot`, mounted there if missing. Idempotent (a second call finds both).
+ * Needs CAP_SYS_ADMIN; throws EbpfUnsupportedError when a mount fails.
+ */
+export async function ensureHostMounts(opts: { bpffsRoot?: string; cgroup2Mount?: string } = {}): Promise<HostMounts> {
+  const bpffsRoot = opts.bpffsRoot ?? '/sys/fs/bpf';
+  const notes: string[] = [];
+  let cgroup2Root = findCgroup2Root();
+  if (cgroup2Root) {
+    notes.push(`cgroup2 mounted at ${cgroup2Root}`);
+  } else {
+    const target = opts.cgroup2Mount ?? CGROUP2_MOUNT;
+    mkdirSync(target, { recursive: true });
+    await mount('cgroup2', target);
+    cgroup2Root = findCgroup2Root();
+    if (cgroup2Root !== target) throw new EbpfUnsupportedError(`mounted cgroup2 at ${target} but /proc/mounts shows ${cgroup2Root ?? 'none'}`);
+    notes.push(`no cgroup2 was mounted: mounted one at ${target}`);
+  }
+  if (isBpffs(bpffsRoot)) {
+    notes.push(`bpffs mounted at ${bpffsRoot}`);
+  } else {
+    await ensureBpffs(bpffsRoot);
+    notes.push(`no bpffs at ${bpffsRoot}: mounted one`);
+  }
+  return { cgroup2Root, bpffsRoot, notes };
+}
+
+async function mount(fstype: 'cgroup2' | 'bpf', target: string): Promise<void> {
+  try {
+    await pexec('mount', ['-t', fstype, fstype === 'bpf' ? 'bpf' : 'none', target]);
+  } catch (err) {
+    throw new EbpfUnsupportedError(`mount -t ${fstype} at ${target} failed: ${(err as Error).message.split('\n')[0]}`, { cause: err });
+  }
 }
 
 export function checkPinPath(path: string): void {
