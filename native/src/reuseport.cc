@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <string>
+#include <thread>
 
 namespace edgeway {
 
@@ -102,94 +103,66 @@ Napi::Value ListenReusePortJs(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
-// The connect runs on a libuv worker: a nonblocking connect, then poll() for
-// POLLOUT until the deadline (a simultaneous open can take a SYN retransmission or
-// two). The fd is handed to JS only when connected; on any failure it is closed
-// here, so nothing leaks when a punch attempt fails.
-class ConnectTask : public Napi::AsyncWorker {
- public:
-  ConnectTask(Napi::Env env, const sockaddr_storage& local, socklen_t llen, const sockaddr_storage& remote, socklen_t rlen, int timeout_ms)
-      : Napi::AsyncWorker(env, "edgeway-connect-from"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        local_(local),
-        remote_(remote),
-        llen_(llen),
-        rlen_(rlen),
-        timeout_ms_(timeout_ms) {}
-
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    int fd = BoundSocket(local_, llen_);
-    if (fd < 0) {
-      err_ = -fd;
-      what_ = "bind";
-      return;
-    }
-    if (connect(fd, reinterpret_cast<const sockaddr*>(&remote_), rlen_) == 0) {
-      fd_ = fd;
-      return;
-    }
-    if (errno != EINPROGRESS) {
-      Fail(fd, errno, "connect");
-      return;
-    }
-    const int64_t deadline = NowMs() + timeout_ms_;
-    for (;;) {
-      int64_t left = deadline - NowMs();
-      if (left <= 0) {
-        Fail(fd, ETIMEDOUT, "connect");
-        return;
-      }
-      pollfd p{fd, POLLOUT, 0};
-      int r = poll(&p, 1, int(left));
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) {
-        Fail(fd, errno, "poll");
-        return;
-      }
-      if (r == 0) continue;  // the deadline check above ends the loop
-      int soerr = 0;
-      socklen_t sl = sizeof(soerr);
-      if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) soerr = errno;
-      if (soerr != 0) {
-        Fail(fd, soerr, "connect");
-        return;
-      }
-      fd_ = fd;
-      return;
-    }
-  }
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (err_ != 0) deferred_.Reject(SockErrno(env, err_, what_).Value());
-    else deferred_.Resolve(Napi::Number::New(env, fd_));
-  }
-
-  void OnError(const Napi::Error& e) override {
-    if (fd_ >= 0) close(fd_);
-    deferred_.Reject(e.Value());
-  }
-
- private:
-  void Fail(int fd, int err, const char* what) {
-    close(fd);
-    err_ = err;
-    what_ = what;
-  }
-
-  Napi::Promise::Deferred deferred_;
-  sockaddr_storage local_;
-  sockaddr_storage remote_;
-  socklen_t llen_;
-  socklen_t rlen_;
-  int timeout_ms_;
-  int fd_ = -1;
-  int err_ = 0;
-  std::string what_;
+// One pending connect. It runs on a thread of its own, not on libuv's pool: a punch
+// holds several connects open for seconds (until the peer's SYN arrives or the
+// deadline), and on the 4-thread pool that would stall fs and dns.lookup for the
+// whole process. The thread does a nonblocking connect, then poll() for POLLOUT
+// until the deadline (a simultaneous open may need a SYN retransmission or two),
+// and settles the promise through a threadsafe function (unref'd: a pending
+// connect does not keep the process alive). The fd reaches JS only when connected;
+// on any failure, or when the environment is gone, it is closed here.
+struct ConnectJob {
+  sockaddr_storage local;
+  sockaddr_storage remote;
+  socklen_t llen;
+  socklen_t rlen;
+  int timeout_ms;
+  int fd = -1;
+  int err = 0;
+  const char* what = "";
+  Napi::Promise::Deferred deferred;
 };
+
+void RunConnect(ConnectJob* j) {
+  int fd = BoundSocket(j->local, j->llen);
+  if (fd < 0) {
+    j->err = -fd;
+    j->what = "bind";
+    return;
+  }
+  auto fail = [&](int err, const char* what) {
+    close(fd);
+    j->err = err;
+    j->what = what;
+  };
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&j->remote), j->rlen) == 0) {
+    j->fd = fd;
+    return;
+  }
+  if (errno != EINPROGRESS) return fail(errno, "connect");
+  const int64_t deadline = NowMs() + j->timeout_ms;
+  for (;;) {
+    int64_t left = deadline - NowMs();
+    if (left <= 0) return fail(ETIMEDOUT, "connect");
+    pollfd p{fd, POLLOUT, 0};
+    int r = poll(&p, 1, int(left));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return fail(errno, "poll");
+    if (r == 0) continue;  // the deadline check above ends the loop
+    int soerr = 0;
+    socklen_t sl = sizeof(soerr);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) soerr = errno;
+    if (soerr != 0) return fail(soerr, "connect");
+    j->fd = fd;
+    return;
+  }
+}
+
+void Settle(Napi::Env env, Napi::Function, ConnectJob* j) {
+  if (j->err != 0) j->deferred.Reject(SockErrno(env, j->err, j->what).Value());
+  else j->deferred.Resolve(Napi::Number::New(env, j->fd));
+  delete j;
+}
 
 // connectFrom(localHost, localPort, remoteHost, remotePort, timeoutMs) → Promise<fd>
 Napi::Value ConnectFromJs(const Napi::CallbackInfo& info) {
@@ -206,9 +179,21 @@ Napi::Value ConnectFromJs(const Napi::CallbackInfo& info) {
   if (rport == 0 || !ParseAddr(rhost, rport, AF_INET, &remote, &rlen)) throw Napi::TypeError::New(env, "connectFrom: bad remote address " + rhost);
   if (!ParseAddr(lhost, lport, remote.ss_family, &local, &llen)) throw Napi::TypeError::New(env, "connectFrom: bad local address " + lhost);
   if (local.ss_family != remote.ss_family) throw SockErrno(env, EAFNOSUPPORT, "connect");
-  auto* task = new ConnectTask(env, local, llen, remote, rlen, timeout);  // deleted by node-addon-api after OnOK/OnError
-  Napi::Promise p = task->Promise();
-  task->Queue();
+  auto* job = new ConnectJob{local, remote, llen, rlen, timeout, -1, 0, "", Napi::Promise::Deferred::New(env)};
+  Napi::Promise p = job->deferred.Promise();
+  auto tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), "edgeway-connect-from", 0, 1);
+  // A pending connect does not hold the process: a stopping agent abandons its punch
+  // (the thread finds the environment gone and closes the fd).
+  tsfn.Unref(env);
+  std::thread([job, tsfn]() mutable {
+    RunConnect(job);
+    if (tsfn.BlockingCall(job, Settle) != napi_ok) {
+      // The environment is shutting down: nobody will take the fd.
+      if (job->fd >= 0) close(job->fd);
+      delete job;
+    }
+    tsfn.Release();
+  }).detach();
   return p;
 }
 

@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { Lab, kernelSkipReason, type NsProcess } from '../helpers/netns.js';
 import { buildTopology, IP, type NatMode, type Topology } from '../helpers/topology.js';
 import { requirement } from '../helpers/skip.js';
+import { runCli } from '../helpers/agent-process.js';
 import { loadNative } from '../../src/native/addon.js';
 import { punchUnavailableReason } from '../../src/tunnel/punch/sockets.js';
 import type { TunnelState } from '../../src/tunnel/service.js';
@@ -32,15 +33,20 @@ const node = process.execPath;
 const PORT = 20006;
 const DATA_PORT = 20007;
 
-const catalog = `
+/**
+ * Nodes carry their agents' peer ids (the `edgeway.io/peer-id` annotation an agent
+ * publishes with the Kubernetes source), so a node's identity does not depend on
+ * the relay's rendezvous once the relay is gone.
+ */
+const catalog = (peer: Record<string, string>): string => `
 apiVersion: v1
 kind: Node
-metadata: { name: a1 }
+metadata: { name: a1, annotations: { edgeway.io/peer-id: ${peer.a1} } }
 status: { addresses: [{ type: InternalIP, address: ${IP.a1} }] }
 ---
 apiVersion: v1
 kind: Node
-metadata: { name: b1 }
+metadata: { name: b1, annotations: { edgeway.io/peer-id: ${peer.b1} } }
 status: { addresses: [{ type: InternalIP, address: ${IP.b1} }] }
 ---
 apiVersion: v1
@@ -73,7 +79,9 @@ function agentsLab(nat: NatMode): {
     async setup() {
       topo = await buildTopology(lab, { firewall: true, nat: { rb: nat } });
       dir = await mkdtemp(join(tmpdir(), 'ew-punch-agents-'));
-      await writeFile(join(dir, 'catalog.yaml'), catalog);
+      const peer: Record<string, string> = {};
+      for (const h of ['a1', 'b1']) peer[h] = (await runCli(['identity', '--state-dir', join(dir, h)])).stdout.trim().split('\n')[0]!;
+      await writeFile(join(dir, 'catalog.yaml'), catalog(peer));
       const base = (name: string): object => ({
         nodeName: name, stateDir: join(dir, name), log: { level: 'info' }, metrics: { listen: name === 'a1' ? '127.0.0.1:9464' : '' },
         sources: { kubernetes: { enabled: false }, static: { paths: [join(dir, 'catalog.yaml')], pollMs: 200 } },

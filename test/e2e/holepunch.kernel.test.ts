@@ -50,9 +50,13 @@ describe.skipIf(!!skip)('TCP hole punching through two NATs', () => {
   let data: Buffer;
   let dataSha = '';
 
+  let relayProc: NsProcess | undefined;
   const startRelay = async (): Promise<{ proc: NsProcess; ma: string }> => {
+    // A relay left running by a failed test holds the ports.
+    await relayProc?.stop();
     const proc = lab.spawn(topo.ns.relay, node, ['bin/edgeway.js', 'relay', '--config', join(dir, 'relay.json')]);
-    const line = await proc.waitFor(/^relay /, 30_000);
+    relayProc = proc;
+    const line = await proc.waitFor(/^relay /, 90_000);
     return { proc, ma: `/ip4/${IP.relay}/tcp/${PORT}/p2p/${line.split(' ')[1]!}` };
   };
   const startPair = async (relayMa: string, dataPort: number): Promise<{ a: NsProcess; b: NsProcess }> => {

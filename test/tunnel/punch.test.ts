@@ -15,7 +15,7 @@ import net from 'node:net';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { Registry } from 'prom-client';
 import { createTunnelNode, type TunnelLibp2p } from '../../src/tunnel/node.js';
-import { loadNative } from '../../src/native/addon.js';
+import { loadNative, type NativeLoad } from '../../src/native/addon.js';
 import { createHolePuncher, type HolePuncher } from '../../src/tunnel/punch/puncher.js';
 import { createPunchMetrics, type PunchMetrics } from '../../src/tunnel/punch/metrics.js';
 import { ObservedAddresses } from '../../src/tunnel/punch/observed.js';
@@ -61,6 +61,16 @@ describe('punch plan (pure)', () => {
     o.record('10.0.0.8', false, 200);
     expect(o.list(300)).toEqual(['10.200.1.2', '10.0.0.8', '10.0.0.9']);
     expect(o.list(1050)).toEqual(['10.200.1.2', '10.0.0.8']);
+  });
+});
+
+describe('punch availability (what doctor and the agent log say)', () => {
+  it.each([
+    { name: 'no addon', load: { addonReason: 'disabled by EDGEWAY_NATIVE=off' }, reason: 'native addon absent (disabled by EDGEWAY_NATIVE=off)' },
+    { name: 'an addon without connectFrom', load: { addon: { abi: 2 } }, reason: 'native addon predates connectFrom (rebuild it: scripts/build-native.sh)' },
+  ])('$name: $reason', ({ load: l, reason }) => {
+    expect(punchUnavailableReason(l as NativeLoad)).toBe(reason);
+    expect(createPunchSockets(l as NativeLoad)).toBeUndefined();
   });
 });
 

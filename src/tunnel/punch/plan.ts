@@ -4,7 +4,7 @@
  */
 import { isIP } from 'node:net';
 
-/** The most addresses tried per attempt (each holds a libuv worker thread, of 4 by default, for up to one attempt). */
+/** The most addresses tried per attempt (each is a connect, and a thread, per port pair). */
 export const MAX_CANDIDATES = 3;
 
 /**
