@@ -10,12 +10,46 @@
 //    second one's source was never read, so the relay held every relayed byte
 //    until the circuit closed (1.2 GiB RSS after 1 GiB relayed). Fix: one duplex
 //    per message stream. Regression test: test/tunnel/relay-pipe.test.ts.
+// 2. @libp2p/utils messageStreamToDuplex() (what pipe() wraps each stream in, so
+//    every relayed circuit): an unbounded pushable fed by every message, the end
+//    taken at remoteCloseWrite/close (bytes still buffered in a paused stream were
+//    dropped) and a sink trusting 'drain'. Replaced by a bounded, lossless version
+//    (comments in PATCHED_DUPLEX). Regression test: test/tunnel/relay-pipe.test.ts.
+// 3. @libp2p/pnet BoxMessageStream.sendData(): `data.subarray()` joined the whole
+//    pending write list into one array before XSalsa20 (a WASM module whose
+//    memory grows to the largest input and has a maximum). With a PSK and a
+//    saturated socket the list held tens of MiB: `WebAssembly.Memory.grow():
+//    Maximum memory size exceeded` thrown from an event handler killed the agent
+//    mid-transfer. Fix: encrypt chunk by chunk (a stream cipher: same bytes).
+//    Regression test: test/tunnel/pnet-chunks.test.ts.
 import { readFileSync, writeFileSync, readdirSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const MARKER = 'edgeway-pipe-patch';
+export const BACKPRESSURE_MARKER = 'edgeway-relay-backpressure-patch';
+export const PNET_MARKER = 'edgeway-pnet-chunks-patch';
+
+const ORIGINAL_PNET = `    sendData(data) {
+        return {
+            sentBytes: data.byteLength,
+            canSendMore: this.maConn.send(this.outboundXor.update(data.subarray()))
+        };
+    }`;
+
+const PATCHED_PNET = `    sendData(data) {
+        // ${PNET_MARKER}: one XSalsa20 update per chunk, never the whole list
+        // joined (its WASM memory has a maximum size).
+        const out = [];
+        for (const buf of (data instanceof Uint8Array ? [data] : data)) out.push(this.outboundXor.update(buf));
+        let canSendMore = true;
+        for (const buf of out) canSendMore = this.maConn.send(buf);
+        return {
+            sentBytes: data.byteLength,
+            canSendMore
+        };
+    }`;
 
 const ORIGINAL = `export function pipe(...input) {
     const sources = input.map(source => {
@@ -41,10 +75,13 @@ const PATCHED = `export function pipe(...input) {
         return source;
     });`;
 
-/** Every installed copy of @libp2p/utils' stream-utils.js. */
-function findCopies(dir, depth = 0, out = []) {
+const STREAM_UTILS = join('@libp2p', 'utils', 'dist', 'src', 'stream-utils.js');
+const PNET_CRYPTO = join('@libp2p', 'pnet', 'dist', 'src', 'crypto.js');
+
+/** Every installed copy of `rel` (a file inside a package) under `dir`. */
+function findCopies(dir, rel = STREAM_UTILS, depth = 0, out = []) {
   if (depth > 6 || !existsSync(dir)) return out;
-  const f = join(dir, '@libp2p', 'utils', 'dist', 'src', 'stream-utils.js');
+  const f = join(dir, rel);
   if (existsSync(f)) out.push(f);
   let entries = [];
   try { entries = readdirSync(dir, { withFileTypes: true }); } catch { return out; }
@@ -52,18 +89,185 @@ function findCopies(dir, depth = 0, out = []) {
     if (!e.isDirectory()) continue;
     const sub = join(dir, e.name);
     if (e.name.startsWith('@')) {
-      for (const s of readdirSync(sub, { withFileTypes: true })) if (s.isDirectory()) findCopies(join(sub, s.name, 'node_modules'), depth + 1, out);
-    } else findCopies(join(sub, 'node_modules'), depth + 1, out);
+      for (const s of readdirSync(sub, { withFileTypes: true })) if (s.isDirectory()) findCopies(join(sub, s.name, 'node_modules'), rel, depth + 1, out);
+    } else findCopies(join(sub, 'node_modules'), rel, depth + 1, out);
   }
   return out;
 }
 
-export function patchFile(file) {
-  const text = readFileSync(file, 'utf8');
-  if (text.includes(MARKER)) return 'already';
-  if (!text.includes(ORIGINAL)) return 'mismatch';
-  writeFileSync(file, text.replace(ORIGINAL, PATCHED));
-  return 'patched';
+const ORIGINAL_DUPLEX = `export function messageStreamToDuplex(stream) {
+    const source = pushable();
+    let onError;
+    const onMessage = (evt) => {
+        source.push(evt.data);
+    };
+    const onRemoteCloseWrite = () => {
+        source.end();
+        stream.removeEventListener('message', onMessage);
+        stream.removeEventListener('close', onClose);
+        stream.removeEventListener('remoteCloseWrite', onRemoteCloseWrite);
+    };
+    const onClose = (evt) => {
+        source.end(evt.error);
+        if (evt.error != null) {
+            onError?.reject(evt.error);
+        }
+        stream.removeEventListener('message', onMessage);
+        stream.removeEventListener('close', onClose);
+        stream.removeEventListener('remoteCloseWrite', onRemoteCloseWrite);
+    };
+    stream.addEventListener('message', onMessage);
+    stream.addEventListener('close', onClose, {
+        once: true
+    });
+    stream.addEventListener('remoteCloseWrite', onRemoteCloseWrite, {
+        once: true
+    });
+    return {
+        source,
+        async sink(source) {
+            async function* toGenerator() {
+                yield* source;
+            }
+            const gen = toGenerator();
+            while (true) {
+                onError = Promise.withResolvers();
+                const { done, value } = await Promise.race([
+                    gen.next(),
+                    onError.promise
+                ]);
+                if (stream.writeStatus === 'closing' || stream.writeStatus === 'closed') {
+                    break;
+                }
+                if (value != null) {
+                    if (!stream.send(value)) {
+                        await Promise.race([
+                            pEvent(stream, 'drain', {
+                                rejectionEvents: [
+                                    'close'
+                                ]
+                            })
+                        ]);
+                    }
+                }
+                if (done === true) {
+                    break;
+                }
+            }
+            await stream.close();
+        }
+    };
+}`;
+
+const PATCHED_DUPLEX = `export function messageStreamToDuplex(stream) {
+    // ${BACKPRESSURE_MARKER}: bounded and lossless.
+    // - The source holds at most HIGH bytes: past it the stream is paused (deferred:
+    //   a pause inside a message handler is undone when resume() delivered that
+    //   message) and resumed once the consumer took it below LOW. Upstream pushed
+    //   every message into an unbounded pushable.
+    // - The source ends at 'end' (after a paused stream's buffered bytes were
+    //   delivered), not at 'remoteCloseWrite' or a clean 'close', which both fire
+    //   while those bytes are still buffered.
+    // - The sink waits until the destination's write buffer is empty: 'drain' is
+    //   dispatched to every stream of a connection and says nothing about this one.
+    const HIGH = 1024 * 1024;
+    const LOW = 256 * 1024;
+    const source = pushable();
+    let queued = 0;
+    let paused = false;
+    let onError;
+    const readable = () => stream.readStatus !== 'closing' && stream.readStatus !== 'closed' && stream.status !== 'aborted' && stream.status !== 'reset';
+    const cleanup = () => {
+        stream.removeEventListener('message', onMessage);
+        stream.removeEventListener('close', onClose);
+        stream.removeEventListener('end', onEnd);
+    };
+    const onMessage = (evt) => {
+        queued += evt.data.byteLength;
+        source.push(evt.data);
+        if (queued > HIGH && !paused) {
+            paused = true;
+            queueMicrotask(() => {
+                if (!paused || !readable()) return;
+                try { stream.pause(); } catch { /* closed meanwhile */ }
+            });
+        }
+    };
+    const onEnd = () => {
+        source.end();
+        cleanup();
+    };
+    const onClose = (evt) => {
+        if (evt.error != null) {
+            source.end(evt.error);
+            onError?.reject(evt.error);
+            cleanup();
+        }
+        else if (stream.readableEnded) {
+            onEnd();
+        }
+    };
+    stream.addEventListener('message', onMessage);
+    stream.addEventListener('close', onClose);
+    stream.addEventListener('end', onEnd);
+    async function* counted() {
+        for await (const buf of source) {
+            queued -= buf.byteLength;
+            if (paused && queued < LOW) {
+                paused = false;
+                if (readable()) {
+                    try { stream.resume(); } catch { /* closed meanwhile */ }
+                }
+            }
+            yield buf;
+        }
+    }
+    return {
+        source: counted(),
+        async sink(source) {
+            async function* toGenerator() {
+                yield* source;
+            }
+            const gen = toGenerator();
+            while (true) {
+                onError = Promise.withResolvers();
+                const { done, value } = await Promise.race([
+                    gen.next(),
+                    onError.promise
+                ]);
+                if (stream.writeStatus === 'closing' || stream.writeStatus === 'closed') {
+                    break;
+                }
+                if (value != null) {
+                    stream.send(value);
+                    while (stream.writeBufferLength > 0 && stream.writeStatus === 'writable') {
+                        await pEvent(stream, ['idle', 'drain'], {
+                            rejectionEvents: [
+                                'close'
+                            ]
+                        });
+                    }
+                }
+                if (done === true) {
+                    break;
+                }
+            }
+            await stream.close();
+        }
+    };
+}`;
+
+/** Apply every patch not yet in `file`; one word per patch ('patched', 'already', 'mismatch'). */
+export function patchFile(file, patches = [[MARKER, ORIGINAL, PATCHED], [BACKPRESSURE_MARKER, ORIGINAL_DUPLEX, PATCHED_DUPLEX]]) {
+  let text = readFileSync(file, 'utf8');
+  const results = [];
+  for (const [marker, from, to] of patches) {
+    if (text.includes(marker)) results.push('already');
+    else if (!text.includes(from)) results.push('mismatch');
+    else { text = text.replace(from, to); results.push('patched'); }
+  }
+  if (results.includes('patched')) writeFileSync(file, text);
+  return results.join('+');
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
@@ -72,6 +276,11 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   for (const f of copies) {
     let r;
     try { r = patchFile(f); } catch (err) { r = `error: ${err.message}`; }
-    console.log(`edgeway: @libp2p/utils pipe() fix: ${r} (${f.slice(root.length + 1)})`);
+    console.log(`edgeway: @libp2p/utils pipe() fixes (one duplex per stream + backpressure): ${r} (${f.slice(root.length + 1)})`);
+  }
+  for (const f of findCopies(join(root, 'node_modules'), PNET_CRYPTO)) {
+    let r;
+    try { r = patchFile(f, [[PNET_MARKER, ORIGINAL_PNET, PATCHED_PNET]]); } catch (err) { r = `error: ${err.message}`; }
+    console.log(`edgeway: @libp2p/pnet chunked encryption fix: ${r} (${f.slice(root.length + 1)})`);
   }
 }

@@ -49,6 +49,12 @@ export class ReadSink {
   count: (n: number) => void = () => undefined;
   /** Bytes read before `dst` was set (copied: the buffer is reused). */
   early: Buffer[] = [];
+  /**
+   * Hand `dst` a copy of each chunk instead of a view of the reused buffer: set
+   * for tunnel streams, which keep written chunks by reference below the write
+   * callback (in the encrypted connection's queue) until the socket takes them.
+   */
+  copyChunks = false;
   private waiting = false;
 
   /** The `onread` option for `src`'s socket (src known lazily: the socket is built with it). */
@@ -73,7 +79,7 @@ export class ReadSink {
           return true;
         }
         this.count(n);
-        dst.write(buf.subarray(0, n), written);
+        dst.write(this.copyChunks ? Buffer.from(buf.subarray(0, n)) : buf.subarray(0, n), written);
         if (dst.writableLength === 0) return true;
         // libuv still points into `buffer`: no more reads until the bytes are out.
         this.waiting = true;

@@ -27,7 +27,13 @@ export interface DatagramSession {
 }
 
 export interface RemoteDialer {
-  /** Open a byte stream to a TCP endpoint on another node (half-close supported). */
+  /**
+   * Open a byte stream to a TCP endpoint on another node (half-close supported).
+   * Ownership: the stream keeps each written chunk by reference until it is on the
+   * wire, past the write callback; a writer hands over buffers it never reuses
+   * (a reused read buffer is copied first, fast-read.ts `copyChunks`). The write
+   * callback fires once the stream's own write buffer is empty (backpressure).
+   */
   dialStream(target: RemoteTarget, signal?: AbortSignal): Promise<Duplex>;
   /** Open a datagram session to a UDP endpoint on another node. */
   openDatagramSession(target: RemoteTarget, signal?: AbortSignal): Promise<DatagramSession>;

@@ -99,6 +99,9 @@ export function handleTcp(rt: ServiceRuntime, accepted: Socket, s: TcpSettings, 
     (d) => {
       client.off('error', early);
       m.result('ok');
+      // A tunnel stream keeps what it is given by reference (remote-dialer.ts): the
+      // client's reused read buffer is copied once per read on its way in.
+      if (sinks && d.endpoint.class === 'remote') sinks.client.copyChunks = true;
       pump(client, d.conn, {
         toEndpoint: (n) => { m.toEndpoint += n; },
         toClient: (n) => { m.toClient += n; },

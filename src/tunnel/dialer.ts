@@ -47,6 +47,12 @@ export interface TunnelDialerOptions {
   logger: Logger;
   /** Timeout of a direct dial before falling back to the relay. */
   directDialTimeoutMs?: number;
+  /**
+   * Budget of one shared peer dial, direct attempt and relays together: the
+   * proxy's connect timeout (a flow that waits longer has given up anyway). The
+   * direct attempt gets at most half of it, so a relay is always tried in time.
+   */
+  dialBudgetMs?: number;
   /** Time for the far agent to answer (it dials the backend in between). */
   statusTimeoutMs?: number;
   upgradeMinBackoffMs?: number;
@@ -89,10 +95,16 @@ export class TunnelDialer implements RemoteDialer {
     if (connectionPath(c) === 'relayed' && !this.o.relays.isRelay(c.remotePeer.toString())) this.scheduleUpgrade(c.remotePeer);
   };
 
-  /** A connection to the node's peer, reusing the open one (direct preferred). */
+  /**
+   * A connection to the node's peer, reusing the open one (direct preferred). A
+   * new dial is shared by every flow that needs the peer meanwhile, so it runs
+   * under its own budget and the dialer's stop signal, never under one flow's
+   * signal (one flow's timeout must not fail the others); each caller stops
+   * waiting when its own `signal` aborts, and the dial goes on for the rest.
+   */
   async connection(nodeName: string, signal?: AbortSignal): Promise<Connection> {
     if (!this.running) throw new NotRunningError();
-    const { peerId } = await this.o.directory.resolve(nodeName);
+    const { peerId } = await raceAbort(this.o.directory.resolve(nodeName), signal);
     const key = peerId.toString();
     const existing = bestConnection(this.o.node.getConnections(peerId));
     if (existing) {
@@ -101,10 +113,18 @@ export class TunnelDialer implements RemoteDialer {
     }
     let p = this.pending.get(key);
     if (!p) {
-      p = this.dialNew(nodeName, peerId, signal).finally(() => this.pending.delete(key));
+      p = this.dialNew(nodeName, peerId).finally(() => this.pending.delete(key));
+      // A dial nobody waits for any more must not surface as an unhandled rejection.
+      p.catch(() => undefined);
       this.pending.set(key, p);
     }
-    return p;
+    return raceAbort(p, signal);
+  }
+
+  /** Timeouts of one shared dial: [direct attempt, each relay attempt, whole dial]. */
+  dialTimeouts(): { directMs: number; totalMs: number } {
+    const total = this.o.dialBudgetMs ?? 10_000;
+    return { directMs: Math.min(this.o.directDialTimeoutMs ?? 1500, Math.floor(total / 2)), totalMs: total };
   }
 
   private async peerStoreAddrs(peerId: PeerId): Promise<Multiaddr[]> {
@@ -116,13 +136,15 @@ export class TunnelDialer implements RemoteDialer {
     }
   }
 
-  private async dialNew(nodeName: string, peerId: PeerId, signal?: AbortSignal): Promise<Connection> {
+  private async dialNew(nodeName: string, peerId: PeerId): Promise<Connection> {
     const t0 = performance.now();
+    const { directMs, totalMs } = this.dialTimeouts();
+    const signal = anySignal(this.abort.signal, totalMs);
     const direct = this.o.directory.directAddrs(nodeName, peerId, await this.peerStoreAddrs(peerId));
     let lastErr: unknown;
     if (direct.length > 0) {
       try {
-        const conn = await this.o.node.dial(direct, { signal: anySignal(signal, this.o.directDialTimeoutMs ?? 1500) });
+        const conn = await this.o.node.dial(direct, { signal: anySignal(signal, directMs) });
         this.o.metrics.dialSeconds.observe({ path: connectionPath(conn) }, (performance.now() - t0) / 1000);
         return conn;
       } catch (err) {
@@ -133,7 +155,8 @@ export class TunnelDialer implements RemoteDialer {
     const circuits = this.o.relays.circuitAddrs(peerId.toString());
     for (const ma of circuits) {
       try {
-        const conn = await this.o.node.dial(ma, { signal: anySignal(signal, 10_000) });
+        if (signal.aborted) break;
+        const conn = await this.o.node.dial(ma, { signal });
         this.o.metrics.dialSeconds.observe({ path: connectionPath(conn) }, (performance.now() - t0) / 1000);
         this.scheduleUpgrade(peerId, nodeName);
         return conn;
@@ -166,7 +189,7 @@ export class TunnelDialer implements RemoteDialer {
       if (addrs.length > 0) {
         this.o.metrics.holePunchAttempts.inc({ method: 'direct-dial' });
         try {
-          const conn = await this.o.node.dial(addrs, { signal: anySignal(signal, this.o.directDialTimeoutMs ?? 1500), force: true });
+          const conn = await this.o.node.dial(addrs, { signal: anySignal(signal, this.dialTimeouts().directMs), force: true });
           if (connectionPath(conn) === 'direct') {
             this.o.metrics.holePunchSuccesses.inc({ method: 'direct-dial' });
             log.info({ node: nodeName, addr: conn.remoteAddr.toString() }, 'relayed peer upgraded to a direct connection');
@@ -295,6 +318,24 @@ export class TunnelDialer implements RemoteDialer {
     this.track('udp', stream);
     return new StreamDatagramSession(stream, rest, this.o.metrics);
   }
+}
+
+/** `p`, or a rejection as soon as `signal` aborts (p keeps running for others). */
+function raceAbort<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(abortReason(signal));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(abortReason(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => { signal.removeEventListener('abort', onAbort); resolve(v); },
+      (e: unknown) => { signal.removeEventListener('abort', onAbort); reject(e instanceof Error ? e : new Error(String(e))); },
+    );
+  });
+}
+
+function abortReason(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new Error('aborted');
 }
 
 function anySignal(signal: AbortSignal | undefined, timeoutMs: number): AbortSignal {

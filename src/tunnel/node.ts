@@ -122,7 +122,14 @@ export async function createTunnelNode(opts: NodeOptions): Promise<TunnelLibp2p>
       // Reconnection is ours (relays.ts, dialer.ts), with backoff.
       reconnectRetries: 0,
     },
-    // Keep-alive pings on idle connections (yamux pings as well); defaults are fine.
+    // The connection monitor pings every connection each 10 s and, by default,
+    // aborts the whole connection when one ping fails: over 5 s, or its stream
+    // refused/closed by a busy peer. On a loaded tunnel the ping's bytes queue
+    // behind every stream's window of bulk data: it aborted connections carrying
+    // 16 flows mid-transfer (every flow reset; downloads arrived truncated). It
+    // still measures RTT; a dead peer's connection ends by TCP keepalive/timeouts
+    // (a known gap: flows to it fail until then; README "Failure detection").
+    connectionMonitor: { abortConnectionOnPingFailure: false },
     transportManager: { faultTolerance: FaultTolerance.NO_FATAL },
     services,
   });

@@ -110,9 +110,22 @@ export class PeerDirectory {
     if (peerId) this.byPeer.delete(peerId);
   }
 
+  /** Lookups in flight, so a burst of flows from a new peer asks the relays once. */
+  private readonly inflight = new Map<string, Promise<PeerRecord | undefined>>();
+
   private async cached(map: Map<string, CacheEntry>, key: string, fetch: () => Promise<PeerRecord[]>): Promise<PeerRecord | undefined> {
     const hit = map.get(key);
     if (hit && hit.expires > this.now()) return hit.record;
+    const k = `${map === this.byName ? 'name' : 'peer'}:${key}`;
+    let p = this.inflight.get(k);
+    if (!p) {
+      p = this.fetchInto(map, key, fetch).finally(() => this.inflight.delete(k));
+      this.inflight.set(k, p);
+    }
+    return p;
+  }
+
+  private async fetchInto(map: Map<string, CacheEntry>, key: string, fetch: () => Promise<PeerRecord[]>): Promise<PeerRecord | undefined> {
     const recs = await fetch();
     const record = recs[0];
     const expires = this.now() + (record ? POSITIVE_TTL_MS : NEGATIVE_TTL_MS);

@@ -20,6 +20,7 @@ import { dataPortOf } from './service.js';
 
 const HOP = '/libp2p/circuit/relay/0.2.0/hop';
 const PIPE_PATCH_MARKER = 'edgeway-pipe-patch';
+const BACKPRESSURE_PATCH_MARKER = 'edgeway-relay-backpressure-patch';
 
 /**
  * Is the @libp2p/utils pipe() leak fix (scripts/patch-deps.mjs) in the copy the
@@ -32,7 +33,7 @@ export async function pipePatchApplied(): Promise<boolean> {
   for (;;) {
     for (const f of [join(dir, 'node_modules', '@libp2p', 'circuit-relay-v2', 'node_modules', rel), join(dir, 'node_modules', rel)]) {
       const text = await readFile(f, 'utf8').catch(() => undefined);
-      if (text !== undefined) return text.includes(PIPE_PATCH_MARKER);
+      if (text !== undefined) return text.includes(PIPE_PATCH_MARKER) && text.includes(BACKPRESSURE_PATCH_MARKER);
     }
     const up = dirname(dir);
     if (up === dir) return false;

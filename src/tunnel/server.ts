@@ -9,6 +9,7 @@ import net from 'node:net';
 import dgram from 'node:dgram';
 import type { Connection, Stream } from '@libp2p/interface';
 import type { Snapshot } from '../catalog/types.js';
+import { isLocalTarget } from '../plan/local-targets.js';
 import type { Logger } from '../util/log.js';
 import type { TunnelLibp2p } from './node.js';
 import { MAX_STREAMS_PER_CONNECTION } from './node.js';
@@ -16,17 +17,13 @@ import { chunksOf, decodeRequest, DatagramDecoder, encodeStatus, frameDatagram, 
 import { abortQuietly, bridgeSocket, closeQuietly, DatagramWriter, readPrefix } from './stream-io.js';
 import type { RefusalReason, TunnelMetrics } from './metrics.js';
 
-/** Is `req` an endpoint of `req.serviceKey` that the catalog places on `nodeName`? (pure) */
+/**
+ * Is `req` an endpoint of `req.serviceKey` that the plan places on `nodeName`, on
+ * the port the plan picks? Decided by the plan's own rule (plan/local-targets.ts),
+ * so the dialing node's plan and this check cannot disagree. Pure.
+ */
 export function isLocalEndpoint(snap: Snapshot, nodeName: string, req: Pick<TunnelRequest, 'proto' | 'serviceKey' | 'servicePort' | 'ip' | 'port'>): boolean {
-  const svc = snap.services.find((s) => s.key === req.serviceKey);
-  if (!svc) return false;
-  const proto = req.proto === 'udp' ? 'UDP' : 'TCP';
-  const sp = svc.ports.find((p) => p.port === req.servicePort && p.protocol === proto);
-  if (!sp) return false;
-  return svc.endpoints.some((e) =>
-    e.ip === req.ip && e.nodeName === nodeName && (e.ready || e.serving) &&
-    (e.ports.some((p) => p.name === sp.name && p.protocol === proto && p.port === req.port) ||
-      (e.ports.length === 0 && sp.targetPort === req.port)));
+  return isLocalTarget(snap, nodeName, { serviceKey: req.serviceKey, servicePort: req.servicePort, protocol: req.proto === 'udp' ? 'UDP' : 'TCP', ip: req.ip, port: req.port });
 }
 
 export interface TunnelServerOptions {

@@ -97,8 +97,14 @@ export class TunnelService {
     this.server = new TunnelServer({
       node, nodeName: config.nodeName, snapshot: this.o.snapshot, authorise: (p) => directory.authorise(p),
       metrics: this.metrics, logger, udpIdleTimeoutMs: t.udpIdleTimeoutMs, maxFlows: t.maxFlows,
+      // The dialing side gives up after its proxy connect timeout; so does the backend connect here.
+      connectTimeoutMs: config.proxy.connectTimeoutMs,
     });
-    this.dialer = new TunnelDialer({ node, nodeName: config.nodeName, directory, relays: this.relays, metrics: this.metrics, logger, directDialTimeoutMs: t.directDialTimeoutMs, onPathChange: onChange });
+    // Derived from the proxy's connect timeout: a flow never waits longer than that.
+    this.dialer = new TunnelDialer({
+      node, nodeName: config.nodeName, directory, relays: this.relays, metrics: this.metrics, logger,
+      directDialTimeoutMs: t.directDialTimeoutMs, dialBudgetMs: config.proxy.connectTimeoutMs, onPathChange: onChange,
+    });
     node.addEventListener('connection:close', onChange);
     node.addEventListener('connection:open', (evt) => {
       if (connectionPath(evt.detail) === 'relayed') this.everRelayed.add(evt.detail.remotePeer.toString());
@@ -120,6 +126,8 @@ export class TunnelService {
         server: this.server, metrics: this.metrics, logger: logger.child({ part: 'channel' }),
         connect: (nodeName, signal) => dialer.connection(nodeName, signal),
         directDialTimeoutMs: t.directDialTimeoutMs, udpIdleTimeoutMs: t.udpIdleTimeoutMs, onChange, puncher: this.puncher,
+        // Every inbound flow may come with a few warm connections of its peer.
+        maxInbound: t.maxFlows * 2,
       });
       await this.channel.start();
       this.dialer.channel = this.channel;

@@ -6,13 +6,59 @@
  * - `pause()` is deferred with queueMicrotask, because a pause inside a `message`
  *   handler is undone when that message was delivered by `resume()`;
  * - the socket is ended on the stream's `end` (not `remoteCloseWrite`, which fires
- *   while bytes may still be buffered);
- * - `close()` may reject with a non-Error: always caught.
+ *   while bytes may still be buffered), and a clean `close` is not an end either:
+ *   once both sides sent FIN the stream reports `close` while a paused stream
+ *   still holds up to a window of unread bytes (downloads arrived truncated). The
+ *   read side is done at `end`, which comes after the read buffer is delivered;
+ *   a paused stream must still be resumable after `close` (`readOpen`);
+ * - `close()` may reject with a non-Error: always caught;
+ * - `send()` keeps the caller's bytes *by reference*: in the stream's write
+ *   buffer until yamux's window lets them out, then (as views inside yamux frames)
+ *   in the encrypted connection's write buffer while its socket is full; Noise
+ *   copies them only when it encrypts. So whoever hands a buffer to send() gives
+ *   up ownership of it (never reuses it; a reused read buffer is copied first).
+ * - `drain` is dispatched to every stream of a connection (muxer drain) and on
+ *   partial window updates: it does not mean *this* stream can take more. The
+ *   stream's own state does: `writeBufferLength === 0` (`sentOut`). Write
+ *   callbacks and resumes wait for that, so each flow buffers at most one chunk.
  */
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface';
 import { chunksOf } from './protocol.js';
+
+/** Every byte handed to `send()` has left this stream's write buffer (it may take more). */
+export function sentOut(stream: Stream): boolean {
+  return stream.writeBufferLength === 0;
+}
+
+/**
+ * Call `cb` once every byte handed to `stream.send()` so far has left the stream
+ * (`sentOut`), or with an error when the stream closes first. Returns a function
+ * that cancels the wait. `drain` and `idle` are both watched: `idle` is emitted
+ * when the write buffer empties, `drain` when sending may resume (checked, not
+ * trusted: it fans out to every stream of the connection).
+ */
+export function whenSentOut(stream: Stream, cb: (err?: Error) => void): () => void {
+  const check = (): void => {
+    if (!sentOut(stream)) return;
+    cancel();
+    cb();
+  };
+  const onClose = (evt: StreamCloseEvent): void => {
+    cancel();
+    cb(evt.error ?? new Error('stream closed before its bytes were sent'));
+  };
+  const cancel = (): void => {
+    stream.removeEventListener('idle', check);
+    stream.removeEventListener('drain', check);
+    stream.removeEventListener('close', onClose);
+  };
+  stream.addEventListener('idle', check);
+  stream.addEventListener('drain', check);
+  stream.addEventListener('close', onClose);
+  return cancel;
+}
 
 /** Close the write side; on failure abort. Never throws, never leaves a rejection unhandled. */
 export function closeQuietly(stream: Stream): void {
@@ -106,6 +152,7 @@ export function bridgeSocket(socket: Socket, stream: Stream, initial: Uint8Array
     flush();
     stream.removeEventListener('message', onMessage);
     stream.removeEventListener('drain', onDrain);
+    stream.removeEventListener('idle', onDrain);
     stream.removeEventListener('end', onEnd);
     stream.removeEventListener('close', onClose);
     hooks.onDone?.(firstError);
@@ -129,15 +176,18 @@ export function bridgeSocket(socket: Socket, stream: Stream, initial: Uint8Array
       queueMicrotask(() => { if (streamPauseWanted) pauseStream(stream); });
     }
   };
+  // `drain` fans out to every stream of the connection: resume the socket only
+  // once this stream's own write buffer is empty (else memory grows per stream).
   const onDrain = (): void => {
-    if (socketPausedByUs) { socketPausedByUs = false; socket.resume(); }
+    if (socketPausedByUs && sentOut(stream)) { socketPausedByUs = false; socket.resume(); }
   };
   const onEnd = (): void => {
     if (!socket.destroyed) socket.end();
   };
   const onClose = (evt: StreamCloseEvent): void => {
     streamClosed = true;
-    if (evt.error) { firstError ??= evt.error; socket.destroy(); } else if (!socket.destroyed && !socket.writableEnded) socket.end();
+    if (evt.error) { firstError ??= evt.error; socket.destroy(); } else if (stream.readableEnded) onEnd();
+    // else: unread bytes are still buffered in the stream; `end` follows them.
     maybeDone();
   };
 
@@ -145,7 +195,9 @@ export function bridgeSocket(socket: Socket, stream: Stream, initial: Uint8Array
     if (stream.writeStatus !== 'writable') return;
     tx += chunk.length;
     try {
-      if (!stream.send(chunk)) { socketPausedByUs = true; socket.pause(); }
+      // Node gives every 'data' event a buffer of its own: handing it over is safe.
+      stream.send(chunk);
+      if (!sentOut(stream)) { socketPausedByUs = true; socket.pause(); }
     } catch (err) {
       fail(err as Error);
     }
@@ -165,6 +217,7 @@ export function bridgeSocket(socket: Socket, stream: Stream, initial: Uint8Array
 
   stream.addEventListener('message', onMessage);
   stream.addEventListener('drain', onDrain);
+  stream.addEventListener('idle', onDrain);
   stream.addEventListener('end', onEnd);
   stream.addEventListener('close', onClose);
   if (initial && initial.byteLength > 0) writeToSocket(initial);
@@ -172,7 +225,7 @@ export function bridgeSocket(socket: Socket, stream: Stream, initial: Uint8Array
   // A socket that sent FIN before any data may have emitted 'end' already (Node
   // emits it from the initial read(0) even with no 'data' listener): carry it now.
   if (socket.readableEnded) closeQuietly(stream);
-  if (streamClosed) { socket.end(); maybeDone(); }
+  if (streamClosed) { if (stream.readableEnded) socket.end(); maybeDone(); }
 }
 
 /**
@@ -181,12 +234,11 @@ export function bridgeSocket(socket: Socket, stream: Stream, initial: Uint8Array
  */
 export class StreamDuplex extends Duplex {
   private pauseWanted = false;
-  private drainWaiter: ((err?: Error) => void) | undefined;
+  private cancelWait: (() => void) | undefined;
 
   constructor(readonly stream: Stream, initial?: Uint8Array) {
     super({ allowHalfOpen: true });
     stream.addEventListener('message', this.onMessage);
-    stream.addEventListener('drain', this.onDrain);
     stream.addEventListener('end', this.onEnd);
     stream.addEventListener('close', this.onClose);
     if (initial && initial.byteLength > 0) this.push(Buffer.from(initial));
@@ -201,18 +253,11 @@ export class StreamDuplex extends Duplex {
       queueMicrotask(() => { if (this.pauseWanted) pauseStream(this.stream); });
     }
   };
-  private readonly onDrain = (): void => {
-    const w = this.drainWaiter;
-    this.drainWaiter = undefined;
-    w?.();
-  };
   private readonly onEnd = (): void => { this.push(null); };
   private readonly onClose = (evt: StreamCloseEvent): void => {
-    const w = this.drainWaiter;
-    this.drainWaiter = undefined;
-    w?.(evt.error ?? new Error('stream closed'));
     if (evt.error) this.destroy(evt.error);
-    else if (!this.readableEnded) this.push(null);
+    // A clean close with unread bytes buffered: `end` follows them (see top).
+    else if (this.stream.readableEnded && !this.readableEnded) this.push(null);
   };
 
   override _read(): void {
@@ -222,13 +267,20 @@ export class StreamDuplex extends Duplex {
     }
   }
 
+  /**
+   * Takes ownership of `chunk` (kept by reference below; see the top). The
+   * callback fires once the stream's own write buffer is empty, never on a
+   * `drain` meant for another stream: that is the flow's backpressure.
+   */
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
     try {
-      if (this.stream.send(chunk)) cb();
-      else this.drainWaiter = (err) => cb(err ?? null);
+      this.stream.send(chunk);
     } catch (err) {
       cb(err as Error);
+      return;
     }
+    if (sentOut(this.stream)) { cb(); return; }
+    this.cancelWait = whenSentOut(this.stream, (err) => { this.cancelWait = undefined; cb(err ?? null); });
   }
 
   override _final(cb: (err?: Error | null) => void): void {
@@ -236,8 +288,9 @@ export class StreamDuplex extends Duplex {
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.cancelWait?.();
+    this.cancelWait = undefined;
     this.stream.removeEventListener('message', this.onMessage);
-    this.stream.removeEventListener('drain', this.onDrain);
     this.stream.removeEventListener('end', this.onEnd);
     this.stream.removeEventListener('close', this.onClose);
     if (this.stream.status === 'open' || this.stream.status === 'closing') {
@@ -292,8 +345,10 @@ export class DatagramWriter {
  * is nothing left to pause, so the call is skipped — never an uncaught exception.
  */
 function readOpen(stream: Stream): boolean {
+  // Not `stream.status`: a stream both sides closed cleanly is 'closed' while a
+  // paused read side still holds bytes to deliver.
   const rs = (stream as unknown as { readStatus?: string }).readStatus;
-  return stream.status === 'open' && rs !== 'closing' && rs !== 'closed';
+  return stream.status !== 'aborted' && stream.status !== 'reset' && rs !== 'closing' && rs !== 'closed';
 }
 
 export function pauseStream(stream: Stream): void {

@@ -59,7 +59,7 @@ ports: [{ name: dns, port: 8080, protocol: UDP }]
 endpoints: [{ addresses: [${IP.b1}], nodeName: b1 }]
 `;
 
-interface TunnelState { relays: { reserved?: boolean }[]; peers: { nodeName?: string; paths: string[] }[] }
+interface TunnelState { relays: { reserved?: boolean }[]; peers: { nodeName?: string; paths: string[] }[]; channels: { nodeName: string; path?: string }[] }
 
 describe.skipIf(!!skip)('cross-LAN through the real agents and relay', () => {
   const lab = new Lab();
@@ -109,7 +109,7 @@ describe.skipIf(!!skip)('cross-LAN through the real agents and relay', () => {
 
   it('a client on a1 reaches the backend on b1 by ClusterIP (TCP), through the tunnel', async () => {
     const r = await whoami('10.96.0.30', 80, 5);
-    expect(r).toMatchObject({ counts: { b1: 5 }, errors: 0 });
+    expect(r, JSON.stringify(r)).toMatchObject({ counts: { b1: 5 }, errors: 0 });
     // The state file is rewritten periodically: wait for the peer to show up in it.
     const end = Date.now() + 15_000;
     let s = await state('a1');
@@ -118,6 +118,14 @@ describe.skipIf(!!skip)('cross-LAN through the real agents and relay', () => {
       s = await state('a1');
     }
     expect(s?.peers.some((p) => p.nodeName === 'b1'), JSON.stringify(s)).toBe(true);
+    // The data channel to b1 comes up through the relay's blind data port, and carries flows.
+    while (!s?.channels.some((c) => c.nodeName === 'b1' && c.path === 'relayed') && Date.now() < end + 15_000) {
+      await new Promise((r) => setTimeout(r, 200));
+      s = await state('a1');
+    }
+    expect(s?.channels.find((c) => c.nodeName === 'b1'), JSON.stringify(s)).toMatchObject({ path: 'relayed' });
+    const again = await whoami('10.96.0.30', 80, 5);
+    expect(again, JSON.stringify(again)).toMatchObject({ counts: { b1: 5 }, errors: 0 });
   });
 
   it('UDP by ClusterIP reaches the backend on b1 through the tunnel', async () => {

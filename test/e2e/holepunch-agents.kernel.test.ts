@@ -117,8 +117,13 @@ function agentsLab(nat: NatMode): {
   };
 }
 
-/** SIGTERM and the exit code. */
+/** SIGTERM and the exit code; a busy box gets 20 s before the lab's SIGKILL. */
 async function exitCode(p: NsProcess): Promise<number | null> {
+  if (p.child.exitCode === null && p.child.signalCode === null) {
+    const exited = new Promise((r) => p.child.once('exit', r));
+    p.child.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000))]);
+  }
   await p.stop();
   return p.child.exitCode;
 }

@@ -7,7 +7,8 @@
  * Paths are asserted from the peers' tunnel-state.json, never from timing.
  *
  * IP plan: topology.ts (LAN A 10.1.0.0/24, LAN B 10.2.0.0/24, relay 10.200.0.10).
- * Ingress ports on a1 (127.0.0.1): 15001 echo@b1, 15002 echo@a2.
+ * Ingress ports on a1 (127.0.0.1): 15001 echo@b1, 15002 echo@a2, 15003 integrity
+ * server@b1, 15004 integrity server@a2 (test/helpers/fixtures/integrity-*.mjs).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -41,18 +42,18 @@ apiVersion: v1
 kind: Node
 metadata: { name: b1 }
 status: { addresses: [{ type: InternalIP, address: ${IP.b1} }] }
-${[['echo', 'b1', IP.b1, 10], ['echo-a2', 'a2', IP.a2, 11]].map(([name, nodeName, ip, n]) => `
+${[['echo', 'b1', IP.b1, 10, 8080], ['echo-a2', 'a2', IP.a2, 11, 8080], ['integ-b1', 'b1', IP.b1, 12, 9000], ['integ-a2', 'a2', IP.a2, 13, 9000]].map(([name, nodeName, ip, n, port]) => `
 ---
 apiVersion: v1
 kind: Service
 metadata: { name: ${name}, namespace: default }
-spec: { clusterIP: 10.96.0.${n}, ports: [{ name: p, port: 80, targetPort: 8080, protocol: TCP }] }
+spec: { clusterIP: 10.96.0.${n}, ports: [{ name: p, port: 80, targetPort: ${port}, protocol: TCP }] }
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: { name: ${name}-1, namespace: default, labels: { kubernetes.io/service-name: ${name} } }
 addressType: IPv4
-ports: [{ name: p, port: 8080, protocol: TCP }]
+ports: [{ name: p, port: ${port}, protocol: TCP }]
 endpoints: [{ addresses: [${ip}], nodeName: ${nodeName}, conditions: { ready: true } }]`).join('')}
 `;
 
@@ -100,9 +101,15 @@ describe.skipIf(skip !== undefined).each([{ psk: true }, { psk: false }])('data 
     procs.echoA2 = lab.spawn(topo.ns.a2, node, ['test/helpers/fixtures/echo-server.mjs', '--id', 'a2', '--port', '8080', '--host', '0.0.0.0']);
     await procs.echoB1.waitFor(/listening/);
     await procs.echoA2.waitFor(/listening/);
+    for (const h of ['b1', 'a2'] as const) {
+      procs[`integ${h}`] = lab.spawn(topo.ns[h], node, ['test/helpers/fixtures/integrity-server.mjs', '--port', '9000', '--udp-port', '9001']);
+      await procs[`integ${h}`]!.waitFor(/^listening/);
+    }
     const fx = 'test/tunnel/fixtures/tunnel-node.mjs';
-    for (const [h, extra] of [['b1', []], ['a2', []], ['a1', ['--route', '15001=default/echo:80/TCP', '--route', '15002=default/echo-a2:80/TCP']]] as const) {
-      procs[h] = lab.spawn(topo.ns[h], node, [fx, '--config', cfg(h), ...extra]);
+    for (const [h, extra] of [['b1', []], ['a2', []], ['a1', ['--route', '15001=default/echo:80/TCP', '--route', '15002=default/echo-a2:80/TCP', '--route', '15003=default/integ-b1:80/TCP', '--route', '15004=default/integ-a2:80/TCP']]] as const) {
+      // a1 without the native addon cannot hole-punch: its channel to b1 stays on the
+      // relay, the path under test here (punching has its own e2e suites).
+      procs[h] = lab.spawn(topo.ns[h], node, [fx, '--config', cfg(h), ...extra], h === 'a1' ? { ...process.env, EDGEWAY_NATIVE: 'off' } : process.env);
       await procs[h].waitFor(/^ready /, 20_000);
     }
     for (const h of ['a1', 'b1']) await waitState(h, (s) => s.relays[0]?.reserved === true, 'a relay reservation');
@@ -150,6 +157,16 @@ describe.skipIf(skip !== undefined).each([{ psk: true }, { psk: false }])('data 
     const seen = windows(plain).filter((w) => captured.includes(w)).length;
     expect(seen).toBe(0);
   }, 120_000);
+
+  // The integrity suite's client and server (issue 11) over the channel alone (no proxy in between).
+  it.each([{ port: 15004, to: 'a2', path: 'lan', seed: 1 }, { port: 15003, to: 'b1', path: 'relayed', seed: 100 }])('integrity: 16 flows × 2 MiB up/down, both close orders, channel $path', async ({ port, to, path, seed }) => {
+    await waitState('a1', (x) => channelTo(x, to)?.path === path, `the channel to ${to} on ${path}`);
+    const out = await lab.exec(topo.ns.a1, node, ['test/helpers/fixtures/integrity-client.mjs', '--host', '127.0.0.1', '--port', String(port), '--flows', '16', '--bytes', String(2 * 1024 * 1024), '--seed', String(seed)], { timeoutMs: 300_000 });
+    const r = JSON.parse(out.stdout.trim().split('\n').at(-1)!) as { ok: number; failures: unknown[]; seconds: number };
+    console.log(`channel integrity (${path}): 16×2 MiB in ${r.seconds.toFixed(2)} s (busy box)`);
+    expect(r.failures).toEqual([]);
+    expect(r.ok).toBe(16);
+  }, 300_000);
 
   it('every process exits 0 on SIGTERM', async () => {
     for (const [name, p] of Object.entries(procs)) {

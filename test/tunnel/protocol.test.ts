@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { DatagramDecoder, decodeRequest, decodeStatus, encodeRequest, encodeStatus, frameDatagram, Status, statusName } from '../../src/tunnel/protocol.js';
 import { ProtocolError } from '../../src/tunnel/errors.js';
 import { isLocalEndpoint } from '../../src/tunnel/server.js';
+import { buildPlan } from '../../src/plan/build.js';
 import { RendezvousServer } from '../../src/tunnel/rendezvous.js';
 import { isUsableRemote, toMultiaddr } from '../../src/tunnel/addrs.js';
 import { silentLogger } from '../../src/util/log.js';
@@ -74,6 +75,31 @@ describe('isLocalEndpoint (never an open proxy)', () => {
     { name: 'udp local endpoint', req: { proto: 'udp' as const, serviceKey: 'default/dns', servicePort: 53, ip: '10.244.2.8', port: 5353 }, ok: true },
   ])('$name → $ok', ({ req, ok }) => {
     expect(isLocalEndpoint(snap, 'b1', req)).toBe(ok);
+  });
+
+  // Issue 13 item 9: the far side uses the plan's port rule. A single-port service
+  // whose endpoint port name differs from the service port's (unnamed endpoint
+  // port, or a named targetPort) is planned onto that port by the dialing node;
+  // the far side must accept exactly what that plan sends, and nothing else.
+  const unnamed = { ...endpoint('10.244.2.9', 'b1', 9000), ports: [{ name: '', protocol: 'TCP' as const, port: 9000 }] };
+  const named = { ...endpoint('10.244.2.10', 'b1', 9001), ports: [{ name: 'metrics', protocol: 'TCP' as const, port: 9001 }] };
+  const single = snapshot([
+    service('default', 'unnamed', 80, [unnamed], 'TCP', 9000),
+    service('default', 'by-name', 81, [named], 'TCP', 'http'),
+  ], [{ name: 'a1', addresses: [], ready: true }, { name: 'b1', addresses: [], ready: true }]);
+  it.each([
+    { name: 'unnamed endpoint port under a named service port', serviceKey: 'default/unnamed', servicePort: 80 },
+    { name: 'named targetPort, endpoint port of another name', serviceKey: 'default/by-name', servicePort: 81 },
+  ])('single-port service, $name: accepts what a1\'s plan sends, refuses other ports', ({ serviceKey, servicePort }) => {
+    const plan = buildPlan(single, { nodeName: 'a1', routableCIDRs: [], userspacePorts: '20100-20199', mode: 'nftables' });
+    const sp = plan.servicePorts.find((p) => p.serviceKey === serviceKey)!;
+    expect(sp.endpoints).toHaveLength(1);
+    const ep = sp.endpoints[0]!;
+    expect(ep.class).toBe('remote');
+    const req = { proto: 'tcp' as const, serviceKey, servicePort, ip: ep.ip, port: ep.port };
+    expect(isLocalEndpoint(single, 'b1', req)).toBe(true);
+    expect(isLocalEndpoint(single, 'b1', { ...req, port: ep.port + 1 })).toBe(false);
+    expect(isLocalEndpoint(single, 'a1', req)).toBe(false);
   });
 });
 

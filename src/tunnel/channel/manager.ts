@@ -32,7 +32,7 @@ import { CHANNEL_PROTOCOL, field, PAIRED, readJson, readSocketPrefix, RELAY_PAIR
 
 const CONTROL_TIMEOUT_MS = 10_000;
 /** How long a flow waits for a channel being set up before it takes the libp2p path. */
-const FIRST_FLOW_WAIT_MS = 1000;
+const FIRST_FLOW_WAIT_MS = 500;
 /** Idle warm connections: the client replaces them after IDLE, the server drops them after 2×IDLE. */
 const WARM_IDLE_MS = 120_000;
 
@@ -57,6 +57,8 @@ export interface ChannelManagerOptions {
   directDialTimeoutMs?: number;
   statusTimeoutMs?: number;
   udpIdleTimeoutMs?: number;
+  /** Inbound channel connections at once (warm ones included); over it new ones are closed and counted. */
+  maxInbound?: number;
   onChange?: () => void;
 }
 
@@ -317,6 +319,11 @@ export class ChannelManager {
   /** An inbound channel connection (LAN listener, or our end of a relay pair): TLS server, then one flow. */
   private accept(raw: net.Socket, path: ChannelPath): void {
     raw.on('error', () => undefined);
+    if (this.inbound.size >= (this.o.maxInbound ?? 16_384)) {
+      this.o.metrics.channelHandshakes.inc({ side: 'server', path, result: 'over-limit' });
+      raw.destroy();
+      return;
+    }
     this.inbound.add(raw);
     raw.once('close', () => this.inbound.delete(raw));
     tlsServer(raw, (id) => this.creds.lookup(id), CONTROL_TIMEOUT_MS).then(({ socket, id }) => {

@@ -22,6 +22,8 @@ import { tlsClient, type PskCredential } from './tls-psk.js';
 
 export type ChannelPath = 'lan' | 'punched' | 'relayed';
 
+/** Upper bound of warm connections per peer (fds on both agents, pairs on a relay). */
+const MAX_WARM = 64;
 /** Background hole punches a relayed channel tries (after the one at set-up) before it stays relayed. */
 const PUNCH_RETRIES = 2;
 
@@ -68,14 +70,21 @@ export class PeerChannel {
   private pool: Warm[] = [];
   private establishing?: Promise<boolean>;
   private refilling = false;
-  private refillDone?: Promise<void>;
+  /**
+   * Warm connections wanted: starts at `warm`, doubles (up to MAX_WARM) each time a
+   * flow found the pool empty — a burst of new flows outruns a relayed refill,
+   * which costs several round trips — and halves when idle ones age out unused.
+   */
+  private target: number;
   private upgrading = false;
   private retryAt = 0;
   private readonly backoff = new Backoff(1000, 30_000);
   private readonly abort = new AbortController();
   private closed = false;
 
-  constructor(private readonly o: PeerChannelOptions) {}
+  constructor(private readonly o: PeerChannelOptions) {
+    this.target = o.warm;
+  }
 
   get path(): ChannelPath | undefined {
     return this.dialer?.path;
@@ -182,33 +191,45 @@ export class PeerChannel {
    * empty, a fresh one. Undefined when the channel is down.
    */
   async take(): Promise<tls.TLSSocket | undefined> {
-    const now = Date.now();
+    let missed = false;
     for (;;) {
-      const w = this.pool.shift();
-      if (!w) break;
-      if (w.sock.destroyed || w.sock.readableEnded || now - w.born > this.o.maxIdleMs || w.path !== this.dialer?.path) { w.sock.destroy(); continue; }
-      w.sock.off('data', w.onIdle);
-      w.sock.off('end', w.onIdle);
-      // Back to "not flowing, not paused": the flow's first reader starts it.
-      w.sock.pause();
-      this.refill();
-      return w.sock;
+      const w = this.shiftWarm();
+      if (w) { this.refill(); return w; }
+      if (!this.dialer) return undefined;
+      if (!missed) {
+        missed = true;
+        this.target = Math.min(MAX_WARM, this.target * 2);
+        this.refill();
+      }
+      // A refill batch on its way is closer than a new connection (a relayed one costs several round trips).
+      if (!this.refilling) break;
+      await new Promise<void>((r) => this.waiters.push(r));
     }
     const d = this.dialer;
     if (!d) return undefined;
-    // A refill batch on its way is closer than a new connection (a relayed one costs several round trips).
-    if (this.refillDone) {
-      await this.refillDone;
-      if (this.pool.length > 0) return this.take();
-    }
     try {
       const [s] = await this.handshakeAll(await d.connect(1, this.abort.signal), d.path);
-      this.refill();
       if (s) return s;
     } catch (err) {
       this.o.logger.debug({ peer: this.o.peerId, err: String(err) }, 'channel connection failed');
     }
     this.down();
+    return undefined;
+  }
+
+  /** The next usable warm connection, detached from the pool's idle watch; stale ones are closed. */
+  private shiftWarm(): tls.TLSSocket | undefined {
+    const now = Date.now();
+    for (let w = this.pool.shift(); w; w = this.pool.shift()) {
+      const aged = now - w.born > this.o.maxIdleMs;
+      if (aged) this.target = Math.max(this.o.warm, this.target >> 1);
+      if (aged || w.sock.destroyed || w.sock.readableEnded || w.path !== this.dialer?.path) { w.sock.destroy(); continue; }
+      w.sock.off('data', w.onIdle);
+      w.sock.off('end', w.onIdle);
+      // Back to "not flowing, not paused": the flow's first reader starts it.
+      w.sock.pause();
+      return w.sock;
+    }
     return undefined;
   }
 
@@ -222,19 +243,20 @@ export class PeerChannel {
     this.o.onChange();
   }
 
+  /** Top the pool up to `target`, one batch after another, until full or the path fails. */
   private refill(): void {
-    if (this.refilling || this.closed) return;
+    if (this.refilling || this.closed || !this.dialer || this.pool.length >= this.target) return;
     const d = this.dialer;
-    if (!d) return;
-    const want = this.o.warm - this.pool.length;
-    if (want <= 0) return;
     this.refilling = true;
-    this.refillDone = (async () => {
+    void (async () => {
       try {
-        const socks = await this.handshakeAll(await d.connect(want, this.abort.signal), d.path);
-        if (this.dialer !== d || this.closed) { for (const s of socks) s.destroy(); return; }
-        for (const s of socks) this.add(s, d.path);
-        if (socks.length === 0 && this.pool.length === 0) this.down();
+        while (this.dialer === d && !this.closed && this.pool.length < this.target) {
+          const socks = await this.handshakeAll(await d.connect(this.target - this.pool.length, this.abort.signal), d.path);
+          if (this.dialer !== d || this.closed) { for (const s of socks) s.destroy(); return; }
+          if (socks.length === 0) { if (this.pool.length === 0) this.down(); return; }
+          for (const s of socks) this.add(s, d.path);
+          this.wake();
+        }
       } catch (err) {
         this.o.logger.debug({ peer: this.o.peerId, err: String(err) }, 'channel refill failed');
         // Warm connections left keep the path up: a punched path cannot refill while
@@ -243,9 +265,15 @@ export class PeerChannel {
         if (this.dialer === d && this.pool.length === 0) this.down();
       } finally {
         this.refilling = false;
-        this.refillDone = undefined;
+        this.wake();
       }
     })();
+  }
+
+  /** Flows waiting for the pool are told when it changed. */
+  private waiters: (() => void)[] = [];
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w();
   }
 
   /** Try the LAN path (and, while relayed, a hole punch) in the background while on a slower one. Idempotent. */
