@@ -160,12 +160,16 @@ async function main() {
   await start(NS.b1, ['-e', BACKEND], /backends up/);
   await start(NS.a2, ['-e', BACKEND], /backends up/);
   const agents = {};
-  for (const h of ['b1', 'a2', 'a1']) {
-    const p = spawn('ip', ['netns', 'exec', NS[h], process.execPath, 'bin/edgeway.js', 'agent', '--config', cfg(h)], { stdio: ['ignore', 'ignore', 'pipe'], cwd: root });
+  const startAgent = (h, env = {}) => {
+    rmSync(join(dir, h, 'tunnel-state.json'), { force: true });
+    const p = spawn('ip', ['netns', 'exec', NS[h], process.execPath, 'bin/edgeway.js', 'agent', '--config', cfg(h)], { stdio: ['ignore', 'ignore', 'pipe'], cwd: root, env: { ...process.env, ...env } });
     procs.push(p);
     p.stderr.on('data', () => undefined);
     agents[h] = p;
-  }
+  };
+  // Phase 1: a1 without the addon cannot hole-punch, so its channel to b1 stays relayed.
+  for (const h of ['b1', 'a2']) startAgent(h);
+  startAgent('a1', { EDGEWAY_NATIVE: 'off' });
   await waitFor(() => state('a1')?.relays[0]?.reserved && state('b1')?.relays[0]?.reserved, 'reservations');
   console.error('agents up, reservations held');
   await new Promise((r) => setTimeout(r, 2000));
@@ -198,6 +202,22 @@ async function main() {
   const after = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, rssMiB(p)]));
   rss.gib = { mb: GIB_MB, mbps: gib.mbps, before, peak, after };
 
+  // Phase 2: a1 restarted with the addon: its channel to b1 is hole-punched through both NATs.
+  rows.punched = [];
+  const exited = new Promise((r) => agents.a1.once('exit', (code) => r(code)));
+  agents.a1.kill('SIGTERM');
+  const a1Exit = await exited;
+  startAgent('a1');
+  await waitFor(() => state('a1')?.relays[0]?.reserved, 'a1 reservation again');
+  await client('10.96.0.10', 80, 80, 0, 'warm-up b1 (punch)', '10.96.0.11');
+  await waitFor(() => channel('b1') === 'punched', 'punched channel', 60_000).catch(() => undefined);
+  paths.punched = channel('b1');
+  console.error(`channel to b1 after restart: ${paths.punched}`);
+  for (let i = 0; i < REPS; i++) {
+    rows.rawWan.push(await client('10.200.2.2', 9000, 9001, BULK_MB, 'raw cross-LAN (port forward)'));
+    rows.punched.push(await client('10.96.0.10', 80, 80, BULK_MB, `mesh cross-LAN (${paths.punched})`, '10.96.0.11'));
+  }
+
   const summary = Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, {
     mbps: stats(v.map((r) => r.mbps ?? NaN)), connectMs: stats(v.map((r) => r.connectMs ?? NaN)), fetch4Ms: stats(v.map((r) => r.fetch4Ms ?? NaN)),
     errors: v.filter((r) => r.error).map((r) => r.error),
@@ -205,14 +225,15 @@ async function main() {
   const ratio = (k, base, m) => summary[k][m].median / summary[base][m].median;
   const result = {
     date: new Date().toISOString(), bulkMB: BULK_MB, reps: REPS, psk: true, paths, summary,
-    ratios: { lanBulk: ratio('lan', 'rawLan', 'mbps'), relayedBulk: ratio('relayed', 'rawWan', 'mbps'), fetch4Lan: ratio('lan', 'rawLan', 'fetch4Ms'), fetch4Relayed: ratio('relayed', 'rawWan', 'fetch4Ms') },
-    newFlowExtraMs: { lan: summary.lan.connectMs.median - summary.rawLan.connectMs.median, relayed: summary.relayed.connectMs.median - summary.rawWan.connectMs.median },
+    ratios: { lanBulk: ratio('lan', 'rawLan', 'mbps'), relayedBulk: ratio('relayed', 'rawWan', 'mbps'), punchedBulk: ratio('punched', 'rawWan', 'mbps'), fetch4Lan: ratio('lan', 'rawLan', 'fetch4Ms'), fetch4Relayed: ratio('relayed', 'rawWan', 'fetch4Ms'), fetch4Punched: ratio('punched', 'rawWan', 'fetch4Ms') },
+    newFlowExtraMs: { lan: summary.lan.connectMs.median - summary.rawLan.connectMs.median, relayed: summary.relayed.connectMs.median - summary.rawWan.connectMs.median, punched: summary.punched.connectMs.median - summary.rawWan.connectMs.median },
+    a1ExitOnSigterm: a1Exit,
     cpuSecPerGB: cpuPerGB, rss, load: readFileSync('/proc/loadavg', 'utf8').trim(),
   };
   const f = (x, d = 1) => (x ?? NaN).toFixed(d);
   const mmm = (o, d = 1) => `${f(o.median, d)} (${f(o.min, d)}–${f(o.max, d)})`;
-  const label = { rawLan: 'raw TCP a1→a2 (same LAN)', lan: `mesh a1→a2: channel ${paths.a2}`, rawWan: 'raw TCP a1→b1 (rb port forward)', relayed: `mesh a1→b1: channel ${paths.b1}` };
-  const base = { rawLan: 'rawLan', lan: 'rawLan', rawWan: 'rawWan', relayed: 'rawWan' };
+  const label = { rawLan: 'raw TCP a1→a2 (same LAN)', lan: `mesh a1→a2: channel ${paths.a2}`, rawWan: 'raw TCP a1→b1 (rb port forward)', relayed: `mesh a1→b1: channel ${paths.b1}`, punched: `mesh a1→b1: channel ${paths.punched}` };
+  const base = { rawLan: 'rawLan', lan: 'rawLan', rawWan: 'rawWan', relayed: 'rawWan', punched: 'rawWan' };
   const md = [
     `# bench/tunnel (${result.date}; load ${result.load}; busy shared 2-core box)`, '',
     'Agent path: client in a1 → ClusterIP → nftables → proxy → data channel → far agent → backend; PSK on.',
@@ -225,14 +246,20 @@ async function main() {
     `| before ${GIB_MB} MiB relayed | ${f(before.a1)} | ${f(before.b1)} | ${f(before.relay)} |`,
     `| peak during | ${f(peak.a1)} | ${f(peak.b1)} | ${f(peak.relay)} |`,
     `| 3 s after | ${f(after.a1)} | ${f(after.b1)} | ${f(after.relay)} |`,
-    '', 'Hole-punched path: not measured (not wired in this version).',
+    '', `Relayed rows: a1 without the addon (no hole punching); punched rows: a1 restarted with it (exit code on SIGTERM: ${a1Exit}).`,
   ].join('\n');
   mkdirSync(join(root, 'bench', 'results'), { recursive: true });
   writeFileSync(join(root, 'bench', 'results', 'tunnel.json'), JSON.stringify(result, null, 2));
   writeFileSync(join(root, 'bench', 'results', 'tunnel.md'), `${md}\n`);
   console.log(md);
-  // Every process we started stops on SIGTERM.
-  for (const p of [...Object.values(agents), relay.p]) p.kill('SIGTERM');
+  // Every process we started stops on SIGTERM (exit codes in the JSON).
+  result.exitOnSigterm = {};
+  for (const [k, p] of [...Object.entries(agents), ['relay', relay.p]]) {
+    const code = new Promise((r) => p.once('exit', (c, sig) => r(c ?? sig)));
+    p.kill('SIGTERM');
+    result.exitOnSigterm[k] = await Promise.race([code, new Promise((r) => setTimeout(() => r('timeout'), 15_000))]);
+  }
+  writeFileSync(join(root, 'bench', 'results', 'tunnel.json'), JSON.stringify(result, null, 2));
   rmSync(dir, { recursive: true, force: true });
 }
 

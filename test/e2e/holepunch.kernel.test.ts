@@ -37,8 +37,13 @@ type Event = Record<string, unknown>;
 const event = async (p: NsProcess, name: string, timeoutMs = 60_000): Promise<Event> =>
   JSON.parse((await p.waitFor(new RegExp(`^${name} `), timeoutMs)).slice(name.length + 1)) as Event;
 
-/** SIGTERM and the exit code. */
-async function stop(p: NsProcess): Promise<number | null> {
+/** SIGTERM and the exit code; a busy box gets 20 s before the lab's SIGKILL. */
+async function exitCode(p: NsProcess): Promise<number | null> {
+  if (p.child.exitCode === null && p.child.signalCode === null) {
+    const exited = new Promise((r) => p.child.once('exit', r));
+    p.child.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000))]);
+  }
   await p.stop();
   return p.child.exitCode;
 }
@@ -99,19 +104,24 @@ describe.skipIf(!!skip)('TCP hole punching through two NATs', () => {
 
     const punched = await event(a, 'punched');
     const served = await event(b, 'punched');
-    // Direct between the NATs' public sides, from the data port on both ends.
-    expect(punched).toMatchObject({ local: `${IP.a1}:20107`, remote: `${IP.rbWan}:20107` });
-    expect(served).toMatchObject({ local: `${IP.b1}:20107`, remote: `${IP.raWan}:20107` });
+    // A figure for the report, never a gate: time from asking to a connected socket.
+    console.log(`hole punch took ${String(punched.ms)} ms (busy shared box)`);
+    // Direct between the NATs' public sides: a1 from a fresh port to b1's data port;
+    // b1 sees a1's port unchanged through ra (masquerade kept it).
+    const aPort = /^10\.1\.0\.2:(\d+)$/.exec(String(punched.local))?.[1];
+    expect(aPort, String(punched.local)).toBeDefined();
+    expect(punched.remote).toBe(`${IP.rbWan}:20107`);
+    expect(served).toMatchObject({ local: `${IP.b1}:20107`, remote: `${IP.raWan}:${aPort!}` });
     expect(new Set([punched.role, served.role])).toEqual(new Set(['client', 'server']));
     expect(punched.counts).toContainEqual(expect.objectContaining({ labels: { side: 'outbound', result: 'ok' }, value: 1 }));
     // The kernel agrees: a1 holds an established TCP socket to rb's WAN address.
-    const ss = await lab.exec(topo.ns.a1, 'ss', ['-tnH', 'state', 'established', 'src', `${IP.a1}:20107`]);
+    const ss = await lab.exec(topo.ns.a1, 'ss', ['-tnH', 'state', 'established', 'src', `${IP.a1}:${aPort!}`]);
     expect(ss.stdout).toContain(`${IP.rbWan}:20107`);
 
     expect(await event(a, 'echo')).toEqual({ n: 1, bytes: data.length, sha256: dataSha });
     expect(await event(b, 'recv')).toEqual({ bytes: data.length, sha256: dataSha });
 
-    expect(await stop(relay.proc)).toBe(0);
+    expect(await exitCode(relay.proc)).toBe(0);
     await event(a, 'relay-gone', 90_000);
     await a.waitFor(/^echo \{"n":2/, 60_000);
     expect(a.lines.filter((l) => l.startsWith('echo ')).map((l) => JSON.parse(l.slice(5)) as Event)).toEqual([
@@ -120,8 +130,8 @@ describe.skipIf(!!skip)('TCP hole punching through two NATs', () => {
     expect(b.lines.filter((l) => l.startsWith('recv ')).map((l) => JSON.parse(l.slice(5)) as Event)).toEqual([
       { bytes: data.length, sha256: dataSha }, { bytes: data.length, sha256: dataSha },
     ]);
-    expect(await stop(a)).toBe(0);
-    expect(await stop(b)).toBe(0);
+    expect(await exitCode(a)).toBe(0);
+    expect(await exitCode(b)).toBe(0);
   }, 240_000);
 
   it('symmetric NAT on rb: the punch fails cleanly, is counted, and data stays relayed and intact', async () => {
@@ -131,12 +141,13 @@ describe.skipIf(!!skip)('TCP hole punching through two NATs', () => {
       const { a, b } = await startPair(relay.ma, 20108);
       const failed = await event(a, 'punch-failed', 120_000);
       expect(failed).toMatchObject({ reason: 'failed', code: 'ERR_TUNNEL_PUNCH' });
+      console.log(`failed hole punch gave up after ${String(failed.ms)} ms (3 attempts)`);
       expect(failed.counts).toContainEqual(expect.objectContaining({ labels: { side: 'outbound', result: 'failed' }, value: 1 }));
       expect(await event(a, 'relayed-echo')).toEqual({ bytes: data.length, sha256: dataSha });
       expect(b.lines.some((l) => l.startsWith('punched '))).toBe(false);
-      expect(await stop(a)).toBe(0);
-      expect(await stop(b)).toBe(0);
-      expect(await stop(relay.proc)).toBe(0);
+      expect(await exitCode(a)).toBe(0);
+      expect(await exitCode(b)).toBe(0);
+      expect(await exitCode(relay.proc)).toBe(0);
     } finally {
       await topo.setNat('rb', 'cone');
     }

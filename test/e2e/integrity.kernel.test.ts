@@ -160,7 +160,9 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
   const spawnLogged = (h: string, args: string[], env: Record<string, string> = {}): NsProcess => logDir
     ? lab.spawn(topo.ns[h as 'a1'], 'sh', ['-c', `exec "$0" "$@" 2>>${join(logDir, `${h}.log`)}`, node, ...args], { ...process.env, ...env })
     : lab.spawn(topo.ns[h as 'a1'], node, args, { ...process.env, ...env });
-  const startAgent = (h: 'a1' | 'a2' | 'b1', env: Record<string, string> = {}): void => {
+  const startAgent = async (h: 'a1' | 'a2' | 'b1', env: Record<string, string> = {}): Promise<void> => {
+    // A restarted agent must not be taken as ready from its predecessor's state file.
+    await rm(join(dir, h, 'tunnel-state.json'), { force: true });
     procs[h] = spawnLogged(h, ['bin/edgeway.js', 'agent', '--config', cfgPath(h)], env);
   };
   /** A restarted agent: wait for its own readiness (catalog synced, rules applied, listeners up) and a fresh reservation. */
@@ -190,7 +192,7 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
     for (const h of ['a2', 'b1'] as const) {
       servers[h] = lab.spawn(topo.ns[h], node, ['test/helpers/fixtures/integrity-server.mjs', '--port', '9000', '--udp-port', '9001']);
       await servers[h].waitFor(/^listening/);
-      startAgent(h);
+      await startAgent(h);
     }
     await waitReady('a2');
     await waitReady('b1');
@@ -213,9 +215,7 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
     beforeAll(async () => {
       if (modeSkip) return;
       await writeCfg('a1', mode.accelerator);
-      // The previous a1's state file must not pass for this one's.
-      await rm(join(dir, 'a1', 'tunnel-state.json'), { force: true });
-      startAgent('a1', mode.env ?? {});
+      await startAgent('a1', mode.env ?? {});
       await waitReady('a1');
     }, 120_000);
 

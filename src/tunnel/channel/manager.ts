@@ -163,7 +163,7 @@ export class ChannelManager {
         hello: (signal) => this.hello(nodeName, signal),
         paths: (dataPort, signal) => this.paths(peerId, nodeName, dataPort, signal),
         lanPath: (dataPort) => this.lanPath(peerId, nodeName, dataPort),
-        ...(this.o.puncher?.available ? { punchedPath: () => this.punchedPath(peerId, this.o.puncher!) } : {}),
+        ...(this.o.puncher?.available ? { punchedPath: () => this.punchedPath(peerId, this.o.puncher!, true) } : {}),
         onChange: () => this.o.onChange?.(),
         onHandshake: (path, ok) => this.o.metrics.channelHandshakes.inc({ side: 'client', path, result: ok ? 'ok' : 'failed' }),
       });
@@ -199,12 +199,25 @@ export class ChannelManager {
     return out;
   }
 
-  /** Sockets from a TCP hole punch with the peer (signalled over the libp2p connection). */
-  private punchedPath(peerId: string, puncher: HolePuncher): PathDialer {
+  /**
+   * Sockets from a TCP hole punch with the peer (signalled over the libp2p
+   * connection). Only while that connection is relayed: a direct one means a LAN
+   * path (or a port forward) exists. `upgrade`: a background attempt, dropped when
+   * the channel stopped being relayed meanwhile (e.g. the set-up's punch worked).
+   */
+  private punchedPath(peerId: string, puncher: HolePuncher, upgrade = false): PathDialer {
+    const node = this.o.node;
+    const pathOf = (): ChannelPath | undefined => this.pathOf(peerId);
     const d = {
       path: 'punched' as const,
       via: 'hole punch',
       async connect(n: number, signal: AbortSignal): Promise<net.Socket[]> {
+        const conns = node.getConnections().filter((c) => c.remotePeer.toString() === peerId && c.status === 'open');
+        if (conns.length === 0 || conns.some((c) => connectionPath(c) === 'direct')) throw new ChannelError('ERR_CHANNEL_NO_PATH', 'no punching: the peer is not (only) relayed');
+        if (upgrade) {
+          await puncher.settled(peerId);
+          if (pathOf() !== 'relayed') throw new ChannelError('ERR_CHANNEL_NO_PATH', 'no punching: the channel is no longer relayed');
+        }
         const r = await puncher.punchMany(peerId, n, signal);
         d.via = `${r[0]!.remote.host}:${r[0]!.remote.port}`;
         return r.map((x) => x.socket);

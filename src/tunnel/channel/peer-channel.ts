@@ -287,12 +287,14 @@ export class PeerChannel {
       let punchesLeft = PUNCH_RETRIES;
       try {
         while (!signal.aborted && this.dialer && this.dialer.path !== 'lan') {
+          await sleep(backoff.next(), signal).catch(() => undefined);
+          if (signal.aborted || !this.dialer) return;
           const lan = await this.o.lanPath(this.dataPort).catch(() => undefined);
           const punch = punchesLeft > 0 ? this.o.punchedPath?.() : undefined;
           const better = [lan, punch].filter((d): d is PathDialer => d !== undefined);
           let moved: PathDialer | undefined;
           for (const d of better) {
-            // Punch only from a relayed channel (the set-up may have punched meanwhile).
+            // Punch only from a relayed channel (the dialer checks again after any running punch).
             if (d.path === 'punched' && (this.dialer?.path !== 'relayed' || punchesLeft-- <= 0)) continue;
             const socks = await this.handshakeAll(await d.connect(d.path === 'lan' ? 1 : this.o.warm, signal).catch(() => []), d.path);
             if (socks.length > 0 && this.dialer) {
@@ -303,7 +305,6 @@ export class PeerChannel {
             }
           }
           if (moved?.path === 'lan') return;
-          await sleep(backoff.next(), signal).catch(() => undefined);
         }
       } finally {
         this.upgrading = false;

@@ -4,8 +4,9 @@
  * a simultaneous open DCUtR-style (plan.ts), and both sides connect from their
  * port to the other's observed address at once (dial.ts). A punch succeeds only
  * when both sides hold a connected socket. One punch can make several sockets
- * (one per port pair: the data port plus short-lived extra listeners), since a
- * 4-tuple holds one TCP connection and the data channel uses one per flow.
+ * (one per port pair: the answering side's data port plus short-lived extra
+ * listeners), since a 4-tuple holds one TCP connection and the data channel uses
+ * one per flow.
  *
  * Roles: the side that asked is the TLS client (it holds the data channel's
  * credentials and sends the flows), the other the TLS server. Without the native
@@ -73,6 +74,8 @@ export interface HolePuncher {
   punch(peerId: PeerId | string, signal?: AbortSignal): Promise<PunchResult>;
   /** Up to `count` punched sockets in one exchange (at least one, or it throws). */
   punchMany(peerId: PeerId | string, count: number, signal?: AbortSignal): Promise<PunchResult[]>;
+  /** Resolves when no punch of ours with this peer is running. */
+  settled(peerId: PeerId | string): Promise<void>;
   /** Start `server` on host:port sharing the port with punch sockets (SO_REUSEPORT). */
   listen(server: Server, host: string, port: number): Promise<void>;
   /**
@@ -114,11 +117,16 @@ export function createHolePuncher(o: HolePuncherOptions): HolePuncher {
   const count = (side: 'outbound' | 'inbound', result: 'ok' | PunchFailure): void => o.metrics?.punches.inc({ side, result });
   const send = (stream: Stream, m: PunchMessage): void => { stream.send(encodePunch(m)); };
 
-  /** The data port plus `n - 1` extra shared-port listeners on ephemeral ports (closed by the caller). */
-  async function openPorts(n: number): Promise<{ ports: number[]; servers: Server[] }> {
+  /**
+   * `n` ports: the data port first when `withDataPort`, then shared-port listeners on
+   * ephemeral ports (closed by the caller). The asker uses fresh ports only, the
+   * other side its data port first: a pair's 4-tuple is then always new, even when
+   * an earlier punched connection between the same addresses is still open.
+   */
+  async function openPorts(n: number, withDataPort: boolean): Promise<{ ports: number[]; servers: Server[] }> {
     const servers: Server[] = [];
     try {
-      for (let i = 1; i < n; i++) {
+      for (let i = withDataPort ? 1 : 0; i < n; i++) {
         const srv = new NetServer((s) => { if (!puncher.claim(s)) s.destroy(); });
         await sockets!.listen(srv, o.localHost || '0.0.0.0', 0);
         servers.push(srv);
@@ -127,7 +135,8 @@ export function createHolePuncher(o: HolePuncherOptions): HolePuncher {
       // Fewer extra ports than asked: punch with what we have.
       log.debug({ err: String(err) }, 'extra punch port unavailable');
     }
-    const ports = [o.dataPort, ...servers.map((s) => (s.address() as { port: number }).port)];
+    const ports = [...(withDataPort ? [o.dataPort] : []), ...servers.map((s) => (s.address() as { port: number }).port)];
+    if (ports.length === 0) throw new PunchError('failed', 'no local port to punch from');
     return { ports, servers };
   }
 
@@ -184,7 +193,7 @@ export function createHolePuncher(o: HolePuncherOptions): HolePuncher {
     if (own.length === 0) throw new PunchError('no-address', 'no observed address of ours yet');
     const stream = await conn.newStream(PUNCH_PROTOCOL, { runOnLimitedConnection: true, signal });
     const reader = new PunchReader(stream);
-    const { ports, servers } = await openPorts(Math.max(1, Math.min(want, MAX_PUNCH_PORTS)));
+    const { ports, servers } = await openPorts(Math.max(1, Math.min(want, MAX_PUNCH_PORTS)), false);
     try {
       for (let n = 1; n <= attempts; n++) {
         const t0 = Date.now();
@@ -222,7 +231,7 @@ export function createHolePuncher(o: HolePuncherOptions): HolePuncher {
         if (m.type === 'connect') {
           theirs = punchCandidates(m.addrs);
           if (servers.length === 0) {
-            const opened = await openPorts(m.ports.length);
+            const opened = await openPorts(m.ports.length, true);
             servers = opened.servers;
             pairs = opened.ports.map((local, j) => ({ local, remote: m.ports[j]! }));
           }
@@ -281,9 +290,6 @@ export function createHolePuncher(o: HolePuncherOptions): HolePuncher {
 
     async punchMany(peerId, want, signal) {
       const peer = peerId.toString();
-      // Our own punch with this peer still running: wait for it, then punch again.
-      const prev = outboundRuns.get(peer);
-      if (prev) await prev;
       if (running.has(peer) || running.size >= maxConcurrent) {
         count('outbound', 'busy');
         throw new PunchError('busy', `a punch with ${peer} is running or too many are`);
@@ -308,6 +314,10 @@ export function createHolePuncher(o: HolePuncherOptions): HolePuncher {
         running.delete(peer);
         outboundRuns.delete(peer);
       }
+    },
+
+    async settled(peerId) {
+      await outboundRuns.get(peerId.toString());
     },
 
     async listen(server, host, port) {

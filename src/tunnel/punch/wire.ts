@@ -5,7 +5,7 @@
  *   both      → RESULT { attempt, ok }       (`ok`: indexes of the connected pairs)
  * then SYNC again for the next attempt, or the stream closes. `ports[i]` of one side
  * pairs with `ports[i]` of the other (one TCP connection per pair: a 4-tuple holds
- * one connection); `ports[0]` is the data port. A socket counts only when both sides
+ * one connection); the answering side's `ports[0]` is its data port. A socket counts only when both sides
  * connected its pair. A responder that will not punch answers REFUSE { reason }.
  */
 import type { Stream, StreamMessageEvent } from '@libp2p/interface';
