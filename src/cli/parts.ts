@@ -36,8 +36,12 @@ export interface AgentPart {
 
 export type AgentPartFactory = (ctx: AgentContext) => Promise<AgentPart | undefined>;
 
-/** Each agent's tunnel part, for the proxy of the same agent (keyed by its context, not global). */
-const tunnels = new WeakMap<AgentContext, import('../tunnel/part.js').TunnelPart>();
+/**
+ * Each agent's tunnel part, for the proxy of the same agent: keyed by the agent's
+ * catalog store (each factory gets a context object of its own; the store is the
+ * agent's one), so two agents in one process never share a tunnel.
+ */
+const tunnels = new WeakMap<CatalogStore, import('../tunnel/part.js').TunnelPart>();
 
 /** Registered parts, in start order. */
 export const agentParts: AgentPartFactory[] = [
@@ -57,7 +61,7 @@ export const agentParts: AgentPartFactory[] = [
   // Tunnel to nodes in other LANs (libp2p); the proxy dials remote endpoints through it.
   async (ctx) => {
     const part = await (await import('../tunnel/part.js')).createTunnelPart(ctx);
-    if (part) tunnels.set(ctx, part);
+    if (part) tunnels.set(ctx.store, part);
     return part;
   },
   // Userspace proxy: serves every service port the plan sends to userspace (L7
@@ -79,7 +83,7 @@ export const agentParts: AgentPartFactory[] = [
     const part = await createProxyPart({
       planFor: ctx.planFor,
       iptables: () => ctx.mode.base === 'iptables',
-      remoteDialer: () => tunnels.get(ctx)?.remoteDialer(),
+      remoteDialer: () => tunnels.get(ctx.store)?.remoteDialer(),
       forwarder: () => forwarder,
     })(ctx);
     if (!part) { accel?.close(); return undefined; }
