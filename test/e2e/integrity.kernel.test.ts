@@ -241,7 +241,9 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
       if (p.path === 'direct') expect(peer?.everRelayed).toBe(false);
     }, 600_000);
 
-    it.skipIf(!!modeSkip || mode.name !== 'node').each(PATHS)('UDP 10k datagrams, 4 sessions: $name', async (p) => {
+    // UDP does not go through the accelerators: once, with the node mode (declared
+    // only there, so CI sees no skipped rows).
+    if (mode.name === 'node') it.each(PATHS)('UDP 10k datagrams, 4 sessions: $name', async (p) => {
       const r = JSON.parse(await client(['--udp', '--host', p.udp, '--port', '53', '--sessions', '4', '--datagrams', '10000', '--seed', String(seed)])) as UdpResult;
       seed += 4;
       console.log(`integrity UDP ${transport.name} / ${p.name}: ${JSON.stringify(r)}`);
