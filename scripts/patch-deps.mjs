@@ -21,7 +21,7 @@
 //    saturated socket the list held tens of MiB: `WebAssembly.Memory.grow():
 //    Maximum memory size exceeded` thrown from an event handler killed the agent
 //    mid-transfer. Fix: encrypt chunk by chunk (a stream cipher: same bytes).
-//    Regression test: test/tunnel/pnet-chunks.test.ts.
+//    Regression: test/e2e/integrity.kernel.test.ts (PSK on, 16 flows; the agent died).
 import { readFileSync, writeFileSync, readdirSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
