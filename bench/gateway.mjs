@@ -7,9 +7,12 @@
 //   nginx      proxy_pass to an upstream with keepalive 64, HTTP/1.1 upstream
 // Each gateway serves HTTP on :18080 and HTTPS on :18443 (one certificate made here
 // with openssl). The server is HAProxy answering 200 "ok" in s. wrk -t2 -c64 per run,
-// interleaved, median of BENCH_REPS (3) runs of BENCH_SECONDS (4) each. Ratios are
+// interleaved, median of BENCH_REPS (3) runs of BENCH_SECONDS (4) each, each after an
+// uncounted BENCH_WARMUP_SECONDS (1) run on the same fresh process. Ratios are
 // against HAProxy in the same run. On a 2-core shared box, the load generator, the
-// gateway and the server share the CPUs: read ratios, not absolutes.
+// gateway and the server share the CPUs: read ratios, not absolutes. HAProxy (nbthread
+// defaults to the CPU count) and nginx (worker_processes auto) use both cores; the
+// edgeway gateway is one Node thread.
 //
 // BENCH_PROFILE=1 also runs the edgeway gateway once under --cpu-prof and prints the
 // top self-time functions (where the time goes).
@@ -24,6 +27,7 @@ import { join } from 'node:path';
 const ROOT = new URL('../', import.meta.url).pathname;
 const REPS = Number(process.env.BENCH_REPS ?? 3);
 const SECS = Number(process.env.BENCH_SECONDS ?? 4);
+const WARM_SECS = Number(process.env.BENCH_WARMUP_SECONDS ?? 1);
 const TAG = randomBytes(2).toString('hex');
 const NS = { c: `ewg${TAG}c`, m: `ewg${TAG}m`, s: `ewg${TAG}s` };
 const IP = { c: '10.61.1.2', m1: '10.61.1.1', m2: '10.61.2.1', s: '10.61.2.2' };
@@ -139,8 +143,8 @@ const MODES = [
   },
 ];
 
-function wrk(url) {
-  const out = inNs(NS.c, 'wrk', ['-t2', '-c64', `-d${SECS}s`, '--latency', url]);
+function wrk(url, secs = SECS) {
+  const out = inNs(NS.c, 'wrk', ['-t2', '-c64', `-d${secs}s`, '--latency', url]);
   const rps = Number(out.match(/Requests\/sec:\s+([\d.]+)/)?.[1] ?? 0);
   const p99 = out.match(/\s99%\s+([\d.]+)(us|ms|s)/);
   const p99ms = p99 ? Number(p99[1]) * { us: 0.001, ms: 1, s: 1000 }[p99[2]] : null;
@@ -188,6 +192,10 @@ async function main() {
         const p = await mode.start();
         try {
           const host = mode.direct ? `${IP.s}:${BACKEND}` : `${IP.m1}:${PORT.http}`;
+          // Warm-up, not counted: the first second of a fresh Node process runs
+          // unoptimised code and finishes loading modules (p99 in the 0.5–1 s range).
+          wrk(`http://${host}/`, WARM_SECS);
+          if (!mode.direct) wrk(`https://${IP.m1}:${PORT.https}/`, WARM_SECS);
           const http = wrk(`http://${host}/`);
           const https = mode.direct ? null : wrk(`https://${IP.m1}:${PORT.https}/`);
           runs[mode.name].push({ http, https });
@@ -215,13 +223,14 @@ async function main() {
       const pdir = join(DIR, 'prof');
       mkdirSync(pdir);
       const p = await MODES.find((m) => m.name === 'edgeway').start(pdir);
+      wrk(`http://${IP.m1}:${PORT.http}/`, WARM_SECS);
       wrk(`http://${IP.m1}:${PORT.http}/`);
       await p.stop();
       const f = readdirSync(pdir).find((x) => x.endsWith('.cpuprofile'));
       profile = f ? topFunctions(join(pdir, f)) : ['no profile written'];
       console.log('\nedgeway gateway, top self time (HTTP keep-alive run):\n' + profile.join('\n'));
     }
-    const result = { date: new Date().toISOString(), secondsPerRun: SECS, reps: REPS, wrk: '-t2 -c64', node: process.version, note: 'busy 2-core shared box: load generator, gateway and server share the CPUs', summary, runs, edgewayExitCodes: exitCodes.edgeway, ...(profile ? { profile } : {}) };
+    const result = { date: new Date().toISOString(), secondsPerRun: SECS, reps: REPS, wrk: '-t2 -c64', warmupSeconds: WARM_SECS, node: process.version, note: 'busy 2-core shared box: load generator, gateway and server share the CPUs', summary, runs, edgewayExitCodes: exitCodes.edgeway, ...(profile ? { profile } : {}) };
     mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
     writeFileSync(join(ROOT, 'bench/results/gateway.json'), JSON.stringify(result, null, 2) + '\n');
     const md = ['| path | HTTP req/s | HTTP p99 ms | vs HAProxy | HTTPS req/s | HTTPS p99 ms | vs HAProxy |', '|---|---:|---:|---:|---:|---:|---:|',

@@ -9,12 +9,12 @@
  */
 import http from 'node:http';
 import http2 from 'node:http2';
-import type { Duplex } from 'node:stream';
 import type { Plan, PlannedEndpoint, PlannedServicePort } from '../plan/types.js';
 import type { Snapshot } from '../catalog/types.js';
 import { endpointKey, openStream, ServiceRuntime, type DialSettings } from '../proxy/service.js';
 import type { ProxyMetrics } from '../proxy/metrics.js';
 import type { RemoteDialer } from '../proxy/remote-dialer.js';
+import { endpointAgent } from '../proxy/agent.js';
 import type { ResolvedDestination } from './types.js';
 
 export interface UpstreamSettings {
@@ -83,12 +83,7 @@ export class Upstreams {
     const key = poolKey(sp, ep);
     let a = this.agents.get(key);
     if (!a) {
-      a = new http.Agent({ keepAlive: true, maxFreeSockets: this.settings.maxIdlePerEndpoint, scheduling: 'lifo', noDelay: true } as http.AgentOptions);
-      if (ep.class === 'remote') {
-        (a as unknown as { createConnection: (o: unknown, cb: (err: Error | null, s?: Duplex) => void) => void }).createConnection = (_o, cb) => {
-          openStream(ep, sp, this.settings.remoteDialer(), AbortSignal.timeout(this.settings.connectTimeoutMs)).then((s) => cb(null, socketLike(s)), (e: Error) => cb(e));
-        };
-      }
+      a = endpointAgent(ep, sp, this.settings.remoteDialer, this.settings.connectTimeoutMs, this.settings.maxIdlePerEndpoint);
       this.agents.set(key, a);
     }
     return a;
@@ -125,17 +120,6 @@ export class Upstreams {
     this.sessions.clear();
     this.backends.clear();
   }
-}
-
-/**
- * http.Agent treats pooled connections as sockets (setKeepAlive, unref, … on a free
- * one); a tunnel stream has none of that: the calls become no-ops (the tunnel keeps
- * its own connection alive).
- */
-function socketLike(d: Duplex): Duplex {
-  const o = d as unknown as Record<string, unknown>;
-  for (const m of ['setKeepAlive', 'setNoDelay', 'setTimeout', 'ref', 'unref']) if (typeof o[m] !== 'function') o[m] = () => d;
-  return d;
 }
 
 function poolKey(sp: PlannedServicePort, ep: PlannedEndpoint): string {

@@ -14,6 +14,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from '../util/log.js';
 import type { PlannedEndpoint, PlannedPolicy } from '../plan/types.js';
 import { pump } from './pump.js';
+import { endpointAgent } from './agent.js';
 import { clientIpOf, endpointKey, openStream, type ServiceRuntime } from './service.js';
 import { admit, failureOf, onShutdown, type FlowGate, type TcpSettings } from './tcp.js';
 
@@ -117,15 +118,7 @@ export class HttpPath {
   private agentFor(rt: ServiceRuntime, ep: PlannedEndpoint, key: string): http.Agent {
     let a = this.agents.get(key);
     if (!a) {
-      a = new http.Agent({ keepAlive: true, maxFreeSockets: 64, scheduling: 'lifo' });
-      if (ep.class === 'remote') {
-        const remote = this.settings.remoteDialer;
-        const sp = rt.sp;
-        // The agent pools tunnel streams like sockets.
-        (a as unknown as { createConnection: (o: unknown, cb: (err: Error | null, s?: Duplex) => void) => void }).createConnection = (_o, cb) => {
-          openStream(ep, sp, remote, AbortSignal.timeout(this.settings.connectTimeoutMs)).then((s) => cb(null, s), (e: Error) => cb(e));
-        };
-      }
+      a = endpointAgent(ep, rt.sp, () => this.settings.remoteDialer, this.settings.connectTimeoutMs, 64);
       this.agents.set(key, a);
     }
     return a;

@@ -4,6 +4,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
+import { Duplex } from 'node:stream';
+import type { RemoteDialer } from '../../src/proxy/remote-dialer.js';
 import { Registry } from 'prom-client';
 import { UserspaceProxy } from '../../src/proxy/proxy.js';
 import { ConsistentHashBalancer } from '../../src/proxy/balancer.js';
@@ -158,6 +160,32 @@ describe('HTTP-aware path', () => {
     } finally {
       s.destroy();
     }
+  });
+
+  it('remote endpoint: tunnel streams (no socket methods) are pooled and reused', async () => {
+    // Stands in for the tunnel: each stream is a plain Duplex over a fresh loopback
+    // connection to backend "b", so it has none of net.Socket's setKeepAlive/unref.
+    let dialed = 0;
+    const tunnel: RemoteDialer = {
+      dialStream: () => new Promise<Duplex>((resolve, reject) => {
+        dialed++;
+        const s = net.connect(backends[1]!.port, '127.0.0.1', () => resolve(Duplex.from({ readable: s, writable: s })));
+        s.once('error', reject);
+      }),
+      openDatagramSession: () => Promise.reject(new Error('unused')),
+    };
+    const proxy = new UserspaceProxy({ logger: silentLogger(), registry: new Registry(), listenHost: '127.0.0.1', remoteDialer: tunnel });
+    proxies.push(proxy);
+    const port = await freePort();
+    await proxy.apply([servicePort({ userspacePort: port, policy: { kind: 'consistentHash', key: { type: 'header', name: 'X-User' } }, endpoints: [ep('10.244.9.9', 80, { class: 'remote', nodeName: 'far' })] })]);
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      for (let i = 0; i < 3; i++) expect((await get(port, agent, { 'x-user': `u${i}` })).body.id).toBe('b');
+    } finally {
+      agent.destroy();
+    }
+    // Sequential requests reuse the one pooled tunnel stream.
+    expect(dialed).toBe(1);
   });
 
   it('helpers: hop-by-hop headers dropped, cookies read', () => {
