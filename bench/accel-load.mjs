@@ -37,6 +37,7 @@ if (mode === 'rate') {
   s.setNoDelay(true);
   const lat = new Float64Array(n);
   const one = Buffer.from('x');
+  /** @type {(v?: unknown) => void} */
   let wake = () => undefined;
   s.on('data', () => wake());
   s.on('error', (err) => { console.error(err.message); process.exit(1); });

@@ -7,7 +7,8 @@ import net from 'node:net';
 import { Accelerators } from '../dist/native/accelerator.js';
 import { connectPaused } from '../dist/native/forwarder.js';
 
-const [kind, ...maps] = process.argv.slice(2);
+const [argKind, ...maps] = process.argv.slice(2);
+const kind = /** @type {import('../dist/native/forwarder.js').ForwarderKind} */ (argKind);
 const accel = new Accelerators({ threads: Number(process.env.THREADS ?? 2), pipeSize: Number(process.env.PIPE_SIZE ?? 1 << 20) });
 if (kind !== 'node' && !accel.get(kind)) {
   console.error(`forwarder ${kind} unavailable: ${accel.status.map((s) => `${s.kind}=${s.reason ?? 'ok'}`).join(' ')}`);

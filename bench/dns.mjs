@@ -35,6 +35,7 @@ async function serveEdgeway(port, upstreamPort) {
   const { Forwarder } = await import('../dist/dns/forwarder.js');
   const { DnsMetrics } = await import('../dist/dns/metrics.js');
   const { silentLogger } = await import('../dist/util/log.js');
+  /** @type {any[]} */
   const services = Array.from({ length: NAMES }, (_, i) => ({
     namespace: 'bench', name: `svc-${i}`, key: `bench/svc-${i}`, type: 'ClusterIP', clusterIPs: [ipOf(i)], headless: false,
     ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 80 }], sessionAffinity: { kind: 'None' }, internalTrafficPolicy: 'Cluster', endpoints: [],

@@ -82,6 +82,7 @@ async function runOnce(name, make, n, round) {
   }
 }
 
+/** @type {[string, () => import('../dist/dataplane/ebpf/backend.js').BpfBackend][]} */
 const backends = [
   ['bpftool', () => new BpftoolBackend()],
   ['libbpf', () => new LibbpfBackend(native)],

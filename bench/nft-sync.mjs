@@ -25,7 +25,7 @@ const CAP_MS = 120_000;
 class Capped extends Error {}
 const inNs = (cmd, args, input, timeout = 0) => {
   const r = spawnSync('nsenter', [`--net=/run/netns/${ns}`, cmd, ...args], { input, maxBuffer: 1 << 30, timeout, killSignal: 'SIGKILL' });
-  if (r.error?.code === 'ETIMEDOUT' || r.signal === 'SIGKILL') throw new Capped(`${cmd} over ${timeout} ms`);
+  if (/** @type {NodeJS.ErrnoException | undefined} */ (r.error)?.code === 'ETIMEDOUT' || r.signal === 'SIGKILL') throw new Capped(`${cmd} over ${timeout} ms`);
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
   return r.stdout.toString();
 };
@@ -34,7 +34,9 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 const svcIp = (i) => `10.${96 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
 const epIp = (i, j) => `10.${128 + j * 8 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
+/** @returns {import('../dist/plan/types.js').Plan} */
 function plan(n, revision, changed = false) {
+  /** @type {any[]} */
   const servicePorts = [];
   for (let i = 0; i < n; i++) {
     const eps = [0, 1].map((j) => ({ ip: epIp(i, j), family: 4, port: 8080, class: 'routable', ready: true }));

@@ -36,6 +36,13 @@ export interface AgentPart {
 
 export type AgentPartFactory = (ctx: AgentContext) => Promise<AgentPart | undefined>;
 
+/**
+ * Each agent's tunnel part, for the proxy of the same agent: keyed by the agent's
+ * catalog store (each factory gets a context object of its own; the store is the
+ * agent's one), so two agents in one process never share a tunnel.
+ */
+const tunnels = new WeakMap<CatalogStore, import('../tunnel/part.js').TunnelPart>();
+
 /** Registered parts, in start order. */
 export const agentParts: AgentPartFactory[] = [
   // Kernel data plane: nftables, plus eBPF socket-LB when the mode enables it.
@@ -52,14 +59,17 @@ export const agentParts: AgentPartFactory[] = [
     });
   },
   // Tunnel to nodes in other LANs (libp2p); the proxy dials remote endpoints through it.
-  async (ctx) => (await import('../tunnel/part.js')).createTunnelPart(ctx),
+  async (ctx) => {
+    const part = await (await import('../tunnel/part.js')).createTunnelPart(ctx);
+    if (part) tunnels.set(ctx.store, part);
+    return part;
+  },
   // Userspace proxy: serves every service port the plan sends to userspace (L7
   // policies, remote endpoints through the tunnel, everything in iptables mode).
   async (ctx) => {
     // Without a kernel data plane nothing is redirected to the proxy's ports.
     if (ctx.mode.base === 'none') return undefined;
     const { createProxyPart } = await import('../proxy/part.js');
-    const { tunnelDialer } = await import('../tunnel/part.js');
     // Accelerated forwarding (splice/sockmap) when the addon is usable and allowed.
     const { config, registry, logger } = ctx;
     let accel: import('../native/accelerator.js').Accelerators | undefined;
@@ -73,7 +83,7 @@ export const agentParts: AgentPartFactory[] = [
     const part = await createProxyPart({
       planFor: ctx.planFor,
       iptables: () => ctx.mode.base === 'iptables',
-      remoteDialer: () => tunnelDialer(),
+      remoteDialer: () => tunnels.get(ctx.store)?.remoteDialer(),
       forwarder: () => forwarder,
     })(ctx);
     if (!part) { accel?.close(); return undefined; }

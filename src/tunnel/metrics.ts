@@ -2,7 +2,7 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
 export type PeerPath = 'direct' | 'relayed';
-export type RefusalReason = 'unauthorised' | 'not-local' | 'bad-request' | 'connect-failed' | 'unavailable';
+export type RefusalReason = 'unauthorised' | 'not-local' | 'bad-request' | 'connect-failed' | 'unavailable' | 'early-bytes-over-cap';
 
 export interface TunnelMetrics {
   readonly peers: Gauge<'path'>;
@@ -20,6 +20,8 @@ export interface TunnelMetrics {
   readonly channelFlows: Counter<'path'>;
   readonly channelPeers: Gauge<'path'>;
   readonly channelWarm: Gauge;
+  /** Rendezvous answers refused because the name is bound to another peer (first-use binding). */
+  readonly bindingConflicts: Counter;
 }
 
 export function createTunnelMetrics(registry: Registry): TunnelMetrics {
@@ -40,5 +42,6 @@ export function createTunnelMetrics(registry: Registry): TunnelMetrics {
     channelFlows: new Counter({ name: 'edgeway_tunnel_channel_flows_total', help: 'Outbound flows by carrier: the data channel path (lan, punched, relayed) or libp2p (fallback)', labelNames: ['path'], registers: r }),
     channelPeers: new Gauge({ name: 'edgeway_tunnel_channel_peers', help: 'Peers with a data channel up, by path', labelNames: ['path'], registers: r }),
     channelWarm: new Gauge({ name: 'edgeway_tunnel_channel_warm_connections', help: 'Established channel connections waiting for a flow', registers: r }),
+    bindingConflicts: new Counter({ name: 'edgeway_tunnel_binding_conflicts_total', help: 'Peers claiming a node name bound to another peer id (refused)', registers: r }),
   };
 }

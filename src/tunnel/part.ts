@@ -1,6 +1,7 @@
 /**
  * The tunnel as an agent part. Other parts (the proxy) reach remote endpoints
- * through `tunnelDialer()` once the part has started.
+ * through the part's `remoteDialer()` once it has started. No module state: two
+ * agents in one process (tests) each have their own tunnel.
  */
 import type { Registry } from 'prom-client';
 import type { Config } from '../config/schema.js';
@@ -27,24 +28,24 @@ export interface TunnelPart {
   stop(): Promise<void>;
   readonly readiness: { readonly name: string; check(): { ready: boolean; detail?: string } };
   readonly service: TunnelService;
-}
-
-let current: TunnelService | undefined;
-
-/** The running tunnel's dialer (undefined when the tunnel is disabled or not started). */
-export function tunnelDialer(): RemoteDialer | undefined {
-  return current?.dialer;
+  /** The running tunnel's dialer (undefined until started, and after stop). */
+  remoteDialer(): RemoteDialer | undefined;
 }
 
 export async function createTunnelPart(ctx: TunnelPartContext): Promise<TunnelPart | undefined> {
   if (!ctx.config.tunnel.enabled) return undefined;
-  const service = new TunnelService({ config: ctx.config, logger: ctx.logger.child({ part: 'tunnel' }), registry: ctx.registry, snapshot: () => ctx.store.snapshot });
+  const service = new TunnelService({
+    config: ctx.config, logger: ctx.logger.child({ part: 'tunnel' }), registry: ctx.registry, snapshot: () => ctx.store.snapshot,
+    canAnnotate: ctx.annotateNode !== undefined,
+  });
+  let started = false;
   return {
     name: 'tunnel',
     service,
+    remoteDialer: () => (started ? service.dialer : undefined),
     async start() {
       await service.start();
-      current = service;
+      started = true;
       // Peers resolve node name → peer id from this annotation; without RBAC for it
       // (or without an API) they find us through the relays' rendezvous instead.
       if (ctx.annotateNode) {
@@ -56,7 +57,7 @@ export async function createTunnelPart(ctx: TunnelPartContext): Promise<TunnelPa
       }
     },
     async stop() {
-      if (current === service) current = undefined;
+      started = false;
       await service.stop();
     },
     readiness: { name: 'tunnel', check: () => (service.node?.status === 'started' ? { ready: true } : { ready: false, detail: 'tunnel not started' }) },

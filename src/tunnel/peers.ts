@@ -1,9 +1,12 @@
 /**
  * Who is who: node name ↔ peer id, and the direct addresses to try for a node.
  * Sources, in order of trust: the catalog (Node annotation `edgeway.io/peer-id`),
- * then the relays' rendezvous (cached briefly). Authorisation of inbound streams
- * lives here too: only peers that are a catalog node (by annotation or by a
- * rendezvous record naming a catalog node) or a configured relay are let in.
+ * then the relays' rendezvous (cached briefly). A rendezvous record binds a name
+ * only when something protects it: the PSK (only cluster members connect at all)
+ * or, without one, the persisted first-use binding (`bindings`, bindings.ts): a
+ * record naming another peer id than the one first seen for that name is refused.
+ * Authorisation of inbound streams lives here too: only peers that are a catalog
+ * node are let in; a configured relay is a relay, never a node.
  */
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { PeerId } from '@libp2p/interface';
@@ -14,6 +17,9 @@ import type { RelayManager } from './relays.js';
 import { isUsableRemote, toMultiaddr, withoutPeer } from './addrs.js';
 import { PeerUnknownError } from './errors.js';
 import type { PeerRecord } from './rendezvous.js';
+import type { BindingStore } from './bindings.js';
+import type { Logger } from '../util/log.js';
+import type { TunnelMetrics } from './metrics.js';
 
 const POSITIVE_TTL_MS = 30_000;
 const NEGATIVE_TTL_MS = 2_000;
@@ -37,6 +43,10 @@ export interface PeerDirectoryOptions {
   snapshot: () => Snapshot;
   relays: RelayManager;
   now?: () => number;
+  /** First-use bindings; set when no PSK protects the tunnel (then they decide). */
+  bindings?: BindingStore;
+  logger?: Logger;
+  metrics?: TunnelMetrics;
 }
 
 export class PeerDirectory {
@@ -54,7 +64,25 @@ export class PeerDirectory {
     if (node?.peerId) return { nodeName, peerId: peerIdFromString(node.peerId) };
     const rec = await this.cached(this.byName, nodeName, () => this.o.relays.lookup({ nodeName }));
     if (!rec) throw new PeerUnknownError(nodeName, node ? 'no edgeway.io/peer-id annotation and no rendezvous record' : 'not a catalog node');
+    if (!this.bound(nodeName, rec.peerId)) throw new PeerUnknownError(nodeName, 'the rendezvous names another peer than the one bound to this node (first-use binding)');
     return { nodeName, peerId: peerIdFromString(rec.peerId) };
+  }
+
+  private lastConflictLog = 0;
+
+  /** Does the first-use binding (when in force) let `peerId` be `nodeName`? Binds on first use. */
+  private bound(nodeName: string, peerId: string): boolean {
+    const b = this.o.bindings;
+    if (!b || b.bind(nodeName, peerId) !== 'conflict') return true;
+    this.o.metrics?.bindingConflicts.inc();
+    // A hostile peer may retry at will: one line per minute, the counter has the rest.
+    const now = this.now();
+    if (now - this.lastConflictLog >= 60_000) {
+      this.lastConflictLog = now;
+      this.o.logger?.warn({ node: nodeName, claimedBy: peerId, boundTo: b.bindings.get(nodeName), file: b.file }, 'a peer claims a node name bound to another peer id: refused (remove the entry from the file if the node really changed identity)');
+    }
+    this.invalidate(nodeName, peerId);
+    return false;
   }
 
   /** The node name a peer id belongs to (catalog, else rendezvous), if any. */
@@ -67,6 +95,7 @@ export class PeerDirectory {
     const node = snap.nodes.find((n) => n.name === rec.nodeName);
     // A node whose annotation names another id cannot be claimed through the rendezvous.
     if (!node || (node.peerId && node.peerId !== peerId)) return undefined;
+    if (!node.peerId && !this.bound(node.name, peerId)) return undefined;
     return node.name;
   }
 
@@ -78,9 +107,12 @@ export class PeerDirectory {
     return e?.record?.nodeName;
   }
 
-  /** May this peer open tunnel streams to us? */
+  /**
+   * May this peer open tunnel streams to us? Only catalog nodes: a configured
+   * relay relays, it never reaches local endpoints (even if it claims a node name).
+   */
   async authorise(peerId: string): Promise<boolean> {
-    if (this.o.relays.isRelay(peerId)) return true;
+    if (this.o.relays.isRelay(peerId)) return false;
     return (await this.nodeNameOf(peerId)) !== undefined;
   }
 

@@ -12,6 +12,10 @@ import type { Logger } from '../util/log.js';
 import { createTunnelNode, type TunnelLibp2p } from './node.js';
 import { loadOrCreateIdentity, loadPsk } from './identity.js';
 import { RendezvousServer } from './rendezvous.js';
+import { BindingStore } from './bindings.js';
+
+/** Relay's first-use bindings of node names (no PSK), under stateDir. */
+export const RENDEZVOUS_BINDINGS_FILE = 'rendezvous-bindings.json';
 import { toMultiaddr } from './addrs.js';
 import type { PeerId } from '@libp2p/interface';
 import { acceleratorsFromConfig } from '../native/accelerator.js';
@@ -65,7 +69,11 @@ export async function startRelayServer(config: Config, logger: Logger, registry:
     maxConnections: r.maxReservations * 2 + 64,
   });
   const rzCounter = new Counter({ name: 'edgeway_relay_rendezvous_requests_total', help: 'Rendezvous requests served, by op and result', labelNames: ['op', 'result'], registers: [registry] });
-  const rendezvous = new RendezvousServer({ ttlMs: 10 * 60_000, maxRecords: r.maxRendezvousRecords, logger, onRequest: (op, result) => rzCounter.inc({ op, result }) });
+  // Without a PSK anyone who reaches the relay may register: names are bound to
+  // the first peer id that registers them, persisted (bindings.ts).
+  const bindings = psk ? undefined : await BindingStore.open(config.stateDir, RENDEZVOUS_BINDINGS_FILE, r.maxRendezvousRecords);
+  if (!psk) logger.warn({ bindings: bindings!.file }, 'no tunnel PSK: any peer that reaches this relay may use it; node names are bound to the first peer id that registers them');
+  const rendezvous = new RendezvousServer({ ttlMs: 10 * 60_000, maxRecords: r.maxRendezvousRecords, logger, onRequest: (op, result) => rzCounter.inc({ op, result }), ...(bindings ? { bindings } : {}) });
   await rendezvous.start(node);
   const relayService = (node.services as Record<string, { reservations?: { size: number; has(p: PeerId): boolean } }>).relay;
   // Blind data pairs: ciphertext moved by splice when the addon is there (sockmap
@@ -89,6 +97,6 @@ export async function startRelayServer(config: Config, logger: Logger, registry:
   logger.info({ peerId: identity.peerId, listen: node.getMultiaddrs().map(String), limits: { dataBytes: r.dataLimitBytes || 'unlimited', durationMs: r.durationLimitMs || 'unlimited', maxReservations: r.maxReservations }, psk: Boolean(psk), pipePatch: patched, dataPort: pairing?.port, forwarder: forwarder.kind }, 'relay started');
   return {
     node, peerId: identity.peerId, ...(pairing ? { dataPort: pairing.port } : {}),
-    stop: async () => { await pairing?.stop(); await node.stop(); accelerators.close(); },
+    stop: async () => { await pairing?.stop(); await node.stop(); accelerators.close(); await bindings?.flush(); },
   };
 }

@@ -7,6 +7,9 @@
  * The peer id of a registration is the authenticated remote peer of the
  * connection (Noise), never a claimed value. With a PSK only cluster members can
  * connect at all; a name held by a connected peer cannot be taken by another.
+ * Without a PSK the relay keeps persisted first-use bindings (bindings.ts): a
+ * name once registered by a peer is never given to another, connected or not,
+ * until an operator removes the binding.
  *
  * Wire: one request and one reply per stream, each a u32 length + JSON.
  */
@@ -16,6 +19,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import type { TunnelLibp2p } from './node.js';
 import { closeQuietly, abortQuietly, readPrefix } from './stream-io.js';
 import type { Logger } from '../util/log.js';
+import type { BindingStore } from './bindings.js';
 
 export const RENDEZVOUS_PROTOCOL = '/edgeway/rendezvous/1.0.0';
 const MAX_MESSAGE = 1 << 20;
@@ -65,7 +69,7 @@ function validRequest(v: unknown): RendezvousRequest | undefined {
 /** The relay side: an in-memory registry with a TTL (agents re-register periodically). */
 export class RendezvousServer {
   private readonly byName = new Map<string, PeerRecord & { at: number }>();
-  constructor(private readonly opts: { ttlMs: number; maxRecords: number; logger: Logger; onRequest?: (op: string, result: string) => void }) {}
+  constructor(private readonly opts: { ttlMs: number; maxRecords: number; logger: Logger; onRequest?: (op: string, result: string) => void; bindings?: BindingStore }) {}
 
   get size(): number {
     return this.byName.size;
@@ -90,6 +94,10 @@ export class RendezvousServer {
    * once the old peer is gone (or its record expired).
    */
   register(peerId: string, nodeName: string, addrs: readonly string[], now = Date.now(), isLive: (peerId: string) => boolean = () => false): void {
+    const b = this.opts.bindings;
+    if (b && b.bind(nodeName, peerId) === 'conflict') {
+      throw new Error(`node name ${nodeName} is bound to another peer (first-use binding in ${b.file}; an operator must remove it)`);
+    }
     const held = this.byName.get(nodeName);
     if (held && held.peerId !== peerId && now - held.at <= this.opts.ttlMs && isLive(held.peerId)) {
       throw new Error(`node name ${nodeName} is held by another connected peer`);

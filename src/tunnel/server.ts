@@ -40,10 +40,26 @@ export interface TunnelServerOptions {
   maxFlows?: number;
 }
 
+/** Bytes from the dialer kept while the backend connects; past it the flow is refused (counted). */
+export const MAX_EARLY_BYTES = 1024 * 1024;
+/** One refusal log line per reason per this many ms; the counter has every case. */
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
+
 export class TunnelServer {
   private flows = 0;
   private stopping = false;
+  /** Per refusal reason: when it was last logged, and how many were not logged since. */
+  private readonly refusalLog = new Map<string, { at: number; suppressed: number }>();
   constructor(private readonly o: TunnelServerOptions) {}
+
+  /** Log a refusal at most once per reason per interval: a hostile peer cannot flood the log. */
+  private logRefusal(reason: RefusalReason, fields: Record<string, unknown>, msg: string): void {
+    const now = Date.now();
+    const e = this.refusalLog.get(reason);
+    if (e && now - e.at < REFUSAL_LOG_INTERVAL_MS) { e.suppressed++; return; }
+    this.refusalLog.set(reason, { at: now, suppressed: 0 });
+    this.o.logger.warn({ ...fields, reason, ...(e?.suppressed ? { notLogged: e.suppressed } : {}) }, msg);
+  }
 
   get openFlows(): number {
     return this.flows;
@@ -71,11 +87,11 @@ export class TunnelServer {
    */
   async check(peer: string, req: TunnelRequest): Promise<{ reason: RefusalReason; code: number; detail: string } | undefined> {
     if (!(await this.o.authorise(peer))) {
-      this.o.logger.warn({ peer, target: `${req.ip}:${req.port}` }, 'tunnel request from a peer that is not a cluster node: refused');
+      this.logRefusal('unauthorised', { peer, target: `${req.ip}:${req.port}` }, 'tunnel request from a peer that is not a cluster node: refused');
       return { reason: 'unauthorised', code: Status.unauthorised, detail: 'peer is not a cluster node' };
     }
     if (req.nodeName !== this.o.nodeName || !isLocalEndpoint(this.o.snapshot(), this.o.nodeName, req)) {
-      this.o.logger.warn({ peer, service: req.serviceKey, target: `${req.ip}:${req.port}`, node: req.nodeName }, 'tunnel request for a target that is not a local endpoint: refused');
+      this.logRefusal('not-local', { peer, service: req.serviceKey, target: `${req.ip}:${req.port}`, node: req.nodeName }, 'tunnel request for a target that is not a local endpoint: refused');
       return { reason: 'not-local', code: Status.notLocal, detail: 'target is not an endpoint on this node' };
     }
     if (this.stopping || this.flows >= (this.o.maxFlows ?? 8192)) return { reason: 'unavailable', code: Status.unavailable, detail: 'agent busy or stopping' };
@@ -133,10 +149,23 @@ export class TunnelServer {
 
   private serveTcp(stream: Stream, req: TunnelRequest, rest: Uint8Array | undefined, done: (result: string) => void): void {
     const sock = net.connect({ host: req.ip, port: req.port, allowHalfOpen: true, noDelay: true });
-    // Bytes that arrive while the backend connects are kept, in order, after `rest`.
+    // Bytes that arrive while the backend connects are kept, in order, after
+    // `rest`, up to MAX_EARLY_BYTES (yamux's window keeps an honest peer far
+    // below it); past the cap the flow is refused and counted.
     const early: Buffer[] = rest ? [Buffer.from(rest)] : [];
+    let earlyBytes = rest?.byteLength ?? 0;
     const onEarly = (evt: { data: Uint8Array | Iterable<Uint8Array> }): void => {
-      for (const c of chunksOf(evt.data)) early.push(Buffer.from(c));
+      for (const c of chunksOf(evt.data)) { early.push(Buffer.from(c)); earlyBytes += c.byteLength; }
+      if (earlyBytes <= MAX_EARLY_BYTES) return;
+      clearTimeout(timer);
+      stream.removeEventListener('message', onEarly);
+      stream.removeEventListener('close', onEarlyClose);
+      early.length = 0;
+      sock.destroy();
+      done('early-bytes-over-cap');
+      this.logRefusal('early-bytes-over-cap', { target: `${req.ip}:${req.port}`, bytes: earlyBytes }, 'tunnel flow sent more than the cap before its backend connected: refused');
+      this.o.metrics.refusals.inc({ reason: 'early-bytes-over-cap' });
+      abortQuietly(stream, new Error(`over ${MAX_EARLY_BYTES} bytes before the backend connected`));
     };
     stream.addEventListener('message', onEarly);
     const timer = setTimeout(() => sock.destroy(new Error('connect timeout')), this.o.connectTimeoutMs ?? 5000);

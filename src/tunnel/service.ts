@@ -26,6 +26,7 @@ import { createPunchMetrics } from './punch/metrics.js';
 export function dataPortOf(t: Config['tunnel']): number {
   return t.dataPort || t.listenPort + 1;
 }
+import { BindingStore } from './bindings.js';
 
 export const STATE_FILE = 'tunnel-state.json';
 
@@ -54,7 +55,12 @@ export interface TunnelServiceOptions {
   logger: Logger;
   registry: Registry;
   snapshot: () => Snapshot;
+  /** This agent publishes its peer id as a Node annotation (Kubernetes source with RBAC). */
+  canAnnotate?: boolean;
 }
+
+/** Agent's first-use bindings of node names to peer ids (no PSK), under stateDir. */
+export const PEER_BINDINGS_FILE = 'peer-bindings.json';
 
 export class TunnelService {
   node?: TunnelLibp2p;
@@ -64,6 +70,7 @@ export class TunnelService {
   private server?: TunnelServer;
   channel?: ChannelManager;
   private puncher?: HolePuncher;
+  private bindings?: BindingStore;
   readonly metrics: TunnelMetrics;
   private stateTimer?: NodeJS.Timeout;
   private stateDirty = true;
@@ -92,7 +99,13 @@ export class TunnelService {
     this.node = node;
     const onChange = (): void => { this.stateDirty = true; };
     this.relays = new RelayManager({ node, nodeName: config.nodeName, relays: t.relayNodes, defaultPort: t.listenPort, logger, metrics: this.metrics, onChange });
-    this.directory = new PeerDirectory({ node, nodeName: config.nodeName, listenPort: t.listenPort, snapshot: this.o.snapshot, relays: this.relays });
+    const bindings = psk ? undefined : await BindingStore.open(config.stateDir, PEER_BINDINGS_FILE);
+    this.bindings = bindings;
+    this.directory = new PeerDirectory({
+      node, nodeName: config.nodeName, listenPort: t.listenPort, snapshot: this.o.snapshot, relays: this.relays, logger, metrics: this.metrics,
+      ...(bindings ? { bindings } : {}),
+    });
+    this.warnProtection(Boolean(psk), bindings);
     const directory = this.directory;
     this.server = new TunnelServer({
       node, nodeName: config.nodeName, snapshot: this.o.snapshot, authorise: (p) => directory.authorise(p),
@@ -139,6 +152,21 @@ export class TunnelService {
     logger.info({ peerId: identity.peerId, created: identity.created, listen: node.getMultiaddrs().map(String), relays: t.relayNodes.map((r) => r.nodeName), psk: Boolean(psk) }, 'tunnel started');
   }
 
+  /**
+   * Say once, loudly, what protects the tunnel when no PSK does: Node annotations
+   * (written through the API) if this agent can publish its own, else only the
+   * first-use bindings.
+   */
+  private warnProtection(psk: boolean, bindings: BindingStore | undefined): void {
+    if (psk) return;
+    const annotated = this.o.canAnnotate === true || this.o.snapshot().nodes.some((n) => n.peerId);
+    this.o.logger.warn({
+      psk: false, annotations: annotated, bindings: bindings?.file,
+    }, annotated
+      ? 'tunnel has no PSK: peers are trusted by the edgeway.io/peer-id Node annotation, and by first-use bindings for nodes without one; set tunnel.psk.path to close the tunnel to non-members'
+      : 'tunnel has no PSK and no Node annotations: a node name is bound to the first peer id seen for it (first-use bindings); an impostor that claims a name before the real node ever did holds it; set tunnel.psk.path');
+  }
+
   async stop(): Promise<void> {
     clearInterval(this.stateTimer);
     this.dialer?.stop();
@@ -148,6 +176,7 @@ export class TunnelService {
     await this.server?.stop();
     await this.node?.stop();
     await this.writing;
+    await this.bindings?.flush();
   }
 
   /** Peers by path, from the live connections. */

@@ -40,12 +40,19 @@ export function sentOut(stream: Stream): boolean {
  * trusted: it fans out to every stream of the connection).
  */
 export function whenSentOut(stream: Stream, cb: (err?: Error) => void): () => void {
-  const check = (): void => {
-    if (!sentOut(stream)) return;
+  let done = false;
+  // Deferred: 'idle' is dispatched from inside the stream's send loop, which is
+  // still marked as sending; a close() started from the callback right then
+  // would wait for an 'idle' that never comes again.
+  const check = (): void => queueMicrotask(() => {
+    if (done || !sentOut(stream)) return;
+    done = true;
     cancel();
     cb();
-  };
+  });
   const onClose = (evt: StreamCloseEvent): void => {
+    if (done) return;
+    done = true;
     cancel();
     cb(evt.error ?? new Error('stream closed before its bytes were sent'));
   };

@@ -42,6 +42,7 @@ import { buildTopology, IP, type Topology } from '../helpers/topology.js';
 const MIB = Number(process.env.EDGEWAY_INTEGRITY_MIB ?? 2);
 const FLOWS = Number(process.env.EDGEWAY_INTEGRITY_FLOWS ?? 16);
 const PORT = 20006;
+const READY_PORT = 9464;
 const node = process.execPath;
 const addonBuilt = existsSync('native/build/Release/edgeway_native.node');
 const skip = kernelSkipReason() ?? (existsSync('dist/cli/main.js') ? undefined : 'dist/ missing: run `npm run build` first');
@@ -99,7 +100,7 @@ status: { addresses: [{ type: InternalIP, address: ${IP[n as 'a1']} }] }
 
 interface TcpResult { flows: number; ok: number; failures: { flow: number; kind: string; reason: string }[]; bytes: number; seconds: number }
 interface UdpResult { sent: number; received: number; lost: number; corrupted: number; reordered: number; duplicated: number }
-interface TunnelState { relays: { reserved?: boolean }[]; peers: { nodeName?: string; paths: string[]; everRelayed: boolean }[]; channels?: { nodeName: string; path?: string }[] }
+interface TunnelState { peerId: string; relays: { reserved?: boolean }[]; peers: { peerId: string; nodeName?: string; paths: string[]; everRelayed: boolean }[]; channels?: { nodeName: string; path?: string }[] }
 
 /** SIGTERM a process we started and return its exit code (SIGKILL after 15 s → fails the check). */
 async function stopExitCode(p: NsProcess): Promise<number | string> {
@@ -124,7 +125,9 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
   const cfgPath = (h: string): string => join(dir, `${h}.json`);
   const writeCfg = async (h: string, accelerator: Mode['accelerator'] = 'node'): Promise<void> => {
     await writeFile(cfgPath(h), JSON.stringify({
-      nodeName: h, stateDir: join(dir, h), log: { level: logDir ? 'debug' : 'warn' }, metrics: { listen: '' },
+      nodeName: h, stateDir: join(dir, h), log: { level: logDir ? 'debug' : 'warn' },
+      // Inside each host's own namespace: /readyz tells when rules and listeners are up.
+      metrics: { listen: h === 'relay' ? '' : `127.0.0.1:${READY_PORT}` },
       sources: { kubernetes: { enabled: false }, static: { paths: [join(dir, 'catalog.yaml')], pollMs: 200 } },
       dataplane: { mode: h === 'relay' ? 'none' : 'nftables', minSyncIntervalMs: 20 },
       accelerator: { mode: accelerator },
@@ -162,6 +165,18 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
     await rm(join(dir, h, 'tunnel-state.json'), { force: true });
     procs[h] = spawnLogged(h, ['bin/edgeway.js', 'agent', '--config', cfgPath(h)], env);
   };
+  /** A restarted agent: wait for its own readiness (catalog synced, rules applied, listeners up) and a fresh reservation. */
+  const waitReady = async (h: 'a1' | 'a2' | 'b1'): Promise<void> => {
+    const end = Date.now() + 90_000;
+    const probe = `fetch('http://127.0.0.1:${READY_PORT}/readyz').then((r) => process.exit(r.status === 200 ? 0 : 1), () => process.exit(1))`;
+    for (;;) {
+      if (procs[h]!.child.exitCode !== null) throw new Error(`agent ${h} exited ${procs[h]!.child.exitCode}`);
+      if (await lab.exec(topo.ns[h], node, ['-e', probe]).then(() => true, () => false)) break;
+      if (Date.now() > end) throw new Error(`agent ${h} not ready`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    await waitReserved([h]);
+  };
   const client = async (args: string[]): Promise<string> => {
     const out = await lab.exec(topo.ns.a1, node, ['test/helpers/fixtures/integrity-client.mjs', ...args], { timeoutMs: 600_000 });
     return out.stdout.trim().split('\n').at(-1)!;
@@ -179,7 +194,8 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
       await servers[h].waitFor(/^listening/);
       await startAgent(h);
     }
-    await waitReserved(['a2', 'b1']);
+    await waitReady('a2');
+    await waitReady('b1');
   }, 180_000);
 
   afterAll(async () => {
@@ -200,7 +216,7 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
       if (modeSkip) return;
       await writeCfg('a1', mode.accelerator);
       await startAgent('a1', mode.env ?? {});
-      await waitReserved(['a1']);
+      await waitReady('a1');
     }, 120_000);
 
     afterAll(async () => {
@@ -224,8 +240,10 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
       while (verdicts().length < FLOWS && Date.now() < end) await new Promise((res) => setTimeout(res, 100));
       const want = Array.from({ length: FLOWS }, (_, i) => `verdict ${first + i} ok`).sort();
       expect(verdicts().sort()).toEqual(want);
+      // By peer id (the state file names a peer only while its rendezvous answer is cached).
+      const far = (await state(p.node))?.peerId;
       const s = await state('a1');
-      const peer = s?.peers.find((x) => x.nodeName === p.node);
+      const peer = s?.peers.find((x) => x.peerId === far);
       expect(peer?.paths, JSON.stringify(s)).toContain(p.path);
       if (p.path === 'direct') expect(peer?.everRelayed).toBe(false);
       // The channel carried the flows (the first ones may take libp2p while it comes up).

@@ -1,7 +1,9 @@
 /**
  * Golden rulesets: test/golden/<case>/input.yaml (Kubernetes objects, plus an
  * optional `kind: GoldenOptions` document with nodeName/routableCIDRs/mode) →
- * expected.nft. Compared order-insensitively (sorted, trimmed lines);
+ * expected.nft. Compared in order: the rules of a chain are evaluated top to
+ * bottom, so a reordered chain behaves differently and must fail. Only the
+ * elements of a set or map are compared as a set (their order carries no meaning).
  * `UPDATE_GOLDEN=1 npx vitest run test/golden` rewrites the files for review.
  */
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -36,7 +38,25 @@ function render(input: string): string {
   return rulesetText(compile(buildPlan(snap, opts)));
 }
 
-const normalise = (text: string): string[] => text.split('\n').map((l) => l.trim().replace(/,$/, '')).filter(Boolean).sort();
+/** Trimmed lines in order; each `elements = { … }` run sorted (trailing commas dropped). */
+function normalise(text: string): string[] {
+  const out: string[] = [];
+  let elements: string[] | undefined;
+  for (const raw of text.split('\n')) {
+    const line = raw.trim().replace(/,$/, '');
+    if (!line) continue;
+    if (elements && line === '}') {
+      out.push(...elements.sort(), line);
+      elements = undefined;
+    } else if (elements) {
+      elements.push(line);
+    } else {
+      out.push(line);
+      if (/^elements = \{$/.test(line)) elements = [];
+    }
+  }
+  return out;
+}
 
 describe('golden rulesets', () => {
   it('has the required cases', () => {
@@ -52,5 +72,13 @@ describe('golden rulesets', () => {
       if (process.env.UPDATE_GOLDEN !== '1') throw new Error(`${expectedFile} was missing; written — review it and re-run`);
     }
     expect(normalise(got)).toEqual(normalise(readFileSync(expectedFile, 'utf8')));
+  });
+
+  it.each([
+    { name: 'two rules of a chain swapped', a: 'chain c {\n  ip daddr 10.0.0.1 drop\n  accept\n}', b: 'chain c {\n  accept\n  ip daddr 10.0.0.1 drop\n}', same: false },
+    { name: 'set elements reordered', a: 'elements = {\n  1.1.1.1,\n  2.2.2.2\n}', b: 'elements = {\n  2.2.2.2,\n  1.1.1.1\n}', same: true },
+    { name: 'indentation and blank lines', a: 'chain c {\n\taccept\n}', b: '  chain c {\n\n  accept\n}', same: true },
+  ])('comparison: $name → same: $same', ({ a, b, same }) => {
+    expect(JSON.stringify(normalise(a)) === JSON.stringify(normalise(b))).toBe(same);
   });
 });
