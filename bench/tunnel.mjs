@@ -61,6 +61,11 @@ function topology() {
     nsx(NS[r], 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
     nsx(NS[r], 'nft', ['-f', '-'], `table ip bench {\n  chain post { type nat hook postrouting priority 100; policy accept; ip saddr ${lan} ip daddr != ${lan} masquerade; }\n  chain pre { type nat hook prerouting priority -100; policy accept; }\n}\n`);
   }
+  // Stateful firewalls on the routers' WAN addresses (unsolicited SYNs dropped, not
+  // answered with a RST), as home and cloud NAT gateways do: TCP hole punching needs it.
+  for (const [r, wan] of [['ra', '10.200.1.2'], ['rb', '10.200.2.2']]) {
+    nsx(NS[r], 'nft', ['-f', '-'], `table ip benchfw {\n  chain in { type filter hook input priority 0; policy accept; ip daddr ${wan} ct state new drop; }\n}\n`);
+  }
   nsx(NS.cl, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
 }
 const forward = (port) => nsx(NS.rb, 'nft', ['add', 'rule', 'ip', 'bench', 'pre', 'ip', 'daddr', '10.200.2.2', 'tcp', 'dport', String(port), 'dnat', 'to', `10.2.0.2:${port}`]);
