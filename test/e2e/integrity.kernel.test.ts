@@ -242,7 +242,11 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
       expect(verdicts().sort()).toEqual(want);
       // By peer id (the state file names a peer only while its rendezvous answer is cached).
       const far = (await state(p.node))?.peerId;
-      const s = await state('a1');
+      // The state file is rewritten once a second: give it a few to catch up.
+      const listed = (st: TunnelState | undefined): boolean => !!st?.peers.find((x) => x.peerId === far)?.paths.includes(p.path)
+        && st.channels?.find((c) => c.nodeName === p.node)?.path === transport.channel?.[p.node];
+      let s = await state('a1');
+      for (const until = Date.now() + 10_000; !listed(s) && Date.now() < until; s = await state('a1')) await new Promise((res) => setTimeout(res, 250));
       const peer = s?.peers.find((x) => x.peerId === far);
       expect(peer?.paths, JSON.stringify(s)).toContain(p.path);
       if (p.path === 'direct') expect(peer?.everRelayed).toBe(false);

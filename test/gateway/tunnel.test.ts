@@ -102,7 +102,7 @@ describe('gateway backend on another node through the tunnel', () => {
     await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
     const bport = (backend.address() as net.AddressInfo).port;
     const relayPort = await freePort();
-    relay = await startRelayServer(parseConfig({ stateDir: join(dir, 'relay'), tunnel: { listenPort: relayPort, listenAddresses: ['127.0.0.1'] } }, 'relay.yaml', { nodeName: 'relay' }), logger, createRegistry({ defaultMetrics: false }));
+    relay = await startRelayServer(parseConfig({ stateDir: join(dir, 'relay'), tunnel: { listenPort: relayPort, dataPort: await freePort(), listenAddresses: ['127.0.0.1'] } }, 'relay.yaml', { nodeName: 'relay' }), logger, createRegistry({ defaultMetrics: false }));
     port = await freePort();
     const ingress: IngressObject[] = [
       { kind: 'Gateway', api: 'istio', namespace: 'default', name: 'edge', selector: {}, servers: [{ port, protocol: 'HTTP', hosts: ['*'] }] },
@@ -122,7 +122,7 @@ describe('gateway backend on another node through the tunnel', () => {
     const peer = async (name: string): Promise<TunnelService> => {
       const config = parseConfig({
         stateDir: join(dir, name),
-        tunnel: { listenPort: await freePort(), listenAddresses: ['127.0.0.1'], relayNodes: [{ nodeName: 'relay', advertiseAddress: [`127.0.0.1:${relayPort}`] }], stateFile: false },
+        tunnel: { listenPort: await freePort(), dataPort: await freePort(), listenAddresses: ['127.0.0.1'], relayNodes: [{ nodeName: 'relay', advertiseAddress: [`127.0.0.1:${relayPort}`] }], stateFile: false },
         socks5: name === 'far' ? { enabled: true, users: [{ name: 'ops', passwordFile: pwFile }], allowPorts: [sshPort] } : { enabled: false },
       }, `${name}.yaml`, { nodeName: name });
       const s = new TunnelService({ config, logger, registry: name === 'far' ? farRegistry : createRegistry({ defaultMetrics: false }), snapshot: () => snap });

@@ -46,7 +46,7 @@ describe('tunnel on loopback (relayed)', () => {
 
     const relayPort = await freePort();
     relayAddr = `127.0.0.1:${relayPort}`;
-    relay = await startRelayServer(parseConfig({ stateDir: join(dir, 'relay'), tunnel: { listenPort: relayPort, listenAddresses: ['127.0.0.1'] } }, 'relay.yaml', { nodeName: 'relay' }), logger, createRegistry({ defaultMetrics: false }));
+    relay = await startRelayServer(parseConfig({ stateDir: join(dir, 'relay'), tunnel: { listenPort: relayPort, dataPort: await freePort(), listenAddresses: ['127.0.0.1'] } }, 'relay.yaml', { nodeName: 'relay' }), logger, createRegistry({ defaultMetrics: false }));
     snap = snapshot([
       service('default', 'echo', 80, [endpoint('127.0.0.1', 'b', echoPort)]),
       service('default', 'echo-udp', 53, [endpoint('127.0.0.1', 'b', echoPort, 'UDP')], 'UDP'),
@@ -58,7 +58,7 @@ describe('tunnel on loopback (relayed)', () => {
     const agent = async (name: string): Promise<TunnelService> => {
       const config = parseConfig({
         stateDir: join(dir, name),
-        tunnel: { listenPort: await freePort(), listenAddresses: ['127.0.0.1'], relayNodes: [{ nodeName: 'relay', advertiseAddress: [`127.0.0.1:${relayPort}`] }], udpIdleTimeoutMs: 500, stateFile: false },
+        tunnel: { listenPort: await freePort(), dataPort: await freePort(), listenAddresses: ['127.0.0.1'], relayNodes: [{ nodeName: 'relay', advertiseAddress: [`127.0.0.1:${relayPort}`] }], udpIdleTimeoutMs: 500, stateFile: false },
       }, `${name}.yaml`, { nodeName: name });
       const s = new TunnelService({ config, logger, registry: createRegistry({ defaultMetrics: false }), snapshot: () => snap });
       await s.start();
@@ -127,7 +127,7 @@ describe('tunnel on loopback (relayed)', () => {
     const rogueSnap = snapshot(snap.services as never, [...snap.nodes, { name: 'rogue', addresses: [], ready: true }]);
     const config = parseConfig({
       stateDir: join(dir, 'rogue'),
-      tunnel: { listenPort: await freePort(), listenAddresses: ['127.0.0.1'], relayNodes: [{ nodeName: 'relay', advertiseAddress: [relayAddr] }], stateFile: false },
+      tunnel: { listenPort: await freePort(), dataPort: await freePort(), listenAddresses: ['127.0.0.1'], relayNodes: [{ nodeName: 'relay', advertiseAddress: [relayAddr] }], stateFile: false },
     }, 'rogue.yaml', { nodeName: 'rogue' });
     const rogue = new TunnelService({ config, logger, registry: createRegistry({ defaultMetrics: false }), snapshot: () => rogueSnap });
     await rogue.start();

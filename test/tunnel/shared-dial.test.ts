@@ -31,11 +31,11 @@ describe('shared peer dial', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'ew-shared-dial-'));
     const relayPort = await freePort();
-    relay = await startRelayServer(parseConfig({ stateDir: join(dir, 'relay'), tunnel: { listenPort: relayPort, listenAddresses: ['127.0.0.1'] } }, 'relay.yaml', { nodeName: 'relay' }), logger, createRegistry({ defaultMetrics: false }));
+    relay = await startRelayServer(parseConfig({ stateDir: join(dir, 'relay'), tunnel: { listenPort: relayPort, dataPort: await freePort(), listenAddresses: ['127.0.0.1'] } }, 'relay.yaml', { nodeName: 'relay' }), logger, createRegistry({ defaultMetrics: false }));
     const agent = async (name: string): Promise<TunnelService> => {
       const config = parseConfig({
         stateDir: join(dir, name), proxy: { connectTimeoutMs: 8000 },
-        tunnel: { listenPort: await freePort(), listenAddresses: ['127.0.0.1'], relayNodes: [{ nodeName: 'relay', advertiseAddress: [`127.0.0.1:${relayPort}`] }], stateFile: false, directDialTimeoutMs: 6000 },
+        tunnel: { listenPort: await freePort(), dataPort: await freePort(), listenAddresses: ['127.0.0.1'], relayNodes: [{ nodeName: 'relay', advertiseAddress: [`127.0.0.1:${relayPort}`] }], stateFile: false, directDialTimeoutMs: 6000 },
       }, `${name}.yaml`, { nodeName: name });
       const s = new TunnelService({ config, logger, registry: createRegistry({ defaultMetrics: false }), snapshot: () => snap });
       await s.start();

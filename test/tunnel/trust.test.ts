@@ -81,7 +81,7 @@ describe('tunnel trust without PSK or annotations (real peers on loopback)', () 
     await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
     echoPort = (echo.address() as net.AddressInfo).port;
     const relayPort = await freePort();
-    relay = await startRelayServer(parseConfig({ stateDir: join(dir, 'relay'), tunnel: { listenPort: relayPort, listenAddresses: ['127.0.0.1'] } }, 'relay.yaml', { nodeName: 'relay' }), logger, createRegistry({ defaultMetrics: false }));
+    relay = await startRelayServer(parseConfig({ stateDir: join(dir, 'relay'), tunnel: { listenPort: relayPort, dataPort: await freePort(), listenAddresses: ['127.0.0.1'] } }, 'relay.yaml', { nodeName: 'relay' }), logger, createRegistry({ defaultMetrics: false }));
     snap = snapshot([service('default', 'echo', 80, [endpoint('127.0.0.1', 'a', echoPort)])], [
       { name: 'a', addresses: [], ready: true },
       { name: 'b', addresses: [], ready: true },
@@ -89,7 +89,7 @@ describe('tunnel trust without PSK or annotations (real peers on loopback)', () 
     const agent = async (name: string): Promise<TunnelService> => {
       const config = parseConfig({
         stateDir: join(dir, name),
-        tunnel: { listenPort: await freePort(), listenAddresses: ['127.0.0.1'], relayNodes: [{ nodeName: 'relay', advertiseAddress: [`127.0.0.1:${relayPort}`] }], stateFile: false },
+        tunnel: { listenPort: await freePort(), dataPort: await freePort(), listenAddresses: ['127.0.0.1'], relayNodes: [{ nodeName: 'relay', advertiseAddress: [`127.0.0.1:${relayPort}`] }], stateFile: false },
       }, `${name}.yaml`, { nodeName: name });
       const s = new TunnelService({ config, logger, registry: createRegistry({ defaultMetrics: false }), snapshot: () => snap });
       await s.start();
