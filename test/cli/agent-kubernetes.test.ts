@@ -29,7 +29,7 @@ afterEach(async () => {
   dir = '';
 });
 
-async function writeConfig(apiUrl: string, tunnelPort?: number): Promise<string> {
+async function writeConfig(apiUrl: string, tunnelPort?: number, dataPort?: number): Promise<string> {
   dir = await mkdtemp(join(tmpdir(), 'edgeway-agent-'));
   const file = join(dir, 'agent.yaml');
   await writeFile(file, [
@@ -38,7 +38,7 @@ async function writeConfig(apiUrl: string, tunnelPort?: number): Promise<string>
     `sources: { kubernetes: { enabled: true, apiServer: "${apiUrl}", minBackoffMs: 20, maxBackoffMs: 200 } }`,
     'dataplane: { mode: none }',
     'dns: { enabled: false }',
-    tunnelPort ? `tunnel: { enabled: true, listenPort: ${tunnelPort}, listenAddresses: ["127.0.0.1"] }` : 'tunnel: { enabled: false }',
+    tunnelPort ? `tunnel: { enabled: true, listenPort: ${tunnelPort}, dataPort: ${dataPort ?? 0}, listenAddresses: ["127.0.0.1"] }` : 'tunnel: { enabled: false }',
     'metrics: { listen: "127.0.0.1:0" }',
   ].join('\n'));
   return file;
@@ -167,7 +167,10 @@ describe('edgeway agent with the Kubernetes source', () => {
     const srv = (await import('node:net')).createServer();
     const tunnelPort = await new Promise<number>((r) => srv.listen(0, '127.0.0.1', () => r((srv.address() as { port: number }).port)));
     await new Promise((r) => srv.close(r));
-    const config = await writeConfig(api.url, tunnelPort);
+    // The data channel's port explicitly: listenPort + 1 may be another test's port.
+    const dataPort = await new Promise<number>((r) => srv.listen(0, '127.0.0.1', () => r((srv.address() as { port: number }).port)));
+    await new Promise((r) => srv.close(r));
+    const config = await writeConfig(api.url, tunnelPort, dataPort);
     const agent = await startAgent(config);
     const id = await runCli(['identity', '--state-dir', join(dir, 'state')]);
     const peerId = id.stdout.trim().split(/\s+/).find((w) => w.startsWith('12D3Koo'));

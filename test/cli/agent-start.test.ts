@@ -118,7 +118,8 @@ describe('agent start failures: stop what started, newest first, exit 1', () => 
 
   it('tunnel cannot listen (port in use): not reported started; sources, metrics and catalog released', async () => {
     const port = await heldTcpPort();
-    const r = await runAgent(await writeConfig(['dns: { enabled: false }', `tunnel: { enabled: true, listenPort: ${port}, listenAddresses: ["127.0.0.1"] }`]));
+    // The data channel's port explicitly: listenPort + 1 may be another test's port.
+    const r = await runAgent(await writeConfig(['dns: { enabled: false }', `tunnel: { enabled: true, listenPort: ${port}, dataPort: ${await freeTcpPort()}, listenAddresses: ["127.0.0.1"] }`]));
     expect(r.code, r.stderr).toBe(1);
     expect(r.stderr).toContain(`edgeway agent: tunnel: tunnel could not listen on 127.0.0.1:${port}`);
     expect(r.logs.find((l) => l.msg === 'agent start failed; stopping what started')?.code).toBe('ERR_TUNNEL_LISTEN');
@@ -130,7 +131,7 @@ describe('agent start failures: stop what started, newest first, exit 1', () => 
     const [dnsPort, tunnelPort] = [await heldUdpPort(), await freeTcpPort()];
     const r = await runAgent(await writeConfig([
       `dns: { enabled: true, listen: ["127.0.0.1:${dnsPort}"], upstreams: ["127.0.0.1:9"], interface: ewt${process.pid % 100000} }`,
-      `tunnel: { enabled: true, listenPort: ${tunnelPort}, listenAddresses: ["127.0.0.1"] }`,
+      `tunnel: { enabled: true, listenPort: ${tunnelPort}, dataPort: ${await freeTcpPort()}, listenAddresses: ["127.0.0.1"] }`,
     ]));
     expect(r.code, r.stderr).toBe(1);
     expect(r.stderr).toContain(`edgeway agent: dns: cannot listen on udp 127.0.0.1:${dnsPort}`);
@@ -151,7 +152,7 @@ describe('agent start failures: stop what started, newest first, exit 1', () => 
     // The signal comes right after the mode decision, while the rest starts.
     const r = await runAgent(await writeConfig([
       `dns: { enabled: true, listen: ["127.0.0.1:${dnsPort}"], upstreams: ["127.0.0.1:9"], interface: ewu${process.pid % 100000} }`,
-      `tunnel: { enabled: true, listenPort: ${tunnelPort}, listenAddresses: ["127.0.0.1"] }`,
+      `tunnel: { enabled: true, listenPort: ${tunnelPort}, dataPort: ${await freeTcpPort()}, listenAddresses: ["127.0.0.1"] }`,
     ]), 'data-plane mode');
     expect(r.code, r.stderr).toBe(0);
     expect(r.logs.at(-1)?.msg).toBe('stopped');
