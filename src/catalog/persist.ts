@@ -4,7 +4,7 @@
  * rename, fsync of the directory. A corrupt or truncated file is reported and
  * ignored, never fatal.
  */
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { SNAPSHOT_VERSION, type Snapshot } from './types.js';
 
@@ -37,6 +37,41 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, m
   } finally {
     await dh.close();
   }
+}
+
+/**
+ * Create `file` with `data` unless it exists, atomically and durably: the bytes are
+ * written and synced under a temporary name, then hard-linked into place, which
+ * fails when another process created the file first. Returns false then (and the
+ * caller reads the winner's file) — two processes never end up with different
+ * contents for a file both believe they created.
+ */
+export async function createFileExclusive(file: string, data: string | Uint8Array, mode = 0o600): Promise<boolean> {
+  await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.tmp-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+  const fh = await open(tmp, 'wx', mode);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  let created = true;
+  try {
+    await link(tmp, file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    created = false;
+  } finally {
+    await unlink(tmp).catch(() => undefined);
+  }
+  const dh = await open(dirname(file), 'r');
+  try {
+    await dh.sync();
+  } finally {
+    await dh.close();
+  }
+  return created;
 }
 
 export async function saveSnapshot(stateDir: string, snap: Snapshot): Promise<void> {

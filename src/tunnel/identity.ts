@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import type { PrivateKey } from '@libp2p/interface';
-import { writeFileAtomic } from '../catalog/persist.js';
+import { createFileExclusive } from '../catalog/persist.js';
 import { IdentityError, PskError } from './errors.js';
 import { decodePskFile, swarmKeyBytes } from './psk.js';
 
@@ -24,27 +24,39 @@ export interface Identity {
   readonly created: boolean;
 }
 
-/** Load the identity from `stateDir`, creating it when absent. Idempotent. */
+/**
+ * Load the identity from `stateDir`, creating it when absent. Idempotent, and safe
+ * when two processes race to create it (an agent starting while `edgeway identity`
+ * runs): the key is linked into place exclusively, and the loser reads the winner's.
+ */
 export async function loadOrCreateIdentity(stateDir: string): Promise<Identity> {
   const file = identityPath(stateDir);
-  let buf: Buffer | undefined;
+  const existing = await readIdentity(file);
+  if (existing) return { ...existing, created: false };
+  const privateKey = await generateKeyPair('Ed25519');
+  if (await createFileExclusive(file, privateKeyToProtobuf(privateKey), 0o600)) {
+    return { privateKey, peerId: peerIdFromPrivateKey(privateKey).toString(), created: true };
+  }
+  const winner = await readIdentity(file);
+  if (!winner) throw new IdentityError(`${file} vanished while it was being created`);
+  return { ...winner, created: false };
+}
+
+async function readIdentity(file: string): Promise<Omit<Identity, 'created'> | undefined> {
+  let buf: Buffer;
   try {
     buf = await readFile(file);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new IdentityError(`cannot read ${file}: ${(err as Error).message}`, { cause: err });
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new IdentityError(`cannot read ${file}: ${(err as Error).message}`, { cause: err });
   }
-  if (buf) {
-    let privateKey: PrivateKey;
-    try {
-      privateKey = privateKeyFromProtobuf(buf);
-    } catch (err) {
-      throw new IdentityError(`${file} is not a libp2p private key (delete it to create a new identity): ${(err as Error).message}`, { cause: err });
-    }
-    return { privateKey, peerId: peerIdFromPrivateKey(privateKey).toString(), created: false };
+  let privateKey: PrivateKey;
+  try {
+    privateKey = privateKeyFromProtobuf(buf);
+  } catch (err) {
+    throw new IdentityError(`${file} is not a libp2p private key (delete it to create a new identity): ${(err as Error).message}`, { cause: err });
   }
-  const privateKey = await generateKeyPair('Ed25519');
-  await writeFileAtomic(file, privateKeyToProtobuf(privateKey), 0o600);
-  return { privateKey, peerId: peerIdFromPrivateKey(privateKey).toString(), created: true };
+  return { privateKey, peerId: peerIdFromPrivateKey(privateKey).toString() };
 }
 
 /**

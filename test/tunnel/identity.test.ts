@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
@@ -27,6 +27,19 @@ describe('tunnel identity', () => {
     expect(b.peerId).toBe(a.peerId);
     const other = await loadOrCreateIdentity(await tmp());
     expect(other.peerId).not.toBe(a.peerId);
+  });
+
+  it('processes racing to create it all end up with the one key on disk', async () => {
+    const run = promisify(execFile);
+    for (const racers of ['in-process', 'processes']) {
+      const d = await tmp();
+      const ids = racers === 'in-process'
+        ? (await Promise.all(Array.from({ length: 6 }, () => loadOrCreateIdentity(d)))).map((i) => i.peerId)
+        : (await Promise.all(Array.from({ length: 4 }, () => run(process.execPath, ['bin/edgeway.js', 'identity', '--state-dir', d])))).map((r) => r.stdout.trim());
+      const onDisk = (await loadOrCreateIdentity(d)).peerId;
+      expect(new Set(ids), racers).toEqual(new Set([onDisk]));
+      expect((await readdir(d)).filter((f) => f.includes('.tmp-'))).toEqual([]);
+    }
   });
 
   it('refuses a corrupt key file instead of replacing it', async () => {
