@@ -1,10 +1,10 @@
 /** `edgeway` CLI entry: dispatches to sub-commands. */
-import { runCommand, EXIT_OK, EXIT_USAGE, type Command } from './command.js';
-import { commands } from './commands/index.js';
+import { runCommand, EXIT_OK, EXIT_USAGE } from './command.js';
+import { commands, type CommandEntry } from './commands/index.js';
 
 const io = { out: (s: string) => void process.stdout.write(s), err: (s: string) => void process.stderr.write(s) };
 
-function usage(list: readonly Command[]): string {
+function usage(list: readonly CommandEntry[]): string {
   const width = Math.max(...list.map((c) => c.name.length));
   return [
     'edgeway — edge service mesh with a kernel data plane',
@@ -35,5 +35,5 @@ export async function main(argv: string[]): Promise<number> {
     io.err(`edgeway: unknown command "${name}"\n\n${usage(commands)}\n`);
     return EXIT_USAGE;
   }
-  return runCommand(cmd, rest, io);
+  return runCommand(await cmd.load(), rest, io);
 }

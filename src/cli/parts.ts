@@ -66,6 +66,8 @@ export type AgentPartFactory = (ctx: AgentContext, wiring: AgentWiring) => Promi
 export const agentParts: AgentPartFactory[] = [
   // Tunnel to nodes in other LANs (libp2p); the proxy dials remote endpoints through it.
   async (ctx, wiring) => {
+    // Checked before the import: with the tunnel off, libp2p is never loaded.
+    if (!ctx.config.tunnel.enabled) return undefined;
     const part = await (await import('../tunnel/part.js')).createTunnelPart(ctx);
     if (!part) return undefined;
     wiring.remoteDialer = () => part.remoteDialer();
@@ -130,7 +132,7 @@ export const agentParts: AgentPartFactory[] = [
     });
   },
   // SOCKS5 to <nodeName>:<port> through the tunnel (off by default).
-  async (ctx, wiring) => (await import('../socks5/part.js')).createSocks5Part({ ...ctx, dialer: () => wiring.remoteDialer?.() }),
+  async (ctx, wiring) => ctx.config.socks5.enabled ? (await import('../socks5/part.js')).createSocks5Part({ ...ctx, dialer: () => wiring.remoteDialer?.() }) : undefined,
   // Node-local DNS on dns.listen (the catalog's cluster zone, forwarding the rest).
-  async (ctx) => (await import('../dns/part.js')).createDnsPart(ctx),
+  async (ctx) => ctx.config.dns.enabled ? (await import('../dns/part.js')).createDnsPart(ctx) : undefined,
 ];
