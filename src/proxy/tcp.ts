@@ -201,6 +201,7 @@ function handleForwarded(rt: ServiceRuntime, client: Socket, s: TcpSettings, for
       m.drop(f.drop);
       finish();
       if (f.drop === 'emfile') s.warnFdExhausted?.('connect');
+      else if (log.isLevelEnabled('debug')) log.debug({ service: sp.id, err: String(err) }, 'no endpoint reachable');
       if (!client.destroyed) client.resetAndDestroy();
     },
   );

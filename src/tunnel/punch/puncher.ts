@@ -21,6 +21,7 @@
 import type { Server, Socket } from 'node:net';
 import { Server as NetServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { setMaxListeners } from 'node:events';
 import type { Connection, PeerId, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { TunnelLibp2p } from '../node.js';
@@ -111,7 +112,11 @@ export function createHolePuncher(o: HolePuncherOptions): HolePuncher {
   const outboundRuns = new Map<string, Promise<void>>();
   /** `ip:port` of a peer's port while an attempt waits for it → hand-over. */
   const expecting = new Map<string, (c: Connected) => boolean>();
-  let stopping = new AbortController();
+  // One stop signal shared by every punch in flight (each of its ports' dials
+  // listens on it, and it is removed when the dial ends): many listeners at once
+  // are expected, not a leak.
+  const stopController = (): AbortController => { const c = new AbortController(); setMaxListeners(0, c.signal); return c; };
+  let stopping = stopController();
   const served = new Set<Promise<unknown>>();
 
   const count = (side: 'outbound' | 'inbound', result: 'ok' | PunchFailure): void => o.metrics?.punches.inc({ side, result });
@@ -297,6 +302,7 @@ export function createHolePuncher(o: HolePuncherOptions): HolePuncher {
       running.add(peer);
       outbound.add(peer);
       const sig = signal ? AbortSignal.any([signal, stopping.signal]) : stopping.signal;
+      setMaxListeners(0, sig); // one listener per port dialled at once
       const run = runOutbound(peer, want, sig);
       outboundRuns.set(peer, run.then(() => undefined, () => undefined));
       try {
@@ -338,7 +344,7 @@ export function createHolePuncher(o: HolePuncherOptions): HolePuncher {
     },
 
     async start() {
-      stopping = new AbortController();
+      stopping = stopController();
       if (!o.observed) observed.attach(o.node);
       if (!sockets) log.warn({ reason: unavailableReason }, 'TCP hole punching unavailable: peers behind NAT stay relayed');
       await o.node.handle(PUNCH_PROTOCOL, (stream, connection) => puncher.handle(stream, connection), {

@@ -1,0 +1,217 @@
+/**
+ * Runs a fleet (fleet.ts) end to end for `npm run bench scale` and its CI variant:
+ * relays, backends and agents started in their namespaces, sampled cross-LAN pairs
+ * probed through the real path (nftables → proxy → tunnel → far agent → backend),
+ * then the figures: time until the mesh serves, agent and relay RSS/CPU, direct vs
+ * relayed share, tunnel connections per node, and every process's exit code on
+ * SIGTERM. Optional partition step: cut one LAN's uplink, restore it, probe again.
+ */
+import { createWriteStream, readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Lab, type NsProcess } from './netns.js';
+import { backendArgs, buildFleet, fleetCatalogYaml, fleetConfig, planFleet, samplePairs, setUplink, type FleetNet, type FleetOptions, type FleetPlan } from './fleet.js';
+import type { FleetProbeResult } from './fleet-probe.js';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const cli = join(root, 'bin/edgeway.js');
+const probeJs = join(root, 'dist/lab/fleet-probe.js');
+
+export interface FleetRunOptions extends FleetOptions {
+  /** Cross-LAN targets probed per node. */
+  pairsPerNode: number;
+  /** Bytes sent per probe flow (sha256-checked by the backend). */
+  bytes: number;
+  /** Give up on a pair after this long (ms from the probe's start). */
+  deadlineMs: number;
+  /** Probe processes at once. */
+  probeConcurrency: number;
+  /** Cut LAN 0's uplink for this long (ms), restore it and probe again; 0 = skip. */
+  partitionMs: number;
+  log?: (line: string) => void;
+  /** Agents' and relays' log level (default warn) and a directory to keep their logs in. */
+  logLevel?: string;
+  logDir?: string;
+}
+
+export interface ProcFigures { rssMiB: number; cpuSeconds: number }
+
+export interface FleetReport {
+  options: Omit<FleetRunOptions, 'log'>;
+  pairs: number;
+  pairsOk: number;
+  failures: FleetProbeResult[];
+  /** From the agents' spawn until every sampled pair answered correctly. */
+  meshServesMs: number;
+  firstOkMs: number[];
+  warmMs: number[];
+  agents: ProcFigures[];
+  relays: ProcFigures[];
+  /** Peers per node with a direct / only a relayed connection (from tunnel-state.json). */
+  peersDirect: number[];
+  peersRelayed: number[];
+  /** libp2p peer connections per node (relays excluded) and the distinct peers that node's probes used. */
+  connectionsPerNode: number[];
+  peersUsedPerNode: number[];
+  partition?: { cutMs: number; pairs: number; pairsOk: number; recoveredMs: number; failures: FleetProbeResult[] };
+  exitCodes: { agents: (number | null)[]; relays: (number | null)[] };
+  /** Warn/error log lines of the agents and relays (first 40, by process). */
+  problems: { who: string; line: string }[];
+}
+
+interface TunnelStateFile { peers?: { nodeName?: string; paths: string[] }[] }
+
+function procFigures(pid: number | undefined): ProcFigures | undefined {
+  if (!pid) return undefined;
+  try {
+    // Synchronous: tiny files, and the figures of one moment stay together.
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rss = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { rssMiB: rss, cpuSeconds: (Number(f[11]) + Number(f[12])) / 100 };
+  } catch {
+    return undefined;
+  }
+}
+
+async function pool<T, R>(items: readonly T[], n: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, async () => {
+    while (next < items.length) { const i = next++; out[i] = await fn(items[i]!); }
+  }));
+  return out;
+}
+
+/** Keep a process's warn/error JSON log lines (pino levels ≥ 40) and its non-JSON stderr. */
+function collectProblems(p: NsProcess, who: string, into: { who: string; line: string }[], logDir?: string): void {
+  let buf = '';
+  const file = logDir ? createWriteStream(join(logDir, `${who}.log`)) : undefined;
+  p.child.stderr?.on('data', (d: Buffer) => {
+    file?.write(d);
+    buf += d.toString();
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      const level = /^\{"level":(\d+)/.exec(line)?.[1];
+      if ((level === undefined || Number(level) >= 40) && line.trim() && into.length < 40) into.push({ who, line: line.slice(0, 400) });
+    }
+  });
+}
+
+function exitCode(p: NsProcess, timeoutMs: number): Promise<number | null> {
+  const c = p.child;
+  if (c.exitCode !== null || c.signalCode !== null) return Promise.resolve(c.exitCode);
+  return new Promise((resolve) => {
+    const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
+    c.once('exit', (code) => { clearTimeout(t); resolve(code); });
+    c.kill('SIGTERM');
+  });
+}
+
+async function probeAll(lab: Lab, plan: FleetPlan, net: FleetNet, pairs: [number, number][], o: FleetRunOptions, seed: number): Promise<FleetProbeResult[]> {
+  const bySource = new Map<number, number[]>();
+  for (const [from, to] of pairs) bySource.set(from, [...(bySource.get(from) ?? []), to]);
+  const runs = await pool([...bySource], o.probeConcurrency, async ([from, tos]) => {
+    const targets = tos.map((t) => `${plan.nodes[t]!.serviceIP}=${plan.nodes[t]!.name}`).join(',');
+    const r = await lab.exec(net.nodes[from]!, process.execPath, [probeJs, '--targets', targets, '--bytes', String(o.bytes), '--seed', String(seed + from * 1000), '--deadline-ms', String(o.deadlineMs)], { timeoutMs: o.deadlineMs + 60_000 });
+    return JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '[]') as FleetProbeResult[];
+  });
+  return runs.flat();
+}
+
+export async function runFleet(o: FleetRunOptions): Promise<FleetReport> {
+  const log = o.log ?? (() => undefined);
+  const plan = planFleet(o);
+  const lab = new Lab();
+  const dir = await mkdtemp(join(tmpdir(), 'edgeway-fleet-'));
+  const agents: NsProcess[] = [];
+  const relays: NsProcess[] = [];
+  const backends: NsProcess[] = [];
+  const problems: { who: string; line: string }[] = [];
+  try {
+    log(`building ${o.nodes} nodes in ${o.lans} LANs behind NAT, ${o.relays} relay(s)`);
+    const net = await buildFleet(lab, plan);
+    const psk = join(dir, 'swarm.key');
+    await writeFile(psk, `/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+    await writeFile(join(dir, 'catalog.yaml'), fleetCatalogYaml(plan));
+    for (const who of [...plan.relays, ...plan.nodes]) await writeFile(join(dir, `${who.name}.json`), JSON.stringify({ ...fleetConfig(plan, who, dir, psk), log: { level: o.logLevel ?? 'warn' } }));
+
+    for (const [i, r] of plan.relays.entries()) {
+      relays.push(lab.spawn(net.relays[i]!, process.execPath, [cli, 'relay', '--config', join(dir, `${r.name}.json`)]));
+      collectProblems(relays.at(-1)!, r.name, problems, o.logDir);
+    }
+    await Promise.all(relays.map((r) => r.waitFor(/^relay /, 120_000)));
+    for (const [i, n] of plan.nodes.entries()) backends.push(lab.spawn(net.nodes[i]!, 'socat', backendArgs(n)));
+
+    log('starting agents');
+    const t0 = Date.now();
+    for (const [i, n] of plan.nodes.entries()) {
+      agents.push(lab.spawn(net.nodes[i]!, process.execPath, [cli, 'agent', '--config', join(dir, `${n.name}.json`)]));
+      collectProblems(agents.at(-1)!, n.name, problems, o.logDir);
+    }
+    const pairs = samplePairs(plan, o.pairsPerNode, 7);
+    log(`probing ${pairs.length} cross-LAN pairs (${o.bytes} bytes each, sha256 checked)`);
+    const probeStart = Date.now();
+    const results = await probeAll(lab, plan, net, pairs, o, 1);
+    const okResults = results.filter((r) => r.ok);
+    const meshServesMs = (probeStart - t0) + Math.max(0, ...okResults.map((r) => r.firstOkMs ?? 0));
+    // Let state files catch up (written every second), then read them and /proc.
+    await new Promise((r) => setTimeout(r, 2500));
+    const states = await Promise.all(plan.nodes.map(async (n) => {
+      try { return JSON.parse(await readFile(join(dir, n.name, 'tunnel-state.json'), 'utf8')) as TunnelStateFile; } catch { return {}; }
+    }));
+    const used = new Map<number, Set<number>>();
+    for (const [from, to] of pairs) used.set(from, (used.get(from) ?? new Set()).add(to));
+    const report: FleetReport = {
+      options: { nodes: o.nodes, lans: o.lans, relays: o.relays, pairsPerNode: o.pairsPerNode, bytes: o.bytes, deadlineMs: o.deadlineMs, probeConcurrency: o.probeConcurrency, partitionMs: o.partitionMs },
+      pairs: pairs.length,
+      pairsOk: okResults.length,
+      failures: results.filter((r) => !r.ok),
+      meshServesMs,
+      firstOkMs: okResults.map((r) => r.firstOkMs ?? 0),
+      warmMs: okResults.map((r) => r.warmMs ?? 0),
+      agents: agents.map((a) => procFigures(a.child.pid)).filter((x): x is ProcFigures => !!x),
+      relays: relays.map((r) => procFigures(r.child.pid)).filter((x): x is ProcFigures => !!x),
+      peersDirect: states.map((s) => (s.peers ?? []).filter((p) => p.paths.includes('direct')).length),
+      peersRelayed: states.map((s) => (s.peers ?? []).filter((p) => !p.paths.includes('direct')).length),
+      connectionsPerNode: states.map((s) => (s.peers ?? []).length),
+      // Inbound flows make peers too: a node's peers are the ones it dialled and the ones that dialled it.
+      peersUsedPerNode: plan.nodes.map((n) => new Set([...(used.get(n.index) ?? [])].concat(pairs.filter(([, to]) => to === n.index).map(([from]) => from))).size),
+      exitCodes: { agents: [], relays: [] },
+      problems,
+    };
+
+    if (o.partitionMs > 0) {
+      log(`cutting LAN 0's uplink for ${o.partitionMs} ms`);
+      await setUplink(lab, net, 0, false);
+      await new Promise((r) => setTimeout(r, o.partitionMs));
+      await setUplink(lab, net, 0, true);
+      const cutPairs = pairs.filter(([from, to]) => plan.nodes[from]!.lan === 0 || plan.nodes[to]!.lan === 0);
+      const again = await probeAll(lab, plan, net, cutPairs, o, 100_000);
+      const ok = again.filter((r) => r.ok);
+      report.partition = { cutMs: o.partitionMs, pairs: cutPairs.length, pairsOk: ok.length, recoveredMs: Math.max(0, ...ok.map((r) => r.firstOkMs ?? 0)), failures: again.filter((r) => !r.ok) };
+    }
+
+    log('stopping');
+    report.exitCodes.agents = await Promise.all(agents.map((a) => exitCode(a, 15_000)));
+    report.exitCodes.relays = await Promise.all(relays.map((r) => exitCode(r, 15_000)));
+    return report;
+  } finally {
+    await lab.destroy();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** min / median / max of a list (NaN when empty). */
+export function spread(xs: readonly number[]): { min: number; median: number; max: number } {
+  if (xs.length === 0) return { min: NaN, median: NaN, max: NaN };
+  const s = [...xs].sort((a, b) => a - b);
+  return { min: s[0]!, median: s[Math.floor(s.length / 2)]!, max: s.at(-1)! };
+}

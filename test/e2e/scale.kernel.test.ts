@@ -1,0 +1,32 @@
+/**
+ * The scale benchmark's CI variant (bench/scale.mjs, src/lab/fleet*.ts): 12 edge
+ * nodes in 3 LANs behind NAT and a relay, every node running the real agent with
+ * PSK on and hosting one service. Every sampled cross-LAN pair answers correctly
+ * through the real path (64 KiB, sha256 checked by the backend), no node holds a
+ * peer connection its flows did not need (never a full mesh), LAN 0 comes back
+ * after its uplink is cut for 10 s, and every agent and the relay exit 0 on SIGTERM.
+ */
+import { describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { kernelSkipReason } from '../helpers/netns.js';
+import { requirement } from '../helpers/skip.js';
+import { runFleet, type FleetReport } from '../../src/lab/fleet-run.js';
+
+const skip = requirement('fleet e2e', kernelSkipReason(), existsSync('dist/lab/fleet-probe.js') ? undefined : 'dist/ missing: run `npm run build` first');
+
+describe.skipIf(!!skip)('a fleet of 12 agents in 3 NATed LANs', () => {
+  it('serves every sampled cross-LAN pair, holds only the peers it uses, recovers from a cut uplink, exits 0', async () => {
+    const r: FleetReport = await runFleet({ nodes: 12, lans: 3, relays: 1, pairsPerNode: 2, bytes: 65_536, deadlineMs: 150_000, probeConcurrency: 4, partitionMs: 10_000 });
+    expect(r.failures).toEqual([]);
+    expect(r.pairsOk).toBe(24);
+    for (const [i, conns] of r.connectionsPerNode.entries()) {
+      // A node's peers are those its flows dialled or that dialled it — not all 11 others.
+      expect(conns, `node n${i}`).toBeLessThanOrEqual(r.peersUsedPerNode[i]!);
+    }
+    expect(r.partition?.failures).toEqual([]);
+    expect(r.partition?.pairsOk).toBe(r.partition?.pairs);
+    expect(r.problems.filter((p) => /MaxListenersExceeded|"level":(50|60)/.test(p.line))).toEqual([]);
+    expect(r.exitCodes.agents).toEqual(new Array(12).fill(0));
+    expect(r.exitCodes.relays).toEqual([0]);
+  }, 600_000);
+});
