@@ -17,7 +17,7 @@
         "native/src/sockmap-link.cc",
         "native/src/bpf-sys.cc",
         "native/src/origdst.cc",
-        "native/src/reuseport.cc"
+        "native/src/reuseport.cc", "native/src/dns-udp.cc"
       ],
       "libraries": ["-lpthread"]
     },

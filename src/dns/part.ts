@@ -19,6 +19,9 @@ import { DnsServer } from './server.js';
 import { chooseUpstreams } from './upstreams.js';
 import { Zone, type ZoneOptions } from './zone.js';
 import { DnsListenError } from './errors.js';
+import { availableParallelism } from 'node:os';
+import { reusePort } from './reuse-port.js';
+import { DnsWorkers } from './workers.js';
 
 export interface DnsPartDeps {
   readonly config: Config;
@@ -32,8 +35,16 @@ export interface DnsPart {
   start(): Promise<void>;
   stop(): Promise<void>;
   readonly readiness: ReadinessCheck;
-  /** The server, once bound (tests). */
-  readonly server: DnsServer | undefined;
+  /** The server (main thread) or the worker pool, once bound. */
+  readonly server: DnsServer | DnsWorkers | undefined;
+}
+
+/**
+ * Worker threads to serve with: `auto` = one per core; 1 = the main thread. More
+ * than one needs a shared UDP port (reuse-port.ts); without it, the main thread.
+ */
+export function dnsWorkerCount(setting: 'auto' | number, cores: number = availableParallelism()): number {
+  return setting === 'auto' ? Math.max(1, cores) : setting;
 }
 
 /** Build the DNS part; undefined when `dns.enabled` is false. */
@@ -45,16 +56,29 @@ export async function createDnsPart(deps: DnsPartDeps): Promise<DnsPart | undefi
   const choice = await chooseUpstreams(cfg.upstreams, cfg.listen, cfg.resolvConf);
   if (choice.refused.length) log.error({ refused: choice.refused, from: choice.from }, 'upstreams that are our own listen addresses refused (forwarding loop)');
   if (choice.upstreams.length === 0) log.warn({ from: choice.from }, 'no upstream DNS server: names outside the cluster get SERVFAIL');
-  let server: DnsServer | undefined;
-  const metrics: DnsMetrics = new DnsMetrics(deps.registry, { cacheEntries: (): number => forwarder.cache.size, tcpConnections: (): number => server?.tcpConnections ?? 0 });
+  let server: DnsServer | DnsWorkers | undefined;
+  const metrics: DnsMetrics = new DnsMetrics(deps.registry, {
+    cacheEntries: (): number => (server instanceof DnsWorkers ? server.cacheEntries : forwarder.cache.size),
+    tcpConnections: (): number => server?.tcpConnections ?? 0,
+    pull: async (): Promise<void> => { if (server instanceof DnsWorkers) await server.pull(); },
+  });
   const forwarder: Forwarder = new Forwarder({ upstreams: choice.upstreams, timeoutMs: cfg.upstreamTimeoutMs, cacheSize: cfg.cacheSize, metrics });
   const iface = new DnsInterface(cfg.interface, cfg.listen);
-  const zoneOf = (s: Snapshot): Zone => (s.revision === 0 ? Zone.unsynced(zopts) : Zone.build(s, zopts));
-  let zone = zoneOf(deps.store.snapshot);
+  let workers = dnsWorkerCount(cfg.workers);
+  const reuse = workers > 1 ? reusePort() : undefined;
+  if (reuse && !reuse.ok) {
+    log.warn({ workers, reason: reuse.reason }, 'dns worker threads need a shared UDP port: serving on the main thread');
+    workers = 1;
+  }
+  // With workers, each builds its own zone from the snapshots posted to it.
+  let zone = workers > 1 ? undefined : Zone.of(deps.store.snapshot, zopts);
   const onSnapshot = (s: Snapshot): void => {
     const t0 = performance.now();
-    zone = zoneOf(s);
-    server?.setZone(zone);
+    if (server instanceof DnsWorkers) server.setSnapshot(s);
+    else {
+      zone = Zone.of(s, zopts);
+      server?.setZone(zone);
+    }
     log.debug({ revision: s.revision, origin: s.origin, services: s.services.length, ms: Math.round(performance.now() - t0) }, 'dns zone swapped');
   };
   const abort = new AbortController();
@@ -69,13 +93,24 @@ export async function createDnsPart(deps: DnsPartDeps): Promise<DnsPart | undefi
       try {
         const added = await iface.ensure();
         if (added.length) log.info({ interface: cfg.interface, type: iface.kind, addresses: added }, 'dns interface ready');
-        const s = new DnsServer({ listen: cfg.listen, zone, forwarder, logger: deps.logger, metrics, maxTcpConnections: cfg.maxTcpConnections });
+        const s = workers > 1
+          ? new DnsWorkers({
+            count: workers, listen: cfg.listen, snapshot: deps.store.snapshot, zone: zopts, upstreams: choice.upstreams,
+            upstreamTimeoutMs: cfg.upstreamTimeoutMs, cacheSize: cfg.cacheSize, maxTcpConnections: cfg.maxTcpConnections,
+            logger: deps.logger, metrics, openUdpFd: reuse?.ok ? reuse.openUdpFd : undefined,
+          })
+          : new DnsServer({ listen: cfg.listen, zone: zone ??= Zone.of(deps.store.snapshot, zopts), forwarder, logger: deps.logger, metrics, maxTcpConnections: cfg.maxTcpConnections });
         await s.start();
         if (abort.signal.aborted) { await s.stop(); return; }
         server = s;
-        s.setZone(zone);
+        // A snapshot may have arrived while binding.
+        if (s instanceof DnsWorkers) s.setSnapshot(deps.store.snapshot);
+        else s.setZone(zone = Zone.of(deps.store.snapshot, zopts));
         state = 'serving';
-        log.info({ listen: s.addresses().map((a) => `${a.proto}://${a.address}:${a.port}`), upstreams: choice.upstreams.map((u) => `${u.host}:${u.port}`), from: choice.from }, 'dns serving');
+        log.info({
+          listen: s.addresses().map((a) => `${a.proto}://${a.address}:${a.port}`), workers, reusePort: reuse?.ok ? reuse.how : undefined,
+          upstreams: choice.upstreams.map((u) => `${u.host}:${u.port}`), from: choice.from,
+        }, 'dns serving');
         return;
       } catch (err) {
         // Another process holding the DNS address at start is a setup error, not a

@@ -38,6 +38,15 @@ export interface DnsServerOptions {
   /** Largest query accepted (bytes); a query is small, so anything big is hostile. */
   readonly maxQuerySize?: number;
   readonly tcpIdleMs?: number;
+  /** Serve TCP too (default true). DNS worker threads: only the first one does. */
+  readonly tcp?: boolean;
+  /**
+   * Share each UDP port with other sockets (SO_REUSEPORT), one per DNS worker
+   * thread: the kernel spreads queries across them. `openUdpFd` makes the socket
+   * where dgram cannot (Node < 22.12, see src/dns/reuse-port.ts); without it dgram's
+   * own `reusePort` option is used.
+   */
+  readonly reusePort?: { readonly openUdpFd?: (host: string, port: number) => Promise<number> };
 }
 
 export interface BoundAddress {
@@ -98,6 +107,7 @@ export class DnsServer {
     try {
       for (const addr of this.opts.listen) {
         const { host, port } = parseHostPort(addr);
+        if (this.opts.tcp === false) { await this.bindUdp(host, port); continue; }
         // With port 0 (tests), TCP takes the port number UDP got; that port may be
         // busy for TCP, so try a few times.
         for (let attempt = 0; ; attempt++) {
@@ -132,13 +142,16 @@ export class DnsServer {
     await Promise.all(this.tcp.splice(0).map((s) => new Promise<void>((r) => s.close(() => r()))));
   }
 
-  private bindUdp(host: string, port: number): Promise<UdpSocket> {
+  private async bindUdp(host: string, port: number): Promise<UdpSocket> {
+    const reuse = this.opts.reusePort;
+    const fd = reuse?.openUdpFd ? await reuse.openUdpFd(host, port).catch((err: unknown) => { throw new DnsListenError(`udp ${host}:${port}`, err); }) : undefined;
     return new Promise((resolve, reject) => {
       // Larger socket buffers absorb bursts (many pods resolving at once); the
-      // kernel caps them at net.core.{r,w}mem_max without an error.
-      const sock = createSocket({ type: isIP(host) === 6 ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, lookup: literalLookup });
+      // kernel caps them at net.core.{r,w}mem_max without an error. `reusePort` is
+      // dgram's own option from Node 22.12 on (older versions ignore it; they get `fd`).
+      const sock = createSocket({ type: isIP(host) === 6 ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, lookup: literalLookup, ...(reuse && fd === undefined ? { reusePort: true } : {}) });
       sock.once('error', (err) => reject(new DnsListenError(`udp ${host}:${port}`, err)));
-      sock.bind({ address: host, port, exclusive: true }, () => {
+      sock.bind(fd !== undefined ? { fd } : { address: host, port, exclusive: true }, () => {
         sock.removeAllListeners('error');
         sock.on('error', (err) => this.log.warn({ err: String(err) }, 'udp socket error'));
         sock.on('message', (msg, rinfo) => this.onUdp(sock, msg, rinfo.address, rinfo.port));

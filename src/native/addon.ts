@@ -89,6 +89,12 @@ export interface NativeAddon {
    */
   listenReusePort?(host: string, port: number, backlog: number): number;
   /**
+   * A bound UDP socket with SO_REUSEPORT (native/src/dns-udp.cc) for
+   * `dgram.bind({ fd })`: DNS worker threads on Node < 22.12. Absent in addons
+   * built before dns-udp.cc. Throws (errno).
+   */
+  udpReusePort?(host: string, port: number): number;
+  /**
    * Connect from `localHost:localPort` (bound with SO_REUSEADDR + SO_REUSEPORT, so it
    * may share a listener's port) on a worker thread; resolves with the connected fd
    * (for `new net.Socket({ fd })`), rejects with `errno` (ETIMEDOUT after timeoutMs).
