@@ -11,6 +11,13 @@ import { loadNative } from '../native/addon.js';
 
 const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]));
 
+/** The addon reports errno as a number: give the error its name (EADDRINUSE…) as dgram does. */
+export function namedErrno(err: unknown): unknown {
+  const e = err as Error & { errno?: number; code?: string };
+  if (e && typeof e.errno === 'number') e.code = ERRNO_NAMES.get(e.errno) ?? e.code;
+  return err;
+}
+
 export type ReusePort =
   | { readonly ok: true; readonly how: 'dgram' | 'addon'; readonly openUdpFd?: (host: string, port: number) => number }
   | { readonly ok: false; readonly reason: string };
@@ -34,10 +41,7 @@ export function reusePort(version: string = process.versions.node): ReusePort {
         try {
           return open(host, port);
         } catch (err) {
-          // The addon reports errno as a number: give it its name (EADDRINUSE…) like dgram does.
-          const e = err as Error & { errno?: number; code?: string };
-          if (typeof e.errno === 'number') e.code = ERRNO_NAMES.get(e.errno) ?? e.code;
-          throw e;
+          throw namedErrno(err);
         }
       },
     };

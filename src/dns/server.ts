@@ -23,6 +23,9 @@ import { encodeBody, type Zone, type ZoneRecord } from './zone.js';
 import { Forwarder, parseHostPort } from './forwarder.js';
 import { CLASS_ANY, CLASS_IN, errorResponse, nameKey, parseQuery, RCODE, respond, udpLimit, type Body, type Query } from './wire.js';
 import { DnsListenError } from './errors.js';
+import type { NativeAddon } from '../native/addon.js';
+import { BatchedUdp } from './udp-batch.js';
+import { namedErrno } from './reuse-port.js';
 
 export interface DnsServerOptions {
   /** `host:port` addresses; port 0 picks a free port (tests). */
@@ -47,6 +50,8 @@ export interface DnsServerOptions {
    * own `reusePort` option is used.
    */
   readonly reusePort?: { readonly openUdpFd?: (host: string, port: number) => Promise<number> };
+  /** Serve UDP in batches through the native addon (udp-batch.ts) instead of dgram. */
+  readonly batch?: { readonly addon: Required<Pick<NativeAddon, 'UdpBatch' | 'udpReusePort'>> };
 }
 
 export interface BoundAddress {
@@ -72,7 +77,7 @@ function literalLookup(address: string, family: unknown, cb: (err: NodeJS.ErrnoE
 export class DnsServer {
   private zone: Zone;
   readonly metrics: DnsMetrics;
-  private readonly udp: UdpSocket[] = [];
+  private readonly udp: (UdpSocket | BatchedUdp)[] = [];
   private readonly tcp: Server[] = [];
   private readonly conns = new Set<Socket>();
   private readonly log: Logger;
@@ -142,9 +147,26 @@ export class DnsServer {
     await Promise.all(this.tcp.splice(0).map((s) => new Promise<void>((r) => s.close(() => r()))));
   }
 
-  private async bindUdp(host: string, port: number): Promise<UdpSocket> {
+  private async bindUdp(host: string, port: number): Promise<UdpSocket | BatchedUdp> {
     const reuse = this.opts.reusePort;
+    const batch = this.opts.batch;
     const fd = reuse?.openUdpFd ? await reuse.openUdpFd(host, port).catch((err: unknown) => { throw new DnsListenError(`udp ${host}:${port}`, err); }) : undefined;
+    if (batch) {
+      let own: number;
+      try {
+        own = fd ?? batch.addon.udpReusePort(host, port, reuse !== undefined);
+      } catch (err) {
+        throw new DnsListenError(`udp ${host}:${port}`, namedErrno(err));
+      }
+      const b = new BatchedUdp({
+        addon: batch.addon, fd: own,
+        answer: (m) => { if (m.length > this.maxQuery) { this.metrics.drop('oversize'); return undefined; } return this.handle(m, false); },
+        oversize: () => this.metrics.drop('oversize'),
+        onLateError: (err) => this.log.debug({ err: String(err) }, 'late udp answer not sent'),
+      });
+      this.udp.push(b);
+      return b;
+    }
     return new Promise((resolve, reject) => {
       // Larger socket buffers absorb bursts (many pods resolving at once); the
       // kernel caps them at net.core.{r,w}mem_max without an error. `reusePort` is
