@@ -47,9 +47,9 @@ async function serveEdgeway(port, upstreamPort, workers, batched) {
   const { DnsMetrics } = await import('../dist/dns/metrics.js');
   const { silentLogger } = await import('../dist/util/log.js');
   const { loadNative } = await import('../dist/native/addon.js');
-  const addon = loadNative().addon;
-  if (batched && !addon?.UdpBatch) throw new Error('the native addon has no UdpBatch: npm run build:native');
-  const batch = batched ? { addon } : undefined;
+  const { batchAddon } = await import('../dist/dns/udp-batch.js');
+  const batch = batched ? batchAddon(loadNative().addon) : undefined;
+  if (batched && !batch) throw new Error('the native addon has no UdpBatch: build it (npm ci / scripts/build-native.sh)');
   /** @type {any[]} */
   const services = Array.from({ length: NAMES }, (_, i) => ({
     namespace: 'bench', name: `svc-${i}`, key: `bench/svc-${i}`, type: 'ClusterIP', clusterIPs: [ipOf(i)], headless: false,
@@ -166,7 +166,7 @@ async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'ew-bench-dns-'));
   const procs = [];
   const base = 20000 + Math.floor(Math.random() * 20000);
-  const ports = { upstream: base, edgeway: base + 1, dnsmasq: base + 2, unbound: base + 3, edgewayN: base + 4 };
+  const ports = { upstream: base, edgeway: base + 1, dnsmasq: base + 2, unbound: base + 3, edgewayN: base + 4, edgewayB: base + 5 };
   try {
     // Records: NAMES cluster services, NAMES external names (served by the upstream).
     writeFileSync(join(dir, 'cluster.hosts'), Array.from({ length: NAMES }, (_, i) => `${ipOf(i)} svc-${i}.bench.svc.cluster.local`).join('\n') + '\n');
@@ -179,12 +179,16 @@ async function main() {
     await waitAnswer(ports.upstream, 'ext-1.example', extIpOf(1));
 
     const servers = [];
-    procs.push(startProc('edgeway', process.execPath, [fileURLToPath(import.meta.url), '--serve-edgeway', String(ports.edgeway), String(ports.upstream), '1']));
-    servers.push({ name: 'edgeway', port: ports.edgeway, proc: procs.at(-1) });
-    if (WORKERS > 1) {
-      const name = `edgeway-${WORKERS}w`;
-      procs.push(startProc(name, process.execPath, [fileURLToPath(import.meta.url), '--serve-edgeway', String(ports.edgewayN), String(ports.upstream), String(WORKERS)]));
-      servers.push({ name, port: ports.edgewayN, proc: procs.at(-1) });
+    // edgeway-dgram: the main thread on dgram (before batching); edgeway: the main
+    // thread, batched UDP through the addon; edgeway-Nw: N batched worker threads.
+    const variants = [
+      { name: 'edgeway-dgram', port: ports.edgeway, workers: 1, udp: 'dgram' },
+      { name: 'edgeway', port: ports.edgewayB, workers: 1, udp: 'batch' },
+      ...(WORKERS > 1 ? [{ name: `edgeway-${WORKERS}w`, port: ports.edgewayN, workers: WORKERS, udp: 'batch' }] : []),
+    ];
+    for (const v of variants) {
+      procs.push(startProc(v.name, process.execPath, [fileURLToPath(import.meta.url), '--serve-edgeway', String(v.port), String(ports.upstream), String(v.workers), v.udp]));
+      servers.push({ name: v.name, port: v.port, proc: procs.at(-1) });
     }
     procs.push(startProc('dnsmasq', bin('dnsmasq'), [...dnsmasqCommon, `--port=${ports.dnsmasq}`, `--addn-hosts=${join(dir, 'cluster.hosts')}`, '--local-ttl=30', '--local=/cluster.local/', `--server=127.0.0.1#${ports.upstream}`]));
     servers.push({ name: 'dnsmasq', port: ports.dnsmasq, proc: procs.at(-1) });
@@ -250,7 +254,7 @@ async function main() {
       `# bench/dns — ${result.date}`,
       '',
       `dnsperf (${CLIENTS} clients, 1 thread), ${NAMES} names per set, QPS = median of ${ROUNDS} interleaved ${SECONDS}s runs at saturation;`,
-      `latency at fixed offered loads (${RATES.join(', ')} qps) for 3 s each. On 127.0.0.1${PIN ? ', servers pinned to CPU 1 (dnsperf on CPU 0)' : ', unpinned (dnsperf shares the cores)'}; \`edgeway\` = main thread only, ${WORKERS > 1 ? `\`edgeway-${WORKERS}w\` = ${WORKERS} worker threads on SO_REUSEPORT sockets (the agent's default on ${availableParallelism()} cores), unbound with ${WORKERS} threads, ` : ''}dnsmasq single-threaded (it has no threads); external names forwarded to the same upstream (dnsmasq) and cached. Shared 2-core box: noisy.`,
+      `latency at fixed offered loads (${RATES.join(', ')} qps) for 3 s each. On 127.0.0.1${PIN ? ', servers pinned to CPU 1 (dnsperf on CPU 0)' : ', unpinned (dnsperf shares the cores)'}; \`edgeway\` = main thread only, ${WORKERS > 1 ? `\`edgeway-${WORKERS}w\` = ${WORKERS} batched worker threads on SO_REUSEPORT sockets (the agent's default on ${availableParallelism()} cores), unbound with ${WORKERS} threads, ` : ''}dnsmasq single-threaded (it has no threads); external names forwarded to the same upstream (dnsmasq) and cached. Shared 2-core box: noisy.`,
       '',
       'QPS/CPU-s = queries answered per CPU-second the server process used (utime+stime from /proc): what one dedicated core would sustain, and far less sensitive to other load on the box than raw QPS.',
       '',

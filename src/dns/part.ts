@@ -16,11 +16,13 @@ import { DnsInterface } from './interface.js';
 import { Forwarder } from './forwarder.js';
 import { DnsMetrics } from './metrics.js';
 import { DnsServer } from './server.js';
+import { batchAddon } from './udp-batch.js';
 import { chooseUpstreams } from './upstreams.js';
 import { Zone, type ZoneOptions } from './zone.js';
 import { DnsListenError } from './errors.js';
 import { availableParallelism } from 'node:os';
 import { reusePort } from './reuse-port.js';
+import { loadNative } from '../native/addon.js';
 import { DnsWorkers } from './workers.js';
 
 export interface DnsPartDeps {
@@ -70,6 +72,9 @@ export async function createDnsPart(deps: DnsPartDeps): Promise<DnsPart | undefi
     log.warn({ workers, reason: reuse.reason }, 'dns worker threads need a shared UDP port: serving on the main thread');
     workers = 1;
   }
+  // Batched UDP when the addon has it; dgram otherwise (the plain path).
+  const addon = loadNative().addon;
+  const batch = batchAddon(addon);
   // With workers, each builds its own zone from the snapshots posted to it.
   let zone = workers > 1 ? undefined : Zone.of(deps.store.snapshot, zopts);
   const onSnapshot = (s: Snapshot): void => {
@@ -97,9 +102,9 @@ export async function createDnsPart(deps: DnsPartDeps): Promise<DnsPart | undefi
           ? new DnsWorkers({
             count: workers, listen: cfg.listen, snapshot: deps.store.snapshot, zone: zopts, upstreams: choice.upstreams,
             upstreamTimeoutMs: cfg.upstreamTimeoutMs, cacheSize: cfg.cacheSize, maxTcpConnections: cfg.maxTcpConnections,
-            logger: deps.logger, metrics, openUdpFd: reuse?.ok ? reuse.openUdpFd : undefined,
+            logger: deps.logger, metrics, openUdpFd: reuse?.ok ? reuse.openUdpFd : undefined, batch: batch !== undefined,
           })
-          : new DnsServer({ listen: cfg.listen, zone: zone ??= Zone.of(deps.store.snapshot, zopts), forwarder, logger: deps.logger, metrics, maxTcpConnections: cfg.maxTcpConnections });
+          : new DnsServer({ listen: cfg.listen, zone: zone ??= Zone.of(deps.store.snapshot, zopts), forwarder, logger: deps.logger, metrics, maxTcpConnections: cfg.maxTcpConnections, batch });
         await s.start();
         if (abort.signal.aborted) { await s.stop(); return; }
         server = s;
@@ -108,7 +113,7 @@ export async function createDnsPart(deps: DnsPartDeps): Promise<DnsPart | undefi
         else s.setZone(zone = Zone.of(deps.store.snapshot, zopts));
         state = 'serving';
         log.info({
-          listen: s.addresses().map((a) => `${a.proto}://${a.address}:${a.port}`), workers, reusePort: reuse?.ok ? reuse.how : undefined,
+          listen: s.addresses().map((a) => `${a.proto}://${a.address}:${a.port}`), workers, reusePort: reuse?.ok ? reuse.how : undefined, udp: batch ? 'batched' : 'dgram',
           upstreams: choice.upstreams.map((u) => `${u.host}:${u.port}`), from: choice.from,
         }, 'dns serving');
         return;

@@ -23,8 +23,7 @@ import { encodeBody, type Zone, type ZoneRecord } from './zone.js';
 import { Forwarder, parseHostPort } from './forwarder.js';
 import { CLASS_ANY, CLASS_IN, errorResponse, nameKey, parseQuery, RCODE, respond, udpLimit, type Body, type Query } from './wire.js';
 import { DnsListenError } from './errors.js';
-import type { NativeAddon } from '../native/addon.js';
-import { BatchedUdp } from './udp-batch.js';
+import { BatchedUdp, type BatchAddon } from './udp-batch.js';
 import { namedErrno } from './reuse-port.js';
 
 export interface DnsServerOptions {
@@ -51,7 +50,7 @@ export interface DnsServerOptions {
    */
   readonly reusePort?: { readonly openUdpFd?: (host: string, port: number) => Promise<number> };
   /** Serve UDP in batches through the native addon (udp-batch.ts) instead of dgram. */
-  readonly batch?: { readonly addon: Required<Pick<NativeAddon, 'UdpBatch' | 'udpReusePort'>> };
+  readonly batch?: { readonly addon: BatchAddon };
 }
 
 export interface BoundAddress {

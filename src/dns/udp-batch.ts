@@ -15,6 +15,15 @@ const BATCH = 64;
 const SLOT = 4096;
 const ADDR = 32;
 
+/** What a batched server needs from the addon. */
+export type BatchAddon = Required<Pick<NativeAddon, 'UdpBatch' | 'udpReusePort'>>;
+
+/** The batch pieces of a loaded addon, or undefined (absent, or built without them). */
+export function batchAddon(addon: NativeAddon | undefined): { readonly addon: BatchAddon } | undefined {
+  if (!addon?.UdpBatch || !addon.udpReusePort) return undefined;
+  return { addon: { UdpBatch: addon.UdpBatch, udpReusePort: addon.udpReusePort.bind(addon) } };
+}
+
 export type UdpAnswer = Buffer | Promise<Buffer | undefined> | undefined;
 
 export interface BatchedUdpOptions {

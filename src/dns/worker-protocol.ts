@@ -27,6 +27,8 @@ export interface WorkerInit extends DnsServeSettings {
   readonly tcp: boolean;
   /** Ask the main thread for each UDP socket (addon) instead of dgram's reusePort. */
   readonly fdFromMain: boolean;
+  /** Serve UDP in batches through the native addon (loaded in the worker). */
+  readonly batch: boolean;
   readonly snapshot: Snapshot;
   readonly logLevel: string;
 }

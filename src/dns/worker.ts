@@ -8,9 +8,11 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { createLogger } from '../util/log.js';
+import { loadNative } from '../native/addon.js';
 import { Forwarder } from './forwarder.js';
 import { DnsMetrics } from './metrics.js';
 import { DnsServer } from './server.js';
+import { batchAddon } from './udp-batch.js';
 import { Zone } from './zone.js';
 import type { FromWorker, ToWorker, WorkerInit } from './worker-protocol.js';
 
@@ -29,9 +31,14 @@ const openUdpFd = (host: string, p: number): Promise<number> => new Promise((res
   post({ t: 'openUdp', id, host, port: p });
 });
 
+// The main thread checked the addon has UdpBatch; this thread loads its own instance.
+const addon = init.batch ? loadNative().addon : undefined;
+const batch = batchAddon(addon);
+if (init.batch && !batch) logger.warn('native UdpBatch not loadable in this worker: serving with dgram');
+
 const server = new DnsServer({
   listen: init.listen, zone: Zone.of(init.snapshot, init.zone), forwarder, logger, metrics,
-  maxTcpConnections: init.maxTcpConnections, tcp: init.tcp, reusePort: init.fdFromMain ? { openUdpFd } : {},
+  maxTcpConnections: init.maxTcpConnections, tcp: init.tcp, reusePort: init.fdFromMain ? { openUdpFd } : {}, batch,
 });
 
 let stopping = false;

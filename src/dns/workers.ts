@@ -28,6 +28,8 @@ export interface DnsWorkersOptions extends DnsServeSettings {
   readonly metrics: DnsMetrics;
   /** Makes a SO_REUSEPORT UDP socket (addon); absent: dgram's reusePort option. */
   readonly openUdpFd?: (host: string, port: number) => number;
+  /** Serve UDP in batches through the native addon (each worker loads it). */
+  readonly batch?: boolean;
   /** The worker script (tests); default dist/dns/worker.js. */
   readonly script?: string;
 }
@@ -156,7 +158,7 @@ export class DnsWorkers {
   /** Start the worker of `slot`; resolves with its bound addresses once it serves. */
   private spawn(slot: Slot): Promise<BoundAddress[]> {
     const init: WorkerInit = {
-      index: slot.index, listen: this.listen, tcp: slot.index === 0, fdFromMain: this.opts.openUdpFd !== undefined,
+      index: slot.index, listen: this.listen, tcp: slot.index === 0, fdFromMain: this.opts.openUdpFd !== undefined, batch: this.opts.batch ?? false,
       snapshot: this.snapshot, zone: this.opts.zone, upstreams: this.opts.upstreams, upstreamTimeoutMs: this.opts.upstreamTimeoutMs,
       cacheSize: this.opts.cacheSize, maxTcpConnections: this.opts.maxTcpConnections, logLevel: this.log.level,
     };

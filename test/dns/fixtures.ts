@@ -9,6 +9,9 @@ import dnsPacket from 'dns-packet';
 import type { Answer, DecodedPacket } from 'dns-packet';
 import type { Endpoint, Service, ServicePort, Snapshot } from '../../src/catalog/types.js';
 import { SNAPSHOT_VERSION } from '../../src/catalog/types.js';
+import { loadNative } from '../../src/native/addon.js';
+import { batchAddon } from '../../src/dns/udp-batch.js';
+import { requirement } from '../helpers/skip.js';
 
 export function ep(ip: string, extra: Partial<Endpoint> = {}): Endpoint {
   return {
@@ -115,3 +118,16 @@ export function format(p: DecodedPacket): Formatted {
     additional: (p.additionals ?? []).filter((r) => r.type !== 'OPT').map(formatRecord).sort(),
   };
 }
+
+/**
+ * The two UDP paths of the server: Node's dgram and batches through the native
+ * addon (recvmmsg/sendmmsg). Suites over real sockets run on both; without the
+ * addon the batched one is skipped with the reason (and fails in CI).
+ */
+const native = loadNative();
+const batch = batchAddon(native.addon);
+const batchSkip = batch ? undefined : requirement('batched UDP (native UdpBatch)', native.addonReason ?? 'the addon has no UdpBatch');
+export const UDP_MODES: { udp: string; batch: ReturnType<typeof batchAddon> }[] = [
+  { udp: 'dgram', batch: undefined },
+  ...(batchSkip ? [] : [{ udp: 'batched', batch }]),
+];
