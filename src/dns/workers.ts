@@ -94,6 +94,11 @@ export class DnsWorkers {
     return this.slots.reduce((n, s) => n + (s.last?.cacheEntries ?? 0), 0);
   }
 
+  /** Queries each worker answered, as of the last pull (tests: which worker answered). */
+  workerQueries(): number[] {
+    return this.slots.map((s) => (s.last ? s.last.queries.reduce((a, b) => a + b, 0) : 0));
+  }
+
   addresses(): BoundAddress[] {
     return [...this.bound];
   }
