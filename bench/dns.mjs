@@ -254,7 +254,7 @@ async function main() {
       `# bench/dns — ${result.date}`,
       '',
       `dnsperf (${CLIENTS} clients, 1 thread), ${NAMES} names per set, QPS = median of ${ROUNDS} interleaved ${SECONDS}s runs at saturation;`,
-      `latency at fixed offered loads (${RATES.join(', ')} qps) for 3 s each. On 127.0.0.1${PIN ? ', servers pinned to CPU 1 (dnsperf on CPU 0)' : ', unpinned (dnsperf shares the cores)'}; \`edgeway\` = main thread only, ${WORKERS > 1 ? `\`edgeway-${WORKERS}w\` = ${WORKERS} batched worker threads on SO_REUSEPORT sockets (the agent's default on ${availableParallelism()} cores), unbound with ${WORKERS} threads, ` : ''}dnsmasq single-threaded (it has no threads); external names forwarded to the same upstream (dnsmasq) and cached. Shared 2-core box: noisy.`,
+      `latency at fixed offered loads (${RATES.join(', ')} qps) for 3 s each. On 127.0.0.1${PIN ? ', servers pinned to CPU 1 (dnsperf on CPU 0)' : ', unpinned (dnsperf shares the cores)'}; \`edgeway-dgram\` = main thread on Node's dgram (the path before batching), \`edgeway\` = main thread with UDP batched through the addon (recvmmsg/sendmmsg; the agent's default), ${WORKERS > 1 ? `\`edgeway-${WORKERS}w\` = ${WORKERS} batched worker threads on SO_REUSEPORT sockets (dns.workers: ${WORKERS}), unbound with ${WORKERS} threads, ` : ''}dnsmasq single-threaded (it has no threads); external names forwarded to the same upstream (dnsmasq) and cached. Shared 2-core box: noisy.`,
       '',
       'QPS/CPU-s = queries answered per CPU-second the server process used (utime+stime from /proc): what one dedicated core would sustain, and far less sensitive to other load on the box than raw QPS.',
       '',

@@ -237,8 +237,10 @@ export const configSchema = z
         maxTcpConnections: z.number().int().min(1).max(10_000).default(256),
         /**
          * Threads answering queries, each on its own socket sharing the port
-         * (SO_REUSEPORT): `auto` = one per core, 1 = the main thread only. Each
-         * worker has its own cache of `cacheSize` entries.
+         * (SO_REUSEPORT); 1 = the main thread only. `auto`: the main thread when
+         * UDP is batched through the native addon (the most queries per
+         * CPU-second), else one per core. Each worker has its own cache of
+         * `cacheSize` entries.
          */
         workers: z.union([z.literal('auto'), z.number().int().min(1).max(64)]).default('auto'),
       })

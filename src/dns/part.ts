@@ -42,11 +42,16 @@ export interface DnsPart {
 }
 
 /**
- * Worker threads to serve with: `auto` = one per core; 1 = the main thread. More
- * than one needs a shared UDP port (reuse-port.ts); without it, the main thread.
+ * Threads to serve with; 1 = the main thread. More than one needs a shared UDP
+ * port (reuse-port.ts); without it, the main thread. `auto`: the main thread when
+ * UDP is batched — measured here (bench/results/dns.md) one batched thread answers
+ * ~2× dnsmasq's queries per CPU-second, while two workers on two cores spent ~1.5×
+ * the CPU per query (smaller batches, a cache each) for no more throughput on a
+ * box whose cores are shared with the pods; with dgram only, one per core.
  */
-export function dnsWorkerCount(setting: 'auto' | number, cores: number = availableParallelism()): number {
-  return setting === 'auto' ? Math.max(1, cores) : setting;
+export function dnsWorkerCount(setting: 'auto' | number, batched: boolean, cores: number = availableParallelism()): number {
+  if (setting !== 'auto') return setting;
+  return batched ? 1 : Math.max(1, cores);
 }
 
 /** Build the DNS part; undefined when `dns.enabled` is false. */
@@ -66,15 +71,14 @@ export async function createDnsPart(deps: DnsPartDeps): Promise<DnsPart | undefi
   });
   const forwarder: Forwarder = new Forwarder({ upstreams: choice.upstreams, timeoutMs: cfg.upstreamTimeoutMs, cacheSize: cfg.cacheSize, metrics });
   const iface = new DnsInterface(cfg.interface, cfg.listen);
-  let workers = dnsWorkerCount(cfg.workers);
+  // Batched UDP when the addon has it; dgram otherwise (the plain path).
+  const batch = batchAddon(loadNative().addon);
+  let workers = dnsWorkerCount(cfg.workers, batch !== undefined);
   const reuse = workers > 1 ? reusePort() : undefined;
   if (reuse && !reuse.ok) {
     log.warn({ workers, reason: reuse.reason }, 'dns worker threads need a shared UDP port: serving on the main thread');
     workers = 1;
   }
-  // Batched UDP when the addon has it; dgram otherwise (the plain path).
-  const addon = loadNative().addon;
-  const batch = batchAddon(addon);
   // With workers, each builds its own zone from the snapshots posted to it.
   let zone = workers > 1 ? undefined : Zone.of(deps.store.snapshot, zopts);
   const onSnapshot = (s: Snapshot): void => {

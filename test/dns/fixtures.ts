@@ -12,6 +12,9 @@ import { SNAPSHOT_VERSION } from '../../src/catalog/types.js';
 import { loadNative } from '../../src/native/addon.js';
 import { batchAddon } from '../../src/dns/udp-batch.js';
 import { requirement } from '../helpers/skip.js';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 export function ep(ip: string, extra: Partial<Endpoint> = {}): Endpoint {
   return {
@@ -131,3 +134,25 @@ export const UDP_MODES: { udp: string; batch: ReturnType<typeof batchAddon> }[] 
   { udp: 'dgram', batch: undefined },
   ...(batchSkip ? [] : [{ udp: 'batched', batch }]),
 ];
+
+/**
+ * Write an agent config serving the example catalog with only DNS on (static
+ * source, no data plane, no tunnel) into `dir`; returns its path.
+ */
+export async function writeDnsAgentConfig(dir: string, dns: string, metricsListen = ''): Promise<string> {
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  const file = join(dir, 'agent.yaml');
+  await writeFile(file, [
+    'nodeName: edge-1',
+    `stateDir: ${join(dir, 'state')}`,
+    'sources:',
+    '  kubernetes: { enabled: false }',
+    `  static: { paths: [${join(root, 'examples/services.yaml')}] }`,
+    'dataplane: { mode: none }',
+    `dns: ${dns}`,
+    'tunnel: { enabled: false }',
+    `metrics: { listen: "${metricsListen}" }`,
+    '',
+  ].join('\n'));
+  return file;
+}

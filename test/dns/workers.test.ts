@@ -9,10 +9,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSocket } from 'node:dgram';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import dnsPacket from 'dns-packet';
 import { DnsWorkers } from '../../src/dns/workers.js';
 import { DnsMetrics } from '../../src/dns/metrics.js';
@@ -21,7 +20,7 @@ import { createRegistry } from '../../src/metrics/registry.js';
 import { silentLogger } from '../../src/util/log.js';
 import { AgentProcess, ensureBuilt } from '../helpers/agent-process.js';
 import { requirement } from '../helpers/skip.js';
-import { CATALOG, query, snapshot, svc, UDP_MODES } from './fixtures.js';
+import { CATALOG, query, snapshot, svc, UDP_MODES, writeDnsAgentConfig } from './fixtures.js';
 import { udpExchange } from './upstream.js';
 
 const ZOPTS = { domain: 'cluster.local', ttl: 30, negativeTtl: 5 };
@@ -136,21 +135,8 @@ describe.skipIf(!!skip)('agent with dns workers', () => {
 
   it('answers through its workers and exits 0 on SIGTERM', { timeout: 180_000 }, async () => {
     await ensureBuilt();
-    const root = fileURLToPath(new URL('../../', import.meta.url));
     dir = await mkdtemp(join(tmpdir(), 'ew-dns-w-'));
-    const cfg = join(dir, 'agent.yaml');
-    await writeFile(cfg, [
-      'nodeName: edge-1',
-      `stateDir: ${join(dir, 'state')}`,
-      'sources:',
-      '  kubernetes: { enabled: false }',
-      `  static: { paths: [${join(root, 'examples/services.yaml')}] }`,
-      'dataplane: { mode: none }',
-      'dns: { listen: ["127.0.0.1:0"], upstreams: ["127.0.0.1:9"], workers: 2 }',
-      'tunnel: { enabled: false }',
-      'metrics: { listen: "127.0.0.1:0" }',
-      '',
-    ].join('\n'));
+    const cfg = await writeDnsAgentConfig(dir, '{ listen: ["127.0.0.1:0"], upstreams: ["127.0.0.1:9"], workers: 2 }', '127.0.0.1:0');
     const agent = await AgentProcess.start(cfg, 30_000);
     try {
       let serving: Record<string, unknown> | undefined;
