@@ -73,8 +73,9 @@ Napi::Value UdpReusePortJs(const Napi::CallbackInfo& info) {
 // query, one syscall per receive and per send), which is most of the DNS server's
 // cost. The socket is watched with uv_poll on the calling thread's loop (the main
 // thread or a DNS worker thread). Memory layout, shared with JS:
-//   in, out: batch × slot bytes;  lens: Int32 × 2·batch (in lengths, then out
-//   lengths; -1 in = truncated, 0 out = no reply);  addrs: batch × 32 bytes (the
+//   in, out: batch × slot bytes;  lens: Int32 × (2·batch + 1) (in lengths, then out
+//   lengths; -1 in = truncated, 0 out = no reply; last: replies the kernel refused
+//   so far, wrapping);  addrs: batch × 32 bytes (the
 //   sender's sockaddr_in / sockaddr_in6, for replies sent later with sendTo).
 class UdpBatchWrap : public Napi::ObjectWrap<UdpBatchWrap> {
  public:
@@ -98,7 +99,7 @@ class UdpBatchWrap : public Napi::ObjectWrap<UdpBatchWrap> {
     if (batch_ < 1 || batch_ > 1024 || slot_ < 512 || slot_ > 65536) throw Napi::RangeError::New(env, "UdpBatch: batch 1..1024, slot 512..65536");
     auto in = info[3].As<Napi::ArrayBuffer>(), out = info[4].As<Napi::ArrayBuffer>(), lens = info[5].As<Napi::ArrayBuffer>(), addrs = info[6].As<Napi::ArrayBuffer>();
     size_t bytes = size_t(batch_) * size_t(slot_);
-    if (in.ByteLength() < bytes || out.ByteLength() < bytes || lens.ByteLength() < size_t(batch_) * 8 || addrs.ByteLength() < size_t(batch_) * kAddrSlot)
+    if (in.ByteLength() < bytes || out.ByteLength() < bytes || lens.ByteLength() < size_t(batch_) * 8 + 4 || addrs.ByteLength() < size_t(batch_) * kAddrSlot)
       throw Napi::RangeError::New(env, "UdpBatch: buffers too small");
     // The references keep the memory alive; the pointers stay valid (not resizable, never detached by us).
     in_ref_ = Napi::Persistent(in);
@@ -212,6 +213,7 @@ class UdpBatchWrap : public Napi::ObjectWrap<UdpBatchWrap> {
         if (k <= 0) { if (k < 0 && errno == EINTR) continue; sent++; dropped_++; continue; }
         sent += k;
       }
+      lens_[2 * batch_] = int32_t(uint32_t(dropped_));
       if (n < batch_) return;
     }
   }
@@ -227,6 +229,7 @@ class UdpBatchWrap : public Napi::ObjectWrap<UdpBatchWrap> {
     auto* sa = reinterpret_cast<const sockaddr*>(addr.Data());
     socklen_t len = sa->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
     ssize_t r = sendto(fd_, data.Data(), data.ByteLength(), MSG_DONTWAIT, sa, len);
+    if (r < 0) dropped_++;
     return Napi::Number::New(env, r < 0 ? -errno : double(r));
   }
 

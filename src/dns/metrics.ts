@@ -6,7 +6,7 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { rcodeName, typeLabel } from './wire.js';
 
-export type DropReason = 'short' | 'response' | 'oversize' | 'tcp_limit' | 'tcp_frame' | 'internal';
+export type DropReason = 'short' | 'response' | 'oversize' | 'tcp_limit' | 'tcp_frame' | 'internal' | 'udp_send';
 
 /**
  * Plain counter values of one DnsMetrics (structured-cloneable): what a DNS worker
@@ -129,8 +129,8 @@ export class DnsMetrics {
     return out;
   }
 
-  drop(reason: DropReason | 'formerr' | 'notimp' | 'badvers'): void {
-    this.drops.set(reason, (this.drops.get(reason) ?? 0) + 1);
+  drop(reason: DropReason | 'formerr' | 'notimp' | 'badvers', count = 1): void {
+    this.drops.set(reason, (this.drops.get(reason) ?? 0) + count);
   }
 
   dedup(): void {

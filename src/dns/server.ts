@@ -161,6 +161,7 @@ export class DnsServer {
         addon: batch.addon, fd: own,
         answer: (m) => { if (m.length > this.maxQuery) { this.metrics.drop('oversize'); return undefined; } return this.handle(m, false); },
         oversize: () => this.metrics.drop('oversize'),
+        sendFailed: (count) => this.metrics.drop('udp_send', count),
         onLateError: (err) => this.log.debug({ err: String(err) }, 'late udp answer not sent'),
       });
       this.udp.push(b);

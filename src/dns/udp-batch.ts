@@ -34,6 +34,8 @@ export interface BatchedUdpOptions {
   readonly answer: (msg: Buffer) => UdpAnswer;
   /** A datagram larger than a slot (hostile: queries are small). */
   readonly oversize: () => void;
+  /** Replies the kernel did not take (socket buffer full): lost like any UDP datagram, counted. */
+  readonly sendFailed: (count: number) => void;
   readonly onLateError: (err: unknown) => void;
 }
 
@@ -42,7 +44,9 @@ export class BatchedUdp {
   private readonly native: NativeUdpBatch;
   private readonly inBuf = Buffer.alloc(BATCH * SLOT);
   private readonly outBuf = Buffer.alloc(BATCH * SLOT);
-  private readonly lens = new Int32Array(BATCH * 2);
+  /** In lengths, out lengths, then the native count of refused replies. */
+  private readonly lens = new Int32Array(BATCH * 2 + 1);
+  private refused = 0;
   private readonly addrs = Buffer.alloc(BATCH * ADDR);
   private closed = false;
 
@@ -52,11 +56,6 @@ export class BatchedUdp {
 
   address(): { address: string; port: number; family: string } {
     return this.native.address();
-  }
-
-  /** Datagrams the kernel would not take (socket buffer full): lost like any UDP reply. */
-  get sendDrops(): number {
-    return this.closed ? 0 : this.native.address().dropped;
   }
 
   close(cb?: () => void): void {
@@ -69,6 +68,9 @@ export class BatchedUdp {
 
   private onBatch(n: number): void {
     const { lens, inBuf, outBuf } = this;
+    // Refusals of the previous batch's sendmmsg (and of late replies), counted now.
+    const refused = lens[BATCH * 2]!;
+    if (refused !== this.refused) { this.opts.sendFailed((refused - this.refused) >>> 0); this.refused = refused; }
     for (let i = 0; i < n; i++) {
       const len = lens[i]!;
       if (len < 0) { this.opts.oversize(); continue; }
