@@ -51,9 +51,9 @@ Napi::Value UdpReusePortJs(const Napi::CallbackInfo& info) {
   // reuse = false: an exclusive socket (a single server must not silently share its port).
   bool reuse = info.Length() < 3 || !info[2].IsBoolean() || info[2].As<Napi::Boolean>().Value();
   int one = 1;
-  // v6-only like dgram's udp6 with ipv6Only: a v6 listen address never takes v4 traffic.
+  // IPV6_V6ONLY is left at the system default, as dgram's udp6 does (a configured
+  // [::] listener then takes v4-mapped clients too; replies go to the same sockaddr_in6).
   if ((reuse && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
-      (local.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
       bind(fd, reinterpret_cast<sockaddr*>(&local), len) < 0) {
     int err = errno;
     close(fd);
