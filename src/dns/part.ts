@@ -83,10 +83,12 @@ export async function createDnsPart(deps: DnsPartDeps): Promise<DnsPart | undefi
   let zone = workers > 1 ? undefined : Zone.of(deps.store.snapshot, zopts);
   const onSnapshot = (s: Snapshot): void => {
     const t0 = performance.now();
-    if (server instanceof DnsWorkers) server.setSnapshot(s);
-    else {
+    if (workers > 1) {
+      // Before the workers serve, the start path posts the newest snapshot itself.
+      if (server instanceof DnsWorkers) server.setSnapshot(s);
+    } else {
       zone = Zone.of(s, zopts);
-      server?.setZone(zone);
+      if (server instanceof DnsServer) server.setZone(zone);
     }
     log.debug({ revision: s.revision, origin: s.origin, services: s.services.length, ms: Math.round(performance.now() - t0) }, 'dns zone swapped');
   };
@@ -102,6 +104,7 @@ export async function createDnsPart(deps: DnsPartDeps): Promise<DnsPart | undefi
       try {
         const added = await iface.ensure();
         if (added.length) log.info({ interface: cfg.interface, type: iface.kind, addresses: added }, 'dns interface ready');
+        const startRevision = deps.store.snapshot.revision;
         const s = workers > 1
           ? new DnsWorkers({
             count: workers, listen: cfg.listen, snapshot: deps.store.snapshot, zone: zopts, upstreams: choice.upstreams,
@@ -112,9 +115,8 @@ export async function createDnsPart(deps: DnsPartDeps): Promise<DnsPart | undefi
         await s.start();
         if (abort.signal.aborted) { await s.stop(); return; }
         server = s;
-        // A snapshot may have arrived while binding.
-        if (s instanceof DnsWorkers) s.setSnapshot(deps.store.snapshot);
-        else s.setZone(zone = Zone.of(deps.store.snapshot, zopts));
+        // A snapshot may have arrived while binding (onSnapshot kept `zone` current).
+        if (s instanceof DnsWorkers) { if (deps.store.snapshot.revision !== startRevision) s.setSnapshot(deps.store.snapshot); } else if (zone) s.setZone(zone);
         state = 'serving';
         log.info({
           listen: s.addresses().map((a) => `${a.proto}://${a.address}:${a.port}`), workers, reusePort: reuse?.ok ? reuse.how : undefined, udp: batch ? 'batched' : 'dgram',
