@@ -55,6 +55,7 @@ async function serveEdgeway(port, upstreamPort, workers, batched) {
     namespace: 'bench', name: `svc-${i}`, key: `bench/svc-${i}`, type: 'ClusterIP', clusterIPs: [ipOf(i)], headless: false,
     ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 80 }], sessionAffinity: { kind: 'None' }, internalTrafficPolicy: 'Cluster', endpoints: [],
   }));
+  /** @type {any} */
   const snapshot = { version: 1, revision: 1, builtAt: new Date().toISOString(), origin: 'live', services, nodes: [] };
   const zopts = { domain: 'cluster.local', ttl: 30, negativeTtl: 5 };
   const metrics = new DnsMetrics();
@@ -62,7 +63,7 @@ async function serveEdgeway(port, upstreamPort, workers, batched) {
   let server;
   if (workers > 1) {
     const reuse = reusePort();
-    if (!reuse.ok) throw new Error(reuse.reason);
+    if (!reuse.ok) throw new Error('reason' in reuse ? reuse.reason : 'no shared UDP port');
     server = new DnsWorkers({
       count: workers, listen: [`127.0.0.1:${port}`], snapshot, zone: zopts, upstreams, upstreamTimeoutMs: 2000, cacheSize: 10000,
       maxTcpConnections: 256, logger: silentLogger(), metrics, openUdpFd: reuse.openUdpFd, batch: batched,
