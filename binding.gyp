@@ -17,8 +17,10 @@
         "native/src/sockmap-link.cc",
         "native/src/bpf-sys.cc",
         "native/src/origdst.cc",
-        "native/src/reuseport.cc"
+        "native/src/reuseport.cc",
+        "native/src/dns-udp.cc"
       ],
+      "defines": ["EDGEWAY_HAVE_UV=1"],
       "libraries": ["-lpthread"]
     },
     {

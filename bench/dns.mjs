@@ -3,16 +3,20 @@
 // in one run on 127.0.0.1 high ports: queries/s at saturation (median of ROUNDS
 // interleaved runs) and latency p50/p99 at a fixed offered load, for cluster names
 // and for cached external names (each server forwards to the same upstream, a
-// separate dnsmasq, and is warmed first). Every server runs single-threaded.
+// separate dnsmasq, and is warmed first). edgeway runs twice: on the main thread
+// only (dns.workers 1) and with DNS_BENCH_WORKERS worker threads (default: one per
+// core, as the agent does); unbound gets as many threads; dnsmasq has only one.
+// With workers nothing is pinned (DNS_BENCH_PIN=1 pins the single-threaded run's
+// layout: servers on CPU 1, dnsperf on CPU 0).
 //
 //   npm run bench dns
-//   DNS_BENCH_SECONDS=5 DNS_BENCH_ROUNDS=3 DNS_BENCH_NAMES=1000 DNS_BENCH_RATES=5000,20000 DNS_BENCH_PIN=1 node bench/dns.mjs
+//   DNS_BENCH_SECONDS=5 DNS_BENCH_ROUNDS=3 DNS_BENCH_NAMES=1000 DNS_BENCH_RATES=5000,20000 DNS_BENCH_WORKERS=2 node bench/dns.mjs
 //
 // Writes bench/results/dns.{json,md,svg}. The box is shared: figures are noisy,
 // ratios against dnsmasq in the same run are what to read.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -22,28 +26,52 @@ const ROUNDS = Number(process.env.DNS_BENCH_ROUNDS ?? 3);
 const NAMES = Number(process.env.DNS_BENCH_NAMES ?? 1000);
 const RATES = (process.env.DNS_BENCH_RATES ?? '5000,20000').split(',').map(Number);
 const CLIENTS = 8;
+const WORKERS = Number(process.env.DNS_BENCH_WORKERS ?? availableParallelism());
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const spread = (xs) => ({ min: Math.min(...xs), median: median(xs), max: Math.max(...xs) });
 
 const ipOf = (i) => `10.96.${(i >> 8) & 255}.${i & 255}`;
 const extIpOf = (i) => `198.18.${(i >> 8) & 255}.${i & 255}`;
 
 
-/** The edgeway DNS server as the agent runs it (zone + forwarder + server), one process. */
-async function serveEdgeway(port, upstreamPort) {
+/**
+ * The edgeway DNS server as the agent runs it (zone + forwarder + server), one
+ * process: on the main thread (workers = 1) or in worker threads sharing the port.
+ */
+async function serveEdgeway(port, upstreamPort, workers, batched) {
   const { Zone } = await import('../dist/dns/zone.js');
   const { DnsServer } = await import('../dist/dns/server.js');
+  const { DnsWorkers } = await import('../dist/dns/workers.js');
+  const { reusePort } = await import('../dist/dns/reuse-port.js');
   const { Forwarder } = await import('../dist/dns/forwarder.js');
   const { DnsMetrics } = await import('../dist/dns/metrics.js');
   const { silentLogger } = await import('../dist/util/log.js');
+  const { loadNative } = await import('../dist/native/addon.js');
+  const { batchAddon } = await import('../dist/dns/udp-batch.js');
+  const batch = batched ? batchAddon(loadNative().addon) : undefined;
+  if (batched && !batch) throw new Error('the native addon has no UdpBatch: build it (npm ci / scripts/build-native.sh)');
   /** @type {any[]} */
   const services = Array.from({ length: NAMES }, (_, i) => ({
     namespace: 'bench', name: `svc-${i}`, key: `bench/svc-${i}`, type: 'ClusterIP', clusterIPs: [ipOf(i)], headless: false,
     ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 80 }], sessionAffinity: { kind: 'None' }, internalTrafficPolicy: 'Cluster', endpoints: [],
   }));
-  const zone = Zone.build({ version: 1, revision: 1, builtAt: new Date().toISOString(), origin: 'live', services, nodes: [] }, { domain: 'cluster.local', ttl: 30, negativeTtl: 5 });
+  /** @type {any} */
+  const snapshot = { version: 1, revision: 1, builtAt: new Date().toISOString(), origin: 'live', services, nodes: [] };
+  const zopts = { domain: 'cluster.local', ttl: 30, negativeTtl: 5 };
   const metrics = new DnsMetrics();
-  const forwarder = new Forwarder({ upstreams: [{ host: '127.0.0.1', port: upstreamPort }], timeoutMs: 2000, cacheSize: 10000, metrics });
-  const server = new DnsServer({ listen: [`127.0.0.1:${port}`], zone, forwarder, logger: silentLogger(), metrics });
+  const upstreams = [{ host: '127.0.0.1', port: upstreamPort }];
+  let server;
+  if (workers > 1) {
+    const reuse = reusePort();
+    if (!reuse.ok) throw new Error('reason' in reuse ? reuse.reason : 'no shared UDP port');
+    server = new DnsWorkers({
+      count: workers, listen: [`127.0.0.1:${port}`], snapshot, zone: zopts, upstreams, upstreamTimeoutMs: 2000, cacheSize: 10000,
+      maxTcpConnections: 256, logger: silentLogger(), metrics, openUdpFd: reuse.openUdpFd, batch: batched,
+    });
+  } else {
+    const forwarder = new Forwarder({ upstreams, timeoutMs: 2000, cacheSize: 10000, metrics });
+    server = new DnsServer({ listen: [`127.0.0.1:${port}`], zone: Zone.build(snapshot, zopts), forwarder, logger: silentLogger(), metrics, batch });
+  }
   await server.start();
   console.log('ready');
   process.on('SIGTERM', () => { void server.stop().then(() => process.exit(0)); });
@@ -58,8 +86,9 @@ function bin(cmd) {
 }
 
 // Servers pinned to CPU 1 and dnsperf to CPU 0 ("one core" each; taskset execs, so
-// the child's PID is the server's). DNS_BENCH_PIN=0 disables.
-const PIN = process.env.DNS_BENCH_PIN !== '0' && spawnSync('sh', ['-c', 'command -v taskset']).status === 0;
+// the child's PID is the server's). Default: pinned only when every server is
+// single-threaded (DNS_BENCH_WORKERS=1); DNS_BENCH_PIN=0/1 overrides.
+const PIN = (process.env.DNS_BENCH_PIN ?? (WORKERS > 1 ? '0' : '1')) !== '0' && spawnSync('sh', ['-c', 'command -v taskset']).status === 0;
 const pinned = (cpu, cmd, args) => (PIN ? ['taskset', ['-c', String(cpu), cmd, ...args]] : [cmd, args]);
 
 function startProc(name, cmd0, args0, cpu = 1) {
@@ -138,7 +167,7 @@ async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'ew-bench-dns-'));
   const procs = [];
   const base = 20000 + Math.floor(Math.random() * 20000);
-  const ports = { upstream: base, edgeway: base + 1, dnsmasq: base + 2, unbound: base + 3 };
+  const ports = { upstream: base, edgeway: base + 1, dnsmasq: base + 2, unbound: base + 3, edgewayN: base + 4, edgewayB: base + 5 };
   try {
     // Records: NAMES cluster services, NAMES external names (served by the upstream).
     writeFileSync(join(dir, 'cluster.hosts'), Array.from({ length: NAMES }, (_, i) => `${ipOf(i)} svc-${i}.bench.svc.cluster.local`).join('\n') + '\n');
@@ -151,14 +180,23 @@ async function main() {
     await waitAnswer(ports.upstream, 'ext-1.example', extIpOf(1));
 
     const servers = [];
-    procs.push(startProc('edgeway', process.execPath, [fileURLToPath(import.meta.url), '--serve-edgeway', String(ports.edgeway), String(ports.upstream)]));
-    servers.push({ name: 'edgeway', port: ports.edgeway, proc: procs.at(-1) });
+    // edgeway-dgram: the main thread on dgram (before batching); edgeway: the main
+    // thread, batched UDP through the addon; edgeway-Nw: N batched worker threads.
+    const variants = [
+      { name: 'edgeway-dgram', port: ports.edgeway, workers: 1, udp: 'dgram' },
+      { name: 'edgeway', port: ports.edgewayB, workers: 1, udp: 'batch' },
+      ...(WORKERS > 1 ? [{ name: `edgeway-${WORKERS}w`, port: ports.edgewayN, workers: WORKERS, udp: 'batch' }] : []),
+    ];
+    for (const v of variants) {
+      procs.push(startProc(v.name, process.execPath, [fileURLToPath(import.meta.url), '--serve-edgeway', String(v.port), String(ports.upstream), String(v.workers), v.udp]));
+      servers.push({ name: v.name, port: v.port, proc: procs.at(-1) });
+    }
     procs.push(startProc('dnsmasq', bin('dnsmasq'), [...dnsmasqCommon, `--port=${ports.dnsmasq}`, `--addn-hosts=${join(dir, 'cluster.hosts')}`, '--local-ttl=30', '--local=/cluster.local/', `--server=127.0.0.1#${ports.upstream}`]));
     servers.push({ name: 'dnsmasq', port: ports.dnsmasq, proc: procs.at(-1) });
     if (have('unbound')) {
       const conf = [
         'server:',
-        `  interface: 127.0.0.1`, `  port: ${ports.unbound}`, '  num-threads: 1', '  do-daemonize: no', '  username: ""', '  chroot: ""',
+        `  interface: 127.0.0.1`, `  port: ${ports.unbound}`, `  num-threads: ${WORKERS}`, '  so-reuseport: yes', '  do-daemonize: no', '  username: ""', '  chroot: ""',
         `  directory: "${dir}"`, '  pidfile: ""', '  use-syslog: no', '  logfile: ""', '  verbosity: 0', '  do-not-query-localhost: no',
         '  access-control: 127.0.0.0/8 allow', '  module-config: "iterator"', '  msg-cache-size: 32m', '  rrset-cache-size: 64m',
         '  local-zone: "cluster.local." static',
@@ -169,7 +207,7 @@ async function main() {
       ].join('\n');
       writeFileSync(join(dir, 'unbound.conf'), conf);
       procs.push(startProc('unbound', bin('unbound'), ['-d', '-c', join(dir, 'unbound.conf')]));
-      servers.push({ name: 'unbound', port: ports.unbound, proc: procs.at(-1) });
+      servers.push({ name: WORKERS > 1 ? `unbound-${WORKERS}t` : 'unbound', port: ports.unbound, proc: procs.at(-1) });
     } else {
       console.warn('unbound not installed: skipped');
     }
@@ -189,7 +227,7 @@ async function main() {
         for (const s of servers) {
           const t = throughput(s.port, file, s.proc.child.pid);
           (runs[`${s.name}|${set}`] ??= []).push(t);
-          console.log(`round ${r + 1} ${set.padEnd(18)} ${s.name.padEnd(8)} ${Math.round(t.qps)} qps, ${Math.round(t.perCpuSecond)} per CPU-s (cpu ${t.cpu.toFixed(2)} s, lost ${t.lost}, NOERROR ${(t.okShare * 100).toFixed(1)}%)`);
+          console.log(`round ${r + 1} ${set.padEnd(18)} ${s.name.padEnd(11)} ${Math.round(t.qps)} qps, ${Math.round(t.perCpuSecond)} per CPU-s (cpu ${t.cpu.toFixed(2)} s, lost ${t.lost}, NOERROR ${(t.okShare * 100).toFixed(1)}%)`);
         }
       }
     }
@@ -199,28 +237,31 @@ async function main() {
       const baseCpu = median(runs[`dnsmasq|${set}`].map((t) => t.perCpuSecond));
       for (const s of servers) {
         const ts = runs[`${s.name}|${set}`];
-        const qps = median(ts.map((t) => t.qps));
+        const qpsSpread = spread(ts.map((t) => Math.round(t.qps)));
+        const qps = qpsSpread.median;
         const perCpu = median(ts.map((t) => t.perCpuSecond));
+        const unboundQps = median((runs[`${servers.find((x) => x.name.startsWith('unbound'))?.name}|${set}`] ?? []).map((t) => t.qps));
         const latencies = RATES.map((rate) => ({ rate, ...latency(s.port, file, rate) }));
         rows.push({
-          set, server: s.name, qps: Math.round(qps), ratio: qps / baseQps, perCpuSecond: Math.round(perCpu), cpuRatio: perCpu / baseCpu,
+          set, server: s.name, qps: Math.round(qps), qpsMin: qpsSpread.min, qpsMax: qpsSpread.max, ratio: qps / baseQps,
+          unboundRatio: unboundQps ? qps / unboundQps : null, perCpuSecond: Math.round(perCpu), cpuRatio: perCpu / baseCpu,
           lost: ts.reduce((a, t) => a + t.lost, 0),
           latency: latencies.map((l) => ({ rate: l.rate, p50us: Math.round(l.p50us), p99us: Math.round(l.p99us), samples: l.samples, errors: l.errors })),
         });
       }
     }
-    const result = { bench: 'dns', date: new Date().toISOString(), pinned: PIN, seconds: SECONDS, rounds: ROUNDS, names: NAMES, clients: CLIENTS, latencyRates: RATES, node: process.version, rows };
+    const result = { bench: 'dns', date: new Date().toISOString(), pinned: PIN, workers: WORKERS, cores: availableParallelism(), seconds: SECONDS, rounds: ROUNDS, names: NAMES, clients: CLIENTS, latencyRates: RATES, node: process.version, rows };
     const md = [
       `# bench/dns — ${result.date}`,
       '',
       `dnsperf (${CLIENTS} clients, 1 thread), ${NAMES} names per set, QPS = median of ${ROUNDS} interleaved ${SECONDS}s runs at saturation;`,
-      `latency at fixed offered loads (${RATES.join(', ')} qps) for 3 s each. Each server single-threaded on 127.0.0.1${PIN ? ', pinned to CPU 1 (dnsperf on CPU 0)' : ''}; external names forwarded to the same upstream (dnsmasq) and cached. Shared 2-core box: noisy.`,
+      `latency at fixed offered loads (${RATES.join(', ')} qps) for 3 s each. On 127.0.0.1${PIN ? ', servers pinned to CPU 1 (dnsperf on CPU 0)' : ', unpinned (dnsperf shares the cores)'}; \`edgeway-dgram\` = main thread on Node's dgram (the path before batching), \`edgeway\` = main thread with UDP batched through the addon (recvmmsg/sendmmsg; the agent's default), ${WORKERS > 1 ? `\`edgeway-${WORKERS}w\` = ${WORKERS} batched worker threads on SO_REUSEPORT sockets (dns.workers: ${WORKERS}), unbound with ${WORKERS} threads, ` : ''}dnsmasq single-threaded (it has no threads); external names forwarded to the same upstream (dnsmasq) and cached. Shared 2-core box: noisy.`,
       '',
       'QPS/CPU-s = queries answered per CPU-second the server process used (utime+stime from /proc): what one dedicated core would sustain, and far less sensitive to other load on the box than raw QPS.',
       '',
-      `| set | server | QPS | × dnsmasq | QPS/CPU-s | × dnsmasq | lost | ${RATES.map((r) => `p50/p99 µs @${r / 1000}k`).join(' | ')} |`,
-      `|---|---|---:|---:|---:|---:|---:|${RATES.map(() => '---:').join('|')}|`,
-      ...rows.map((r) => `| ${r.set} | ${r.server} | ${r.qps} | ${r.ratio.toFixed(2)} | ${r.perCpuSecond} | ${r.cpuRatio.toFixed(2)} | ${r.lost} | ${r.latency.map((l) => `${l.p50us} / ${l.p99us}`).join(' | ')} |`),
+      `| set | server | QPS (median) | min–max | × dnsmasq | × unbound | QPS/CPU-s | × dnsmasq | lost | ${RATES.map((r) => `p50/p99 µs @${r / 1000}k`).join(' | ')} |`,
+      `|---|---|---:|---:|---:|---:|---:|---:|---:|${RATES.map(() => '---:').join('|')}|`,
+      ...rows.map((r) => `| ${r.set} | ${r.server} | ${r.qps} | ${r.qpsMin}–${r.qpsMax} | ${r.ratio.toFixed(2)} | ${r.unboundRatio === null ? '–' : r.unboundRatio.toFixed(2)} | ${r.perCpuSecond} | ${r.cpuRatio.toFixed(2)} | ${r.lost} | ${r.latency.map((l) => `${l.p50us} / ${l.p99us}`).join(' | ')} |`),
       '',
     ].join('\n');
     console.log('\n' + md);
@@ -241,16 +282,16 @@ function svg(rows) {
   const barH = 18;
   const w = 640;
   let y = 30;
-  const parts = [`<text x="10" y="18" font-size="14" font-family="sans-serif">DNS queries/s (dnsperf, single-threaded servers)</text>`];
+  const parts = [`<text x="10" y="18" font-size="14" font-family="sans-serif">DNS queries/s (dnsperf; median of the rounds)</text>`];
   for (const set of [...new Set(rows.map((r) => r.set))]) {
     parts.push(`<text x="10" y="${y + 12}" font-size="12" font-family="sans-serif" font-weight="bold">${set}</text>`);
     y += 18;
     for (const r of rows.filter((x) => x.set === set)) {
-      const bw = Math.round((r.qps / max) * (w - 260));
-      const color = r.server === 'edgeway' ? '#2b7bb9' : r.server === 'dnsmasq' ? '#888' : '#c77c2b';
+      const bw = Math.round((r.qps / max) * (w - 280));
+      const color = r.server.startsWith('edgeway') ? '#2b7bb9' : r.server === 'dnsmasq' ? '#888' : '#c77c2b';
       parts.push(`<text x="20" y="${y + 13}" font-size="12" font-family="sans-serif">${r.server}</text>`);
-      parts.push(`<rect x="90" y="${y}" width="${bw}" height="${barH - 4}" fill="${color}"/>`);
-      parts.push(`<text x="${95 + bw}" y="${y + 13}" font-size="11" font-family="sans-serif">${r.qps} (${r.ratio.toFixed(2)}×; ${r.perCpuSecond}/CPU-s, ${r.cpuRatio.toFixed(2)}×)</text>`);
+      parts.push(`<rect x="110" y="${y}" width="${bw}" height="${barH - 4}" fill="${color}"/>`);
+      parts.push(`<text x="${115 + bw}" y="${y + 13}" font-size="11" font-family="sans-serif">${r.qps} (${r.ratio.toFixed(2)}×; ${r.perCpuSecond}/CPU-s, ${r.cpuRatio.toFixed(2)}×)</text>`);
       y += barH;
     }
     y += 8;
@@ -259,7 +300,7 @@ function svg(rows) {
 }
 
 if (process.argv[2] === '--serve-edgeway') {
-  await serveEdgeway(Number(process.argv[3]), Number(process.argv[4]));
+  await serveEdgeway(Number(process.argv[3]), Number(process.argv[4]), Number(process.argv[5] ?? 1), process.argv[6] !== 'dgram');
 } else {
   await main();
 }

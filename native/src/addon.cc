@@ -14,6 +14,7 @@
 #include "origdst.h"
 #include "pool.h"
 #include "reuseport.h"
+#include "dns-udp.h"
 #include "sockmap-link.h"
 
 namespace edgeway {
@@ -202,6 +203,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Pool", PoolWrap::Init(env));
   exports.Set("getOriginalDst", Napi::Function::New(env, GetOriginalDstJs));
   RegisterReusePort(env, exports);
+  RegisterDnsUdp(env, exports);
   exports.Set("abi", Napi::Number::New(env, kAddonAbi));
   return exports;
 }

@@ -235,11 +235,19 @@ export const configSchema = z
         /** Per upstream and attempt; the next upstream is tried after it. */
         upstreamTimeoutMs: z.number().int().min(10).max(60_000).default(2000),
         maxTcpConnections: z.number().int().min(1).max(10_000).default(256),
+        /**
+         * Threads answering queries, each on its own socket sharing the port
+         * (SO_REUSEPORT); 1 = the main thread only. `auto`: the main thread when
+         * UDP is batched through the native addon (the most queries per
+         * CPU-second), else one per core. Each worker has its own cache of
+         * `cacheSize` entries.
+         */
+        workers: z.union([z.literal('auto'), z.number().int().min(1).max(64)]).default('auto'),
       })
       .strict()
       .default(() => ({
         enabled: true, listen: ['169.254.96.16:53'], interface: 'edgeway0', upstreams: [], ttl: 30, cacheSize: 10_000,
-        negativeTtl: 5, resolvConf: '/etc/resolv.conf', upstreamTimeoutMs: 2000, maxTcpConnections: 256,
+        negativeTtl: 5, resolvConf: '/etc/resolv.conf', upstreamTimeoutMs: 2000, maxTcpConnections: 256, workers: 'auto' as const,
       })),
     tunnel: tunnelSchema.default(() => tunnelSchema.parse({})),
     /**

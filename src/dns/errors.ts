@@ -26,3 +26,12 @@ export class DnsInterfaceError extends Error {
     this.name = 'DnsInterfaceError';
   }
 }
+
+/** DNS worker threads could not start (script missing, a worker ended before serving). */
+export class DnsWorkerError extends Error {
+  readonly code = 'ERR_DNS_WORKER';
+  constructor(message: string, cause?: unknown) {
+    super(message, { cause });
+    this.name = 'DnsWorkerError';
+  }
+}

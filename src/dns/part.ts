@@ -16,9 +16,14 @@ import { DnsInterface } from './interface.js';
 import { Forwarder } from './forwarder.js';
 import { DnsMetrics } from './metrics.js';
 import { DnsServer } from './server.js';
+import { batchAddon } from './udp-batch.js';
 import { chooseUpstreams } from './upstreams.js';
 import { Zone, type ZoneOptions } from './zone.js';
 import { DnsListenError } from './errors.js';
+import { availableParallelism } from 'node:os';
+import { reusePort } from './reuse-port.js';
+import { loadNative } from '../native/addon.js';
+import { DnsWorkers } from './workers.js';
 
 export interface DnsPartDeps {
   readonly config: Config;
@@ -32,8 +37,21 @@ export interface DnsPart {
   start(): Promise<void>;
   stop(): Promise<void>;
   readonly readiness: ReadinessCheck;
-  /** The server, once bound (tests). */
-  readonly server: DnsServer | undefined;
+  /** The server (main thread) or the worker pool, once bound. */
+  readonly server: DnsServer | DnsWorkers | undefined;
+}
+
+/**
+ * Threads to serve with; 1 = the main thread. More than one needs a shared UDP
+ * port (reuse-port.ts); without it, the main thread. `auto`: the main thread when
+ * UDP is batched — measured here (bench/results/dns.md) one batched thread answers
+ * ~2× dnsmasq's queries per CPU-second, while two workers on two cores spent ~1.5×
+ * the CPU per query (smaller batches, a cache each) for no more throughput on a
+ * box whose cores are shared with the pods; with dgram only, one per core.
+ */
+export function dnsWorkerCount(setting: 'auto' | number, batched: boolean, cores: number = availableParallelism()): number {
+  if (setting !== 'auto') return setting;
+  return batched ? 1 : Math.max(1, cores);
 }
 
 /** Build the DNS part; undefined when `dns.enabled` is false. */
@@ -45,16 +63,33 @@ export async function createDnsPart(deps: DnsPartDeps): Promise<DnsPart | undefi
   const choice = await chooseUpstreams(cfg.upstreams, cfg.listen, cfg.resolvConf);
   if (choice.refused.length) log.error({ refused: choice.refused, from: choice.from }, 'upstreams that are our own listen addresses refused (forwarding loop)');
   if (choice.upstreams.length === 0) log.warn({ from: choice.from }, 'no upstream DNS server: names outside the cluster get SERVFAIL');
-  let server: DnsServer | undefined;
-  const metrics: DnsMetrics = new DnsMetrics(deps.registry, { cacheEntries: (): number => forwarder.cache.size, tcpConnections: (): number => server?.tcpConnections ?? 0 });
+  let server: DnsServer | DnsWorkers | undefined;
+  const metrics: DnsMetrics = new DnsMetrics(deps.registry, {
+    cacheEntries: (): number => (server instanceof DnsWorkers ? server.cacheEntries : forwarder.cache.size),
+    tcpConnections: (): number => server?.tcpConnections ?? 0,
+    pull: async (): Promise<void> => { if (server instanceof DnsWorkers) await server.pull(); },
+  });
   const forwarder: Forwarder = new Forwarder({ upstreams: choice.upstreams, timeoutMs: cfg.upstreamTimeoutMs, cacheSize: cfg.cacheSize, metrics });
   const iface = new DnsInterface(cfg.interface, cfg.listen);
-  const zoneOf = (s: Snapshot): Zone => (s.revision === 0 ? Zone.unsynced(zopts) : Zone.build(s, zopts));
-  let zone = zoneOf(deps.store.snapshot);
+  // Batched UDP when the addon has it; dgram otherwise (the plain path).
+  const batch = batchAddon(loadNative().addon);
+  let workers = dnsWorkerCount(cfg.workers, batch !== undefined);
+  const reuse = workers > 1 ? reusePort() : undefined;
+  if (reuse && !reuse.ok) {
+    log.warn({ workers, reason: reuse.reason }, 'dns worker threads need a shared UDP port: serving on the main thread');
+    workers = 1;
+  }
+  // With workers, each builds its own zone from the snapshots posted to it.
+  let zone = workers > 1 ? undefined : Zone.of(deps.store.snapshot, zopts);
   const onSnapshot = (s: Snapshot): void => {
     const t0 = performance.now();
-    zone = zoneOf(s);
-    server?.setZone(zone);
+    if (workers > 1) {
+      // Before the workers serve, the start path posts the newest snapshot itself.
+      if (server instanceof DnsWorkers) server.setSnapshot(s);
+    } else {
+      zone = Zone.of(s, zopts);
+      if (server instanceof DnsServer) server.setZone(zone);
+    }
     log.debug({ revision: s.revision, origin: s.origin, services: s.services.length, ms: Math.round(performance.now() - t0) }, 'dns zone swapped');
   };
   const abort = new AbortController();
@@ -69,13 +104,24 @@ export async function createDnsPart(deps: DnsPartDeps): Promise<DnsPart | undefi
       try {
         const added = await iface.ensure();
         if (added.length) log.info({ interface: cfg.interface, type: iface.kind, addresses: added }, 'dns interface ready');
-        const s = new DnsServer({ listen: cfg.listen, zone, forwarder, logger: deps.logger, metrics, maxTcpConnections: cfg.maxTcpConnections });
+        const startRevision = deps.store.snapshot.revision;
+        const s = workers > 1
+          ? new DnsWorkers({
+            count: workers, listen: cfg.listen, snapshot: deps.store.snapshot, zone: zopts, upstreams: choice.upstreams,
+            upstreamTimeoutMs: cfg.upstreamTimeoutMs, cacheSize: cfg.cacheSize, maxTcpConnections: cfg.maxTcpConnections,
+            logger: deps.logger, metrics, openUdpFd: reuse?.ok ? reuse.openUdpFd : undefined, batch: batch !== undefined,
+          })
+          : new DnsServer({ listen: cfg.listen, zone: zone ??= Zone.of(deps.store.snapshot, zopts), forwarder, logger: deps.logger, metrics, maxTcpConnections: cfg.maxTcpConnections, batch });
         await s.start();
         if (abort.signal.aborted) { await s.stop(); return; }
         server = s;
-        s.setZone(zone);
+        // A snapshot may have arrived while binding (onSnapshot kept `zone` current).
+        if (s instanceof DnsWorkers) { if (deps.store.snapshot.revision !== startRevision) s.setSnapshot(deps.store.snapshot); } else if (zone) s.setZone(zone);
         state = 'serving';
-        log.info({ listen: s.addresses().map((a) => `${a.proto}://${a.address}:${a.port}`), upstreams: choice.upstreams.map((u) => `${u.host}:${u.port}`), from: choice.from }, 'dns serving');
+        log.info({
+          listen: s.addresses().map((a) => `${a.proto}://${a.address}:${a.port}`), workers, reusePort: reuse?.ok ? reuse.how : undefined, udp: batch ? 'batched' : 'dgram',
+          upstreams: choice.upstreams.map((u) => `${u.host}:${u.port}`), from: choice.from,
+        }, 'dns serving');
         return;
       } catch (err) {
         // Another process holding the DNS address at start is a setup error, not a

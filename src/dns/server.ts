@@ -23,6 +23,8 @@ import { encodeBody, type Zone, type ZoneRecord } from './zone.js';
 import { Forwarder, parseHostPort } from './forwarder.js';
 import { CLASS_ANY, CLASS_IN, errorResponse, nameKey, parseQuery, RCODE, respond, udpLimit, type Body, type Query } from './wire.js';
 import { DnsListenError } from './errors.js';
+import { BatchedUdp, type BatchAddon } from './udp-batch.js';
+import { namedErrno } from './reuse-port.js';
 
 export interface DnsServerOptions {
   /** `host:port` addresses; port 0 picks a free port (tests). */
@@ -38,6 +40,17 @@ export interface DnsServerOptions {
   /** Largest query accepted (bytes); a query is small, so anything big is hostile. */
   readonly maxQuerySize?: number;
   readonly tcpIdleMs?: number;
+  /** Serve TCP too (default true). DNS worker threads: only the first one does. */
+  readonly tcp?: boolean;
+  /**
+   * Share each UDP port with other sockets (SO_REUSEPORT), one per DNS worker
+   * thread: the kernel spreads queries across them. `openUdpFd` makes the socket
+   * where dgram cannot (Node < 22.12, see src/dns/reuse-port.ts); without it dgram's
+   * own `reusePort` option is used.
+   */
+  readonly reusePort?: { readonly openUdpFd?: (host: string, port: number) => Promise<number> };
+  /** Serve UDP in batches through the native addon (udp-batch.ts) instead of dgram. */
+  readonly batch?: { readonly addon: BatchAddon };
 }
 
 export interface BoundAddress {
@@ -63,7 +76,7 @@ function literalLookup(address: string, family: unknown, cb: (err: NodeJS.ErrnoE
 export class DnsServer {
   private zone: Zone;
   readonly metrics: DnsMetrics;
-  private readonly udp: UdpSocket[] = [];
+  private readonly udp: (UdpSocket | BatchedUdp)[] = [];
   private readonly tcp: Server[] = [];
   private readonly conns = new Set<Socket>();
   private readonly log: Logger;
@@ -98,6 +111,7 @@ export class DnsServer {
     try {
       for (const addr of this.opts.listen) {
         const { host, port } = parseHostPort(addr);
+        if (this.opts.tcp === false) { await this.bindUdp(host, port); continue; }
         // With port 0 (tests), TCP takes the port number UDP got; that port may be
         // busy for TCP, so try a few times.
         for (let attempt = 0; ; attempt++) {
@@ -132,13 +146,34 @@ export class DnsServer {
     await Promise.all(this.tcp.splice(0).map((s) => new Promise<void>((r) => s.close(() => r()))));
   }
 
-  private bindUdp(host: string, port: number): Promise<UdpSocket> {
+  private async bindUdp(host: string, port: number): Promise<UdpSocket | BatchedUdp> {
+    const reuse = this.opts.reusePort;
+    const batch = this.opts.batch;
+    const fd = reuse?.openUdpFd ? await reuse.openUdpFd(host, port).catch((err: unknown) => { throw new DnsListenError(`udp ${host}:${port}`, err); }) : undefined;
+    if (batch) {
+      let own: number;
+      try {
+        own = fd ?? batch.addon.udpReusePort(host, port, reuse !== undefined);
+      } catch (err) {
+        throw new DnsListenError(`udp ${host}:${port}`, namedErrno(err));
+      }
+      const b = new BatchedUdp({
+        addon: batch.addon, fd: own,
+        answer: (m) => { if (m.length > this.maxQuery) { this.metrics.drop('oversize'); return undefined; } return this.handle(m, false); },
+        oversize: () => this.metrics.drop('oversize'),
+        sendFailed: (count) => this.metrics.drop('udp_send', count),
+        onLateError: (err) => this.log.debug({ err: String(err) }, 'late udp answer not sent'),
+      });
+      this.udp.push(b);
+      return b;
+    }
     return new Promise((resolve, reject) => {
       // Larger socket buffers absorb bursts (many pods resolving at once); the
-      // kernel caps them at net.core.{r,w}mem_max without an error.
-      const sock = createSocket({ type: isIP(host) === 6 ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, lookup: literalLookup });
+      // kernel caps them at net.core.{r,w}mem_max without an error. `reusePort` is
+      // dgram's own option from Node 22.12 on (older versions ignore it; they get `fd`).
+      const sock = createSocket({ type: isIP(host) === 6 ? 'udp6' : 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, lookup: literalLookup, ...(reuse && fd === undefined ? { reusePort: true } : {}) });
       sock.once('error', (err) => reject(new DnsListenError(`udp ${host}:${port}`, err)));
-      sock.bind({ address: host, port, exclusive: true }, () => {
+      sock.bind(fd !== undefined ? { fd } : { address: host, port, exclusive: true }, () => {
         sock.removeAllListeners('error');
         sock.on('error', (err) => this.log.warn({ err: String(err) }, 'udp socket error'));
         sock.on('message', (msg, rinfo) => this.onUdp(sock, msg, rinfo.address, rinfo.port));

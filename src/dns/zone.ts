@@ -133,6 +133,11 @@ export class Zone {
     this.nodata = { kind: 'answer', rcode: RCODE.NOERROR, body: this.negativeBody };
   }
 
+  /** The zone for a snapshot: unsynced before the first one (revision 0), else built. */
+  static of(snapshot: Snapshot, opts: ZoneOptions): Zone {
+    return snapshot.revision === 0 ? Zone.unsynced(opts) : Zone.build(snapshot, opts);
+  }
+
   /** Build the index for a snapshot. Pure; O(records). */
   static build(snapshot: Snapshot, opts: ZoneOptions): Zone {
     const z = new Zone(opts, snapshot.revision);

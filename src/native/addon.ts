@@ -76,6 +76,15 @@ export interface NativeBpf {
   dumpPerCpu(map: string): Promise<{ key: Buffer; values: Buffer[] }[]>;
 }
 
+/** See NativeAddon.UdpBatch. */
+export interface NativeUdpBatch {
+  /** Send one datagram to a 32-byte address copied from the `addrs` slots; bytes sent or -errno. */
+  sendTo(data: Uint8Array, addr: Uint8Array): number;
+  close(): void;
+  /** Bound address, and replies dropped because the socket buffer was full. */
+  address(): { address: string; port: number; family: string; dropped: number };
+}
+
 /** edgeway_native.node: needs only syscalls (no libbpf). */
 export interface NativeAddon {
   readonly abi: number;
@@ -88,6 +97,18 @@ export interface NativeAddon {
    * for `server.listen({ fd })`. Absent in addons built before reuseport.cc. Throws (errno).
    */
   listenReusePort?(host: string, port: number, backlog: number): number;
+  /**
+   * A bound UDP socket with SO_REUSEPORT (native/src/dns-udp.cc) for
+   * `dgram.bind({ fd })`: DNS worker threads on Node < 22.12. Absent in addons
+   * built before dns-udp.cc. Throws (errno).
+   */
+  udpReusePort?(host: string, port: number, reuse?: boolean): number;
+  /**
+   * A UDP socket served in batches (recvmmsg → one `onBatch(n)` call → sendmmsg),
+   * watched on the calling thread's loop; owns `fd` (native/src/dns-udp.cc). Absent
+   * when the addon was built without libuv's header.
+   */
+  UdpBatch?: new (fd: number, batch: number, slot: number, input: ArrayBufferLike, output: ArrayBufferLike, lens: ArrayBufferLike, addrs: ArrayBufferLike, onBatch: (n: number) => void) => NativeUdpBatch;
   /**
    * Connect from `localHost:localPort` (bound with SO_REUSEADDR + SO_REUSEPORT, so it
    * may share a listener's port) on a worker thread; resolves with the connected fd

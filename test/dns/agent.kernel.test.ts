@@ -6,12 +6,13 @@
  * Needs `npm run build` (CI builds before tests).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Lab, kernelSkipReason } from '../helpers/netns.js';
+import { writeDnsAgentConfig } from './fixtures.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const skip = kernelSkipReason() ?? (existsSync(join(root, 'dist/cli/main.js')) ? undefined : 'dist/ missing: run npm run build');
@@ -28,19 +29,7 @@ describe.skipIf(!!skip)('dns agent in a namespace', () => {
   it('creates edgeway0, answers on 169.254.96.16:53, removes it on stop', async () => {
     const ns = await lab.ns('dns');
     dir = await mkdtemp(join(tmpdir(), 'ew-dns-k-'));
-    const cfg = join(dir, 'agent.yaml');
-    await writeFile(cfg, [
-      'nodeName: edge-1',
-      `stateDir: ${join(dir, 'state')}`,
-      'sources:',
-      '  kubernetes: { enabled: false }',
-      `  static: { paths: [${join(root, 'examples/services.yaml')}] }`,
-      'dataplane: { mode: none }',
-      'dns: { listen: ["169.254.96.16:53"], upstreams: ["127.0.0.1:5399"] }',
-      'tunnel: { enabled: false }',
-      'metrics: { listen: "" }',
-      '',
-    ].join('\n'));
+    const cfg = await writeDnsAgentConfig(dir, '{ listen: ["169.254.96.16:53"], upstreams: ["127.0.0.1:5399"] }');
     const agent = lab.spawn(ns, process.execPath, [join(root, 'bin/edgeway.js'), 'agent', '--config', cfg]);
     let answer = '';
     for (let i = 0; i < 50 && answer === ''; i++) {

@@ -9,6 +9,12 @@ import dnsPacket from 'dns-packet';
 import type { Answer, DecodedPacket } from 'dns-packet';
 import type { Endpoint, Service, ServicePort, Snapshot } from '../../src/catalog/types.js';
 import { SNAPSHOT_VERSION } from '../../src/catalog/types.js';
+import { loadNative } from '../../src/native/addon.js';
+import { batchAddon } from '../../src/dns/udp-batch.js';
+import { requirement } from '../helpers/skip.js';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 export function ep(ip: string, extra: Partial<Endpoint> = {}): Endpoint {
   return {
@@ -114,4 +120,39 @@ export function format(p: DecodedPacket): Formatted {
     authority: (p.authorities ?? []).map(formatRecord).sort(),
     additional: (p.additionals ?? []).filter((r) => r.type !== 'OPT').map(formatRecord).sort(),
   };
+}
+
+/**
+ * The two UDP paths of the server: Node's dgram and batches through the native
+ * addon (recvmmsg/sendmmsg). Suites over real sockets run on both; without the
+ * addon the batched one is skipped with the reason (and fails in CI).
+ */
+const native = loadNative();
+const batch = batchAddon(native.addon);
+const batchSkip = batch ? undefined : requirement('batched UDP (native UdpBatch)', native.addonReason ?? 'the addon has no UdpBatch');
+export const UDP_MODES: { udp: string; batch: ReturnType<typeof batchAddon> }[] = [
+  { udp: 'dgram', batch: undefined },
+  ...(batchSkip ? [] : [{ udp: 'batched', batch }]),
+];
+
+/**
+ * Write an agent config serving the example catalog with only DNS on (static
+ * source, no data plane, no tunnel) into `dir`; returns its path.
+ */
+export async function writeDnsAgentConfig(dir: string, dns: string, metricsListen = ''): Promise<string> {
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  const file = join(dir, 'agent.yaml');
+  await writeFile(file, [
+    'nodeName: edge-1',
+    `stateDir: ${join(dir, 'state')}`,
+    'sources:',
+    '  kubernetes: { enabled: false }',
+    `  static: { paths: [${join(root, 'examples/services.yaml')}] }`,
+    'dataplane: { mode: none }',
+    `dns: ${dns}`,
+    'tunnel: { enabled: false }',
+    `metrics: { listen: "${metricsListen}" }`,
+    '',
+  ].join('\n'));
+  return file;
 }

@@ -13,7 +13,7 @@ import { DnsMetrics } from '../../src/dns/metrics.js';
 import { Forwarder } from '../../src/dns/forwarder.js';
 import { Zone } from '../../src/dns/zone.js';
 import { silentLogger } from '../../src/util/log.js';
-import { CATALOG, query } from './fixtures.js';
+import { CATALOG, query, UDP_MODES } from './fixtures.js';
 import { startUpstream, udpExchange, type TestUpstream } from './upstream.js';
 
 const A = (name: string, ip: string, ttl = 120): Answer => ({ name, type: 'A', ttl, data: ip });
@@ -28,11 +28,14 @@ class FakeClock {
 interface Rig { server: DnsServer; port: number; clock: FakeClock; metrics: DnsMetrics; close(): Promise<void> }
 
 // Generous timeouts: CI boxes are busy; only the failover cases rely on an upstream timing out.
+/** The UDP path the current suite runs on (set per describe.each block). */
+let udpMode: (typeof UDP_MODES)[number]['batch'];
+
 async function rig(upstreams: { host: string; port: number }[], timeoutMs = 2000): Promise<Rig> {
   const clock = new FakeClock();
   const metrics = new DnsMetrics();
   const forwarder = new Forwarder({ upstreams, timeoutMs, cacheSize: 100, clock, metrics });
-  const server = new DnsServer({ listen: ['127.0.0.1:0'], zone: Zone.build(CATALOG, { domain: 'cluster.local', ttl: 30, negativeTtl: 5 }), forwarder, logger: silentLogger(), metrics });
+  const server = new DnsServer({ listen: ['127.0.0.1:0'], zone: Zone.build(CATALOG, { domain: 'cluster.local', ttl: 30, negativeTtl: 5 }), forwarder, logger: silentLogger(), metrics, batch: udpMode });
   await server.start();
   return { server, port: server.addresses()[0]!.port, clock, metrics, close: () => server.stop() };
 }
@@ -43,7 +46,8 @@ async function ask(port: number, name: string, type = 'A', edns?: number): Promi
 
 const ttlsOf = (p: ReturnType<typeof dnsPacket.decode>): number[] => (p.answers ?? []).map((a) => (a as { ttl: number }).ttl);
 
-describe('forwarding', () => {
+describe.each(UDP_MODES)('forwarding, UDP $udp', ({ batch }) => {
+  beforeAll(() => { udpMode = batch; });
   let up: TestUpstream;
   let up2: TestUpstream;
   let r: Rig;

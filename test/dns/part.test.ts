@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import dnsPacket from 'dns-packet';
 import { configSchema, type Config } from '../../src/config/schema.js';
-import { createDnsPart, type DnsPart } from '../../src/dns/part.js';
+import { createDnsPart, dnsWorkerCount, type DnsPart } from '../../src/dns/part.js';
+import { dgramReusePort } from '../../src/dns/reuse-port.js';
 import { chooseUpstreams, parseResolvConf } from '../../src/dns/upstreams.js';
 import { addressesNeedingInterface } from '../../src/dns/interface.js';
 import { createRegistry } from '../../src/metrics/registry.js';
@@ -46,6 +47,23 @@ describe('upstream choice', () => {
 
   it('puts only unassigned, non-loopback addresses on the dummy interface', () => {
     expect(addressesNeedingInterface(['169.254.96.16:53', '127.0.0.1:53', '[::1]:53', '10.1.1.1:53', '0.0.0.0:53'], new Set(['10.1.1.1']))).toEqual(['169.254.96.16']);
+  });
+});
+
+describe('dns threads', () => {
+  it.each([
+    { name: 'auto with batched UDP: the main thread', setting: 'auto' as const, batched: true, cores: 4, want: 1 },
+    { name: 'auto with dgram only: one per core', setting: 'auto' as const, batched: false, cores: 4, want: 4 },
+    { name: 'an explicit count wins', setting: 3, batched: true, cores: 2, want: 3 },
+  ])('$name', ({ setting, batched, cores, want }) => {
+    expect(dnsWorkerCount(setting, batched, cores)).toBe(want);
+  });
+
+  it.each([
+    { version: '20.20.2', want: false }, { version: '22.11.0', want: false }, { version: '22.12.0', want: true },
+    { version: '23.0.0', want: false }, { version: '23.1.0', want: true }, { version: '24.0.0', want: true },
+  ])('dgram reusePort on Node $version: $want', ({ version, want }) => {
+    expect(dgramReusePort(version)).toBe(want);
   });
 });
 

@@ -12,7 +12,7 @@ import { DnsServer } from '../../src/dns/server.js';
 import { DnsMetrics } from '../../src/dns/metrics.js';
 import { Zone } from '../../src/dns/zone.js';
 import { silentLogger } from '../../src/util/log.js';
-import { CATALOG, ep, query, snapshot, svc } from './fixtures.js';
+import { CATALOG, ep, query, snapshot, svc, UDP_MODES } from './fixtures.js';
 import { udpExchange } from './upstream.js';
 
 const pexec = promisify(execFile);
@@ -46,13 +46,13 @@ function tcpExchange(port: number, msgs: Buffer[], count = msgs.length, timeoutM
   });
 }
 
-describe('dns server', () => {
+describe.each(UDP_MODES)('dns server, UDP $udp', ({ batch }) => {
   let server: DnsServer;
   let port: number;
   const metrics = new DnsMetrics();
 
   beforeAll(async () => {
-    server = new DnsServer({ listen: ['127.0.0.1:0'], zone: Zone.build(SNAP, ZOPTS), logger: silentLogger(), metrics, maxTcpConnections: 4 });
+    server = new DnsServer({ listen: ['127.0.0.1:0'], zone: Zone.build(SNAP, ZOPTS), logger: silentLogger(), metrics, maxTcpConnections: 4, batch });
     await server.start();
     port = server.addresses()[0]!.port;
   });
