@@ -15,7 +15,9 @@ import net from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { NativeAeadForwarder, prepareCipherHandover, type AeadState } from '../../src/native/aead-forwarder.js';
 import { loadNative } from '../../src/native/addon.js';
-import { ForwardCancelledError, ForwardError } from '../../src/native/errors.js';
+import { Accelerators } from '../../src/native/accelerator.js';
+import type { NativeAddon, NativePool } from '../../src/native/addon.js';
+import { ForwardCancelledError, ForwardError, HandoverError } from '../../src/native/errors.js';
 import { NativeEngine } from '../../src/native/native-forwarders.js';
 import { Ewc1Opener, Ewc1Sealer } from '../helpers/ewc1-codec.mjs';
 import { prng } from '../helpers/prng.js';
@@ -314,5 +316,43 @@ describe.skipIf(skip)('EWC1 record pump (native)', { timeout: 120_000 }, () => {
     expect([c.ended, opener.ended, c.data.length]).toEqual([false, false, 100_000]);
     r.plainPeer.destroy();
     expect((await gotPlain.done).data.length).toBe(0);
+  });
+});
+
+// The addon is a process boundary: a fake one stands for builds without the pump
+// (or without a usable OpenSSL). The channel must get a HandoverError (keep the JS
+// codec), with the sockets untouched.
+describe('EWC1 record pump unavailable', () => {
+  class PoolWithoutPump implements NativePool {
+    readonly active = 0;
+    splice(): number { throw new Error('unused'); }
+    sockmap(): number { throw new Error('unused'); }
+    cancel(): void {}
+    close(): void {}
+  }
+  class PoolNoCrypto extends PoolWithoutPump {
+    aeadPair(): number { throw Object.assign(new Error('aeadPair: Operation not supported'), { errno: 95 }); }
+  }
+  const fake = (pool: new () => NativePool, aeadReason: string | null | undefined): NativeAddon =>
+    ({ abi: 2, aeadReason, Pool: pool, SockmapLink: class {}, getOriginalDst: () => null }) as unknown as NativeAddon;
+
+  it.each([
+    ['addon built before the pump', fake(PoolWithoutPump, undefined), /rebuild/],
+    ['OpenSSL not resolvable', fake(PoolNoCrypto, 'OpenSSL EVP symbols not found'), /OpenSSL EVP symbols not found/],
+  ])('%s: HandoverError, sockets untouched', async (_name, addon, reason) => {
+    const engine = new NativeEngine(addon);
+    const fwd = new NativeAeadForwarder(engine);
+    expect(fwd.unavailableReason).toMatch(reason);
+    const r = await rig();
+    const err = await fwd.forward(r.plain, r.cipher, keys(1)).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(HandoverError);
+    expect((err as Error).message).toMatch(reason);
+    expect([r.plain.destroyed, r.cipher.destroyed]).toEqual([false, false]);
+    for (const x of Object.values(r)) x.destroy();
+  });
+
+  it('Accelerators.aead() is undefined without the addon, and says why', () => {
+    const accel = new Accelerators({ native: { addonReason: 'not built' } });
+    expect([accel.aead(), accel.aeadReason]).toEqual([undefined, 'native addon not loaded']);
   });
 });
