@@ -18,10 +18,12 @@
         "native/src/bpf-sys.cc",
         "native/src/origdst.cc",
         "native/src/reuseport.cc",
-        "native/src/dns-udp.cc"
+        "native/src/dns-udp.cc",
+        "native/src/aead-pump.cc",
+        "native/src/evp.cc"
       ],
       "defines": ["EDGEWAY_HAVE_UV=1"],
-      "libraries": ["-lpthread"]
+      "libraries": ["-lpthread", "-ldl"]
     },
     {
       "target_name": "edgeway_bpf",
