@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import { ChannelError } from '../../src/tunnel/channel/errors.js';
 import { EwcSocket, MAX_RECORD_PLAINTEXT, openRecord, sealRecord, type DirectionKeys, type RecordErrorReason } from '../../src/tunnel/channel/ewc-codec.js';
 import { confirmMac, deriveSecrets, ewcClient, ewcServer, transcriptHash, type HandshakeFailure } from '../../src/tunnel/channel/ewc-handshake.js';
-import { prng } from '../helpers/prng.js';
+import { prng, seededBytes } from '../helpers/prng.js';
 
 interface Vectors {
   records: { key: string; iv: string; seq: number; plaintextAscii: string; record: string }[];
@@ -21,12 +21,7 @@ interface Vectors {
 }
 const vectors = JSON.parse(readFileSync(new URL('./fixtures/ewc1-vectors.json', import.meta.url), 'utf8')) as Vectors;
 
-function seeded(seed: number, n: number): Buffer {
-  const r = prng(seed);
-  const b = Buffer.alloc(n + 3);
-  for (let i = 0; i < n; i += 4) b.writeUInt32LE((r() * 2 ** 32) >>> 0, i);
-  return b.subarray(0, n);
-}
+const seeded = seededBytes;
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 const open: net.Socket[] = [];
@@ -168,7 +163,7 @@ describe('EWC1 record stream', () => {
     const good = seeded(5, 5000);
     const bad = seeded(6, MAX_RECORD_PLAINTEXT);
     const r1 = Buffer.concat(sealRecord(k, 1, [bad]));
-    r1[4 + 1234] ^= 0x01;
+    r1.writeUInt8(r1.readUInt8(4 + 1234) ^ 0x01, 4 + 1234);
     const got = collect(rx);
     raw.write(Buffer.concat([...sealRecord(k, 0, [good]), r1]));
     const { data, err } = await got;

@@ -288,3 +288,17 @@ export class EwcSocket extends Duplex {
     return state;
   }
 }
+
+/**
+ * Close a connection that carries no flow with END both ways, so the far side
+ * sees an orderly close (a reset would count as a truncated record stream).
+ * Bounded: destroyed after 5 s if the far END does not come.
+ */
+export function retire(sock: EwcSocket): void {
+  if (sock.destroyed) return;
+  sock.on('error', () => undefined);
+  // Read to the far END: the Duplex closes itself once both directions ended.
+  sock.resume();
+  if (!sock.writableEnded) sock.end();
+  setTimeout(() => sock.destroy(), 5000).unref();
+}
