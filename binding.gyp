@@ -17,9 +17,11 @@
         "native/src/sockmap-link.cc",
         "native/src/bpf-sys.cc",
         "native/src/origdst.cc",
-        "native/src/reuseport.cc"
+        "native/src/reuseport.cc",
+        "native/src/aead-pump.cc",
+        "native/src/evp.cc"
       ],
-      "libraries": ["-lpthread"]
+      "libraries": ["-lpthread", "-ldl"]
     },
     {
       "target_name": "edgeway_bpf",

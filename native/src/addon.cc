@@ -1,5 +1,5 @@
-// edgeway_native.node — bindings that need no libbpf: Pool (splice / sockmap
-// forwarding on epoll threads), SockmapLink (the maps of a sockmap object loaded
+// edgeway_native.node — bindings that need no libbpf: Pool (splice / sockmap /
+// EWC1 record pump forwarding on epoll threads), SockmapLink (the maps of a sockmap object loaded
 // by edgeway_bpf.node, driven with raw bpf(2) syscalls), getOriginalDst(fd) and the
 // shared-port sockets of hole punching (reuseport.cc).
 // Glue only — policy lives in src/native/. New syscall-only bindings go here (add
@@ -10,6 +10,8 @@
 #include <memory>
 #include <stdexcept>
 
+#include "aead-pump.h"
+#include "evp.h"
 #include "napi-util.h"
 #include "origdst.h"
 #include "pool.h"
@@ -59,6 +61,7 @@ class PoolWrap : public Napi::ObjectWrap<PoolWrap> {
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "Pool",
                        {InstanceMethod("splice", &PoolWrap::SpliceJs), InstanceMethod("sockmap", &PoolWrap::SockmapJs),
+                        InstanceMethod("aeadPair", &PoolWrap::AeadPairJs),
                         InstanceMethod("cancel", &PoolWrap::CancelJs), InstanceMethod("close", &PoolWrap::CloseJs),
                         InstanceAccessor("active", &PoolWrap::ActiveJs, nullptr)});
   }
@@ -160,6 +163,55 @@ class PoolWrap : public Napi::ObjectWrap<PoolWrap> {
     return Napi::Number::New(env, double(id));
   }
 
+  // aeadPair(fdPlain, fdCipher, {txKey, txIv, txSeq, rxKey, rxIv, rxSeq, rxInitial?}) → id.
+  // TypeError on bad arguments; an errno Error (ENOTSUP without OpenSSL) otherwise.
+  Napi::Value AeadPairJs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CheckOpen(env);
+    int plain = FdArg(info, 0), cipher = FdArg(info, 1);
+    if (info.Length() < 3 || !info[2].IsObject())
+      throw Napi::TypeError::New(env, "aeadPair(fdPlain, fdCipher, {txKey, txIv, txSeq, rxKey, rxIv, rxSeq, rxInitial?})");
+    Napi::Object o = info[2].As<Napi::Object>();
+    auto keys = std::make_unique<AeadKeys>();
+    CopyBytes(env, o, "txKey", keys->tx_key, sizeof(keys->tx_key));
+    CopyBytes(env, o, "txIv", keys->tx_iv, sizeof(keys->tx_iv));
+    CopyBytes(env, o, "rxKey", keys->rx_key, sizeof(keys->rx_key));
+    CopyBytes(env, o, "rxIv", keys->rx_iv, sizeof(keys->rx_iv));
+    keys->tx_seq = SeqArg(env, o, "txSeq");
+    keys->rx_seq = SeqArg(env, o, "rxSeq");
+    Napi::Value initial = o.Get("rxInitial");
+    if (!initial.IsUndefined() && !initial.IsNull()) {
+      if (!initial.IsBuffer()) throw Napi::TypeError::New(env, "rxInitial must be a Buffer");
+      auto buf = initial.As<Napi::Buffer<unsigned char>>();
+      // Bounded: Node never buffers more than a few records' worth of a paused socket.
+      if (buf.Length() > kMaxRxInitial) throw Napi::TypeError::New(env, "rxInitial is larger than 4 MiB");
+      keys->rx_initial.assign(buf.Data(), buf.Data() + buf.Length());
+    }
+    int err = 0;
+    uint64_t id = pool_->AeadPair(plain, cipher, std::move(keys), &err);
+    if (!id) throw ErrnoError(env, err, "aeadPair");
+    Started(env);
+    return Napi::Number::New(env, double(id));
+  }
+
+  static constexpr size_t kMaxRxInitial = 4u << 20;
+
+  static void CopyBytes(Napi::Env env, Napi::Object o, const char* name, unsigned char* out, size_t len) {
+    Napi::Value v = o.Get(name);
+    if (!v.IsBuffer() || v.As<Napi::Buffer<unsigned char>>().Length() != len)
+      throw Napi::TypeError::New(env, std::string(name) + " must be a Buffer of " + std::to_string(len) + " bytes");
+    memcpy(out, v.As<Napi::Buffer<unsigned char>>().Data(), len);
+  }
+
+  static uint64_t SeqArg(Napi::Env env, Napi::Object o, const char* name) {
+    Napi::Value v = o.Get(name);
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    // Integers a JS number holds exactly (0 … 2^53 - 1).
+    if (!(d >= 0 && d <= 9007199254740991.0) || d != double(uint64_t(d)))
+      throw Napi::TypeError::New(env, std::string(name) + " must be an integer in 0 … 2^53 - 1");
+    return uint64_t(d);
+  }
+
   Napi::Value CancelJs(const Napi::CallbackInfo& info) {
     if (pool_ && info.Length() > 0 && info[0].IsNumber()) pool_->Cancel(uint64_t(info[0].As<Napi::Number>().Int64Value()));
     return info.Env().Undefined();
@@ -202,6 +254,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Pool", PoolWrap::Init(env));
   exports.Set("getOriginalDst", Napi::Function::New(env, GetOriginalDstJs));
   RegisterReusePort(env, exports);
+  // Why Pool.aeadPair cannot work here (OpenSSL not resolvable), or null.
+  const char* why = nullptr;
+  exports.Set("aeadReason", LoadEvp(&why) ? env.Null() : Napi::Value(Napi::String::New(env, why)));
   exports.Set("abi", Napi::Number::New(env, kAddonAbi));
   return exports;
 }

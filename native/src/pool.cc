@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "aead-pump.h"
 #include "sockmap-link.h"
 
 namespace edgeway {
@@ -78,7 +79,7 @@ uint64_t ConsumedBefore(int fd) {
 
 }  // namespace
 
-enum class Kind { kSplice, kSockmap };
+enum class Kind { kSplice, kSockmap, kAead };
 
 struct PairSpec {
   Kind kind;
@@ -88,6 +89,7 @@ struct PairSpec {
   uint64_t cookie[2];
   uint64_t consumed[2];  // sockmap: bytes user space had read before linking
   uint64_t written[2];   // sockmap: WrittenBytes() before linking (SYN, earlier writes)
+  std::unique_ptr<AeadKeys> aead_keys;  // aead: fd[0] plain, fd[1] cipher
 };
 
 struct Dir {
@@ -113,6 +115,7 @@ struct Pair {
   int64_t next_check = 0;  // sockmap: when to look again (0: no check pending)
   int check_ms = 1;
   bool queued = false;     // in the worker's `again` list
+  std::unique_ptr<AeadPump> aead;  // kAead: fd[0] plain, fd[1] cipher
 };
 
 struct Command {
@@ -234,6 +237,10 @@ class Worker {
     p->written[1] = spec.written[1];
     Pair* raw = p.get();
     pairs_.emplace(id, std::move(p));
+    if (raw->kind == Kind::kAead) {
+      raw->aead = std::make_unique<AeadPump>(raw->fd[0], raw->fd[1], std::move(spec.aead_keys));
+      if (int e = raw->aead->Init()) return Finish(raw, e, "aead init");
+    }
     if (raw->kind == Kind::kSplice) {
       for (int s = 0; s < 2; s++) {
         Dir& d = raw->d[s];
@@ -250,11 +257,11 @@ class Worker {
       epoll_event e{};
       // Edge-triggered: each event is handled until EAGAIN; HUP/ERR can then
       // never spin the thread.
-      e.events = EPOLLRDHUP | EPOLLET | (raw->kind == Kind::kSplice ? (EPOLLIN | EPOLLOUT) : 0);
+      e.events = EPOLLRDHUP | EPOLLET | (raw->kind != Kind::kSockmap ? (EPOLLIN | EPOLLOUT) : 0);
       e.data.u64 = (id << 1) | uint64_t(s);
       if (epoll_ctl(ep_, EPOLL_CTL_ADD, raw->fd[s], &e) != 0) return Finish(raw, errno, "epoll_ctl");
     }
-    if (raw->kind == Kind::kSplice) Pump(raw);
+    if (raw->kind != Kind::kSockmap) Pump(raw);
   }
 
   void OnEvent(Pair* p, int side, uint32_t ev) {
@@ -262,7 +269,7 @@ class Worker {
       int e = SocketError(p->fd[side]);
       if (e) return Finish(p, e, "socket");
     }
-    if (p->kind == Kind::kSplice) return Pump(p);
+    if (p->kind != Kind::kSockmap) return Pump(p);
     if (ev & (EPOLLRDHUP | EPOLLHUP)) {
       p->rdhup[side] = true;
       p->check_ms = 1;
@@ -272,6 +279,16 @@ class Worker {
 
   // Moves what can be moved in both directions without blocking.
   void Pump(Pair* p) {
+    if (p->kind == Kind::kAead) {
+      int r = p->aead->Step();
+      if (r < 0) return Finish(p, -r, p->aead->where());
+      if (r == 1 && !p->queued) {
+        p->queued = true;
+        again_.push_back(p->id);
+      }
+      if (p->aead->done()) Finish(p, 0, nullptr);
+      return;
+    }
     for (int s = 0; s < 2; s++) {
       int r = PumpDir(p, p->d[s]);
       if (r < 0) return Finish(p, -r, s == 0 ? "splice a->b" : "splice b->a");
@@ -371,7 +388,17 @@ class Worker {
     }
     c.bytes_ab = p->d[0].bytes;
     c.bytes_ba = p->d[1].bytes;
+    if (p->aead) {
+      c.bytes_ab = p->aead->bytes_tx();
+      c.bytes_ba = p->aead->bytes_rx();
+    }
     for (int s = 0; s < 2; s++) {
+      if (err && p->kind == Kind::kAead && p->fd[s] >= 0) {
+        // A failed or cancelled record stream must not look like a clean end to
+        // either peer: the last close of the socket sends RST instead of FIN.
+        linger l{1, 0};
+        setsockopt(p->fd[s], SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+      }
       if (p->fd[s] >= 0) {
         epoll_ctl(ep_, EPOLL_CTL_DEL, p->fd[s], nullptr);
         close(p->fd[s]);
@@ -436,14 +463,14 @@ static int DupPair(int fd_a, int fd_b, int out[2]) {
 }
 
 uint64_t Pool::Splice(int fd_a, int fd_b, int pipe_size, int* err) {
-  PairSpec spec{Kind::kSplice, {-1, -1}, pipe_size, nullptr, {0, 0}, {0, 0}, {0, 0}};
+  PairSpec spec{Kind::kSplice, {-1, -1}, pipe_size, nullptr, {0, 0}, {0, 0}, {0, 0}, nullptr};
   if ((*err = DupPair(fd_a, fd_b, spec.fd)) != 0) return 0;
   uint64_t id = Submit(std::move(spec), err);
   return id;
 }
 
 uint64_t Pool::SockmapPair(std::shared_ptr<SockmapLink> sockmap, int fd_a, int fd_b, int* err) {
-  PairSpec spec{Kind::kSockmap, {-1, -1}, 0, sockmap, {0, 0}, {ConsumedBefore(fd_a), ConsumedBefore(fd_b)}, {0, 0}};
+  PairSpec spec{Kind::kSockmap, {-1, -1}, 0, sockmap, {0, 0}, {ConsumedBefore(fd_a), ConsumedBefore(fd_b)}, {0, 0}, nullptr};
   WrittenBytes(fd_a, &spec.written[0]);
   WrittenBytes(fd_b, &spec.written[1]);
   int r = sockmap->Link(fd_a, fd_b, &spec.cookie[0], &spec.cookie[1]);
@@ -455,6 +482,16 @@ uint64_t Pool::SockmapPair(std::shared_ptr<SockmapLink> sockmap, int fd_a, int f
     sockmap->Unlink(spec.cookie[0], spec.cookie[1]);
     return 0;
   }
+  return Submit(std::move(spec), err);
+}
+
+uint64_t Pool::AeadPair(int fd_plain, int fd_cipher, std::unique_ptr<AeadKeys> keys, int* err) {
+  if (!LoadEvp(nullptr)) {
+    *err = ENOTSUP;
+    return 0;
+  }
+  PairSpec spec{Kind::kAead, {-1, -1}, 0, nullptr, {0, 0}, {0, 0}, {0, 0}, std::move(keys)};
+  if ((*err = DupPair(fd_plain, fd_cipher, spec.fd)) != 0) return 0;
   return Submit(std::move(spec), err);
 }
 

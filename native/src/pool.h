@@ -1,6 +1,7 @@
 // A small fixed pool of epoll threads that serve every forwarded pair: splice(2)
-// through two pipes, or (for sockmap pairs) waiting for the end of each direction
-// while the kernel moves the bytes. No thread per connection.
+// through two pipes, the EWC1 record pump (aead-pump.h: plaintext ↔ AES-GCM
+// records), or (for sockmap pairs) waiting for the end of each direction while the
+// kernel moves the bytes. No thread per connection.
 #pragma once
 
 #include <atomic>
@@ -14,6 +15,7 @@
 namespace edgeway {
 
 class SockmapLink;
+struct AeadKeys;
 
 struct Completion {
   uint64_t id;
@@ -42,6 +44,10 @@ class Pool {
   // Links the pair into `sockmap` and watches it until both directions ended.
   // Returns 0 with *err set when linking failed (nothing changed then).
   uint64_t SockmapPair(std::shared_ptr<SockmapLink> sockmap, int fd_a, int fd_b, int* err);
+  // Forwards between a plaintext socket and an EWC1 record stream (fds dup'ed as for
+  // Splice). bytes_ab counts plaintext plain → cipher, bytes_ba cipher → plain.
+  // Returns 0 with *err set (ENOTSUP when OpenSSL could not be resolved).
+  uint64_t AeadPair(int fd_plain, int fd_cipher, std::unique_ptr<AeadKeys> keys, int* err);
   // Stops forwarding the pair; its completion reports ECANCELED.
   void Cancel(uint64_t id);
   // Stops every thread; pairs still running complete with ECANCELED. Idempotent.

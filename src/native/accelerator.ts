@@ -8,6 +8,7 @@ import type net from 'node:net';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../util/log.js';
+import { NativeAeadForwarder, type AeadForwarder } from './aead-forwarder.js';
 import { loadNative, type NativeLoad, type OriginalDst, type SockmapStats } from './addon.js';
 import { HandoverError, NativeUnavailableError } from './errors.js';
 import type { ForwardOptions, ForwardResult, Forwarder, ForwarderKind } from './forwarder.js';
@@ -49,6 +50,7 @@ export class Accelerators {
   readonly status: readonly AcceleratorStatus[];
   private readonly forwarders = new Map<ForwarderKind, Forwarder>();
   private readonly engine?: NativeEngine;
+  private aeadForwarder?: NativeAeadForwarder;
   private readonly getOrigDst?: (fd: number) => OriginalDst | null;
   private readonly connections?: Counter<'kind'>;
   private readonly fallbacks?: Counter<'from' | 'to'>;
@@ -124,6 +126,22 @@ export class Accelerators {
     const start = preference === 'auto' ? 0 : AUTO_ORDER.indexOf(preference);
     const chain = AUTO_ORDER.slice(Math.max(0, start)).map((k) => this.forwarders.get(k)).filter((f): f is Forwarder => f !== undefined);
     return new FallbackForwarder(chain, this.connections, this.fallbacks);
+  }
+
+  /**
+   * The EWC1 record pump (the tunnel data channel's bulk path) on the same pool, or
+   * undefined when it cannot run here (`aeadReason` says why; the channel then keeps
+   * its JS codec).
+   */
+  aead(): AeadForwarder | undefined {
+    if (!this.engine || this.engine.aeadReason) return undefined;
+    this.aeadForwarder ??= new NativeAeadForwarder(this.engine);
+    return this.aeadForwarder;
+  }
+
+  /** Why `aead()` is undefined (one line), or undefined when it is available. */
+  get aeadReason(): string | undefined {
+    return this.engine ? this.engine.aeadReason : 'native addon not loaded';
   }
 
   /** The pre-NAT destination of an accepted, redirected connection. */

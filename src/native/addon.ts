@@ -19,9 +19,30 @@ export interface NativePool {
   splice(fdA: number, fdB: number, pipeSize: number): number;
   /** Link the pair into the sockmap's maps; throws (errno EOPNOTSUPP, …) when the kernel refuses. */
   sockmap(link: NativeSockmapLink, fdA: number, fdB: number): number;
+  /**
+   * Forward between a plaintext TCP socket and an EWC1 record stream on another TCP
+   * socket (native/src/aead-pump.cc). Keys and rxInitial are copied (the caller may
+   * wipe its own). Completion: bytesAB = plaintext plain → cipher, bytesBA = cipher →
+   * plain, errno EBADMSG on authentication / framing errors. Throws TypeError on bad
+   * arguments, an errno Error (ENOTSUP without OpenSSL) when it cannot start.
+   * Absent in addons built before the record pump.
+   */
+  aeadPair?(fdPlain: number, fdCipher: number, p: AeadPairParams): number;
   cancel(id: number): void;
   close(): void;
   readonly active: number;
+}
+
+/** Keys (16 B), iv bases (12 B) and next sequence numbers (0 … 2^53 - 1) per direction. */
+export interface AeadPairParams {
+  txKey: Buffer;
+  txIv: Buffer;
+  txSeq: number;
+  rxKey: Buffer;
+  rxIv: Buffer;
+  rxSeq: number;
+  /** Cipher bytes JS already read from fdCipher (processed before reading it). */
+  rxInitial?: Buffer;
 }
 
 export interface SockmapStats {
@@ -79,6 +100,8 @@ export interface NativeBpf {
 /** edgeway_native.node: needs only syscalls (no libbpf). */
 export interface NativeAddon {
   readonly abi: number;
+  /** Why `Pool.aeadPair` cannot work in this process (Node's OpenSSL not resolvable), or null; absent in older builds. */
+  readonly aeadReason?: string | null;
   Pool: new (threads: number, onDone: PoolCompletion) => NativePool;
   SockmapLink: new (socksFd: number, redirFd: number, peersFd: number) => NativeSockmapLink;
   /** The pre-NAT destination; equals the local address for a tracked, untranslated connection; null without a conntrack entry. */

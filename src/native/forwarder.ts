@@ -16,7 +16,8 @@ import net from 'node:net';
 export type ForwarderKind = 'sockmap' | 'splice' | 'node';
 
 export interface ForwardResult {
-  readonly kind: ForwarderKind;
+  /** 'aead': the EWC1 record pump (aead-forwarder.ts), plaintext counted. */
+  readonly kind: ForwarderKind | 'aead';
   /** client → upstream */
   readonly bytesIn: number;
   /** upstream → client */

@@ -1,19 +1,21 @@
 /**
- * splice and sockmap forwarders on the addon's epoll thread pool. The JS socket
+ * splice, sockmap and EWC1 record pump (aead-forwarder.ts) forwarders on the addon's epoll thread pool. The JS socket
  * objects stay referenced here until the native side is done (a collected
  * net.Socket closes its fd under the pool's feet), and are destroyed after.
  */
 import { constants as osConstants } from 'node:os';
 import type net from 'node:net';
-import type { BpfAddon, NativeAddon, NativePool, NativeSockmap, NativeSockmapLink } from './addon.js';
+import type { AeadPairParams, BpfAddon, NativeAddon, NativePool, NativeSockmap, NativeSockmapLink } from './addon.js';
 import { ForwardCancelledError, ForwardError, HandoverError } from './errors.js';
 import { readEnded, resetSocket, socketFd, type ForwardOptions, type ForwardResult, type Forwarder } from './forwarder.js';
 
 const ECANCELED = osConstants.errno.ECANCELED;
 const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
 
+type EngineKind = 'splice' | 'sockmap' | 'aead';
+
 interface Pending {
-  kind: 'splice' | 'sockmap';
+  kind: EngineKind;
   client: net.Socket;
   upstream: net.Socket;
   resolve: (r: ForwardResult) => void;
@@ -63,16 +65,41 @@ export class NativeEngine {
     return this.pending.size;
   }
 
+  /** Why the EWC1 record pump is not usable with this addon, or undefined. */
+  get aeadReason(): string | undefined {
+    if (typeof this.pool.aeadPair !== 'function') return 'addon built without the record pump (rebuild it)';
+    return this.addon.aeadReason ?? undefined;
+  }
+
   async start(kind: 'splice' | 'sockmap', client: net.Socket, upstream: net.Socket, opts: ForwardOptions): Promise<ForwardResult> {
     if (kind === 'sockmap' && !this.link) throw new HandoverError(kind, 'sockmap not loaded');
-    takeOver(kind, client, upstream);
+    takeOver(kind, client, false);
+    takeOver(kind, upstream, false);
+    return this.submit(kind, client, upstream, opts, (a, b) => (kind === 'splice' ? this.pool.splice(a, b, this.pipeSize) : this.pool.sockmap(this.link!, a, b)));
+  }
+
+  /**
+   * `plain` ↔ EWC1 records on `cipher` (see aead-forwarder.ts for the preconditions).
+   * `cipher` may have had its FIN consumed by Node: EOF stays readable for the pump.
+   */
+  async startAead(plain: net.Socket, cipher: net.Socket, params: AeadPairParams, opts: ForwardOptions): Promise<ForwardResult> {
+    const why = this.aeadReason;
+    if (why) throw new HandoverError('aead', why);
+    takeOver('aead', plain, false);
+    takeOver('aead', cipher, true);
+    return this.submit('aead', plain, cipher, opts, (a, b) => this.pool.aeadPair!(a, b, params));
+  }
+
+  private submit(kind: EngineKind, client: net.Socket, upstream: net.Socket, opts: ForwardOptions, begin: (fdA: number, fdB: number) => number): Promise<ForwardResult> {
     const fdA = socketFd(client);
     const fdB = socketFd(upstream);
     if (fdA === undefined || fdB === undefined) throw new HandoverError(kind, 'socket has no file descriptor');
     let id: number;
     try {
-      id = kind === 'splice' ? this.pool.splice(fdA, fdB, this.pipeSize) : this.pool.sockmap(this.link!, fdA, fdB);
+      id = begin(fdA, fdB);
     } catch (err) {
+      // Bad keys or parameters are the caller's bug, not a refused hand-over.
+      if (err instanceof TypeError) throw err;
       throw new HandoverError(kind, `${kind} hand-over failed: ${(err as Error).message}`, { cause: err });
     }
     return new Promise<ForwardResult>((resolve, reject) => {
@@ -124,26 +151,30 @@ export class NativeEngine {
   }
 }
 
-/**
- * Make sure Node will not read either socket again, and has not read from them
- * (bytes it holds would be lost to the native side): stop libuv reading if it had
- * started, then refuse sockets with buffered bytes or a consumed FIN. Callers that
- * follow the forwarder.ts preconditions always pass.
- */
-function takeOver(kind: string, client: net.Socket, upstream: net.Socket): void {
-  for (const sock of [client, upstream]) {
-    if (sock.destroyed) throw new HandoverError(kind, 'socket already destroyed');
-    sock.pause();
-    // pause() alone does not stop libuv: it keeps reading up to the highWaterMark.
-    const h = (sock as unknown as { _handle?: { reading?: boolean; readStop?: () => number } })._handle;
-    if (h?.reading) {
-      h.reading = false;
-      h.readStop?.();
-    }
-    if (sock.readableLength > 0) throw new HandoverError(kind, 'Node already read bytes from the socket (accept with pauseOnConnect, pause upstream before connect)');
-    if (readEnded(sock)) throw new HandoverError(kind, 'Node already consumed a FIN');
-    if (sock.writableLength > 0) throw new HandoverError(kind, 'socket has unsent writes queued in Node');
+/** Stop Node reading a socket: pause() alone does not stop libuv, it keeps reading up to the highWaterMark. */
+export function stopReading(sock: net.Socket): void {
+  sock.pause();
+  const h = (sock as unknown as { _handle?: { reading?: boolean; readStop?: () => number } })._handle;
+  if (h?.reading) {
+    h.reading = false;
+    h.readStop?.();
   }
+}
+
+/**
+ * Make sure Node will not read a socket again, and has not read from it (bytes it
+ * holds would be lost to the native side): stop libuv reading if it had started,
+ * then refuse a socket with buffered bytes, a consumed FIN (unless `finOk`: a read
+ * of a TCP socket after its FIN returns EOF again) or writes still queued. Callers
+ * that follow the forwarder.ts preconditions always pass.
+ */
+function takeOver(kind: string, sock: net.Socket, finOk: boolean): void {
+  if (sock.destroyed) throw new HandoverError(kind, 'socket already destroyed');
+  stopReading(sock);
+  if (sock.readableLength > 0) throw new HandoverError(kind, 'Node already read bytes from the socket (accept with pauseOnConnect, pause upstream before connect)');
+  if (!finOk && readEnded(sock)) throw new HandoverError(kind, 'Node already consumed a FIN');
+  if (sock.writableLength > 0) throw new HandoverError(kind, 'socket has unsent writes queued in Node');
+  if (kind === 'aead' && sock.writableEnded) throw new HandoverError(kind, 'socket write side already ended in Node');
 }
 
 export class SpliceForwarder implements Forwarder {
