@@ -16,6 +16,7 @@ import { decodeRequest, DatagramDecoder, encodeStatus, frameDatagram, MAX_HEADER
 import { pump } from '../../proxy/pump.js';
 import { readSocketPrefix } from './wire.js';
 import { retire, type EwcSocket } from './ewc-codec.js';
+import { tryHandOver, type AeadSource } from './handover.js';
 
 export interface ChannelServerOptions {
   server: TunnelServer;
@@ -25,6 +26,8 @@ export interface ChannelServerOptions {
   idleMs: number;
   connectTimeoutMs?: number;
   udpIdleTimeoutMs?: number;
+  /** The addon's record pump for the bulk bytes of TCP flows (absent: the JS codec carries them). */
+  aead?: AeadSource;
 }
 
 /** Datagrams a slow channel may hold before new ones are dropped (counted), like UDP. */
@@ -74,6 +77,8 @@ export class ChannelServer {
   private serveTcp(sock: EwcSocket, req: TunnelRequest, done: (result: string) => void): void {
     const m = this.o.metrics;
     const backend = net.connect({ host: req.ip, port: req.port, allowHalfOpen: true, noDelay: true });
+    // Paused before 'connect': Node must not read a byte the record pump should carry (PITFALLS.md).
+    backend.pause();
     const timer = setTimeout(() => backend.destroy(new Error('connect timeout')), this.o.connectTimeoutMs ?? 5000);
     const onEarlyClose = (): void => { clearTimeout(timer); backend.destroy(); done('aborted'); };
     sock.once('close', onEarlyClose);
@@ -91,13 +96,39 @@ export class ChannelServer {
       clearTimeout(timer);
       sock.off('close', onEarlyClose);
       if (sock.destroyed) { backend.destroy(); done('aborted'); return; }
-      sock.write(encodeStatus(Status.ok));
+      const fwd = this.o.aead?.();
+      if (!fwd) { sock.write(encodeStatus(Status.ok)); this.pumpJs(backend, sock, done); return; }
+      // The status record goes out first; the record pump continues the sequence after it.
+      sock.write(encodeStatus(Status.ok), (err) => {
+        if (err) { backend.destroy(); sock.destroy(); done('error'); return; }
+        const native = tryHandOver(backend, sock, fwd);
+        m.channelHandovers.inc({ side: 'server', result: native ? 'native' : 'declined' });
+        if (!native) { this.pumpJs(backend, sock, done); return; }
+        native.then((r) => {
+          m.bytes.inc({ direction: 'tx' }, r.bytesIn);
+          m.bytes.inc({ direction: 'rx' }, r.bytesOut);
+          done('ok');
+        }, (e: unknown) => {
+          this.o.logger.debug({ err: String(e) }, 'channel flow (native pump) failed');
+          done('error');
+        });
+      });
+    });
+  }
+
+  private pumpJs(backend: net.Socket, sock: EwcSocket, done: (result: string) => void): void {
+    const m = this.o.metrics;
+    if (!sock.destroyed) {
+      backend.resume();
       pump(backend, sock, {
         toEndpoint: (n) => m.bytes.inc({ direction: 'tx' }, n),
         toClient: (n) => m.bytes.inc({ direction: 'rx' }, n),
         done: (err) => done(err ? 'error' : 'ok'),
       });
-    });
+      return;
+    }
+    backend.destroy();
+    done('aborted');
   }
 
   private serveUdp(sock: EwcSocket, req: TunnelRequest, done: (result: string) => void): void {

@@ -16,6 +16,7 @@
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { Duplex } from 'node:stream';
 import type net from 'node:net';
+import type { ForwardOptions, ForwardResult } from '../../native/forwarder.js';
 import { ChannelError } from './errors.js';
 
 export const TAG_BYTES = 16;
@@ -118,6 +119,8 @@ export class EwcSocket extends Duplex {
   private txEnded = false;
   private rawPaused = false;
   private detached = false;
+  /** Set by the channel when the addon's record pump is there (proxy/remote-dialer.ts NativeForwardable). */
+  forwardNative?: (client: net.Socket, opts: ForwardOptions) => Promise<ForwardResult> | undefined;
 
   constructor(readonly raw: net.Socket, private readonly o: EwcSocketOptions) {
     super({ allowHalfOpen: true, writableHighWaterMark: MAX_RECORD_PLAINTEXT, readableHighWaterMark: MAX_RECORD_PLAINTEXT });
@@ -126,6 +129,9 @@ export class EwcSocket extends Duplex {
     raw.on('error', this.onRawError);
     raw.on('close', this.onRawClose);
   }
+
+  /** The peer's authenticated END arrived (its direction is over). */
+  get remoteEnded(): boolean { return this.rxEnded; }
 
   /** Wire bytes (records included), as net.Socket reports them. */
   get bytesWritten(): number { return this.raw.bytesWritten; }
@@ -271,6 +277,7 @@ export class EwcSocket extends Duplex {
   detach(): EwcDetached {
     if (this.writableLength > 0) throw new ChannelError('ERR_CHANNEL_CLOSED', 'detach with writes in flight');
     this.detached = true;
+    // Bytes Node reads from here on stay in the raw socket's buffer (handover.ts collects them).
     this.raw.pause();
     const plain: Buffer[] = [];
     for (let c = this.read() as Buffer | null; c !== null; c = this.read() as Buffer | null) plain.push(c);

@@ -27,6 +27,7 @@ import { startFlow } from './flow.js';
 import { connectMany, PeerChannel, type ChannelPath, type PathDialer } from './peer-channel.js';
 import { ewcServer, type EwcHooks, type PskCredential } from './ewc-handshake.js';
 import type { EwcSocket } from './ewc-codec.js';
+import { tryHandOver, type AeadSource } from './handover.js';
 import { newToken, MAX_TOKENS_PER_REQUEST } from './relay-pairing.js';
 import { CHANNEL_PROTOCOL, field, PAIRED, readJson, readSocketPrefix, RELAY_PAIR_PROTOCOL, requestJson, sendJson, tokensField } from './wire.js';
 
@@ -59,6 +60,8 @@ export interface ChannelManagerOptions {
   directDialTimeoutMs?: number;
   statusTimeoutMs?: number;
   udpIdleTimeoutMs?: number;
+  /** The addon's EWC1 record pump (the agent's accelerator), asked per flow; absent or undefined: the JS codec. */
+  aead?: AeadSource;
   /** Inbound channel connections at once (warm ones included); over it new ones are closed and counted. */
   maxInbound?: number;
   onChange?: () => void;
@@ -98,7 +101,7 @@ export class ChannelManager {
       onHandshakeFailure: (reason) => { o.metrics.channelHandshakeFailures.inc({ reason }); warn('handshake failed', reason); },
       onRecordError: (reason) => { o.metrics.channelRecordErrors.inc({ reason }); warn('connection reset: bad record stream', reason); },
     };
-    this.channelServer = new ChannelServer({ server: o.server, metrics: o.metrics, logger: o.logger, idleMs: 2 * WARM_IDLE_MS, ...(o.udpIdleTimeoutMs ? { udpIdleTimeoutMs: o.udpIdleTimeoutMs } : {}) });
+    this.channelServer = new ChannelServer({ server: o.server, metrics: o.metrics, logger: o.logger, idleMs: 2 * WARM_IDLE_MS, ...(o.aead ? { aead: o.aead } : {}), ...(o.udpIdleTimeoutMs ? { udpIdleTimeoutMs: o.udpIdleTimeoutMs } : {}) });
   }
 
   async start(): Promise<void> {
@@ -161,6 +164,14 @@ export class ChannelManager {
       if (!sock) return undefined;
       try {
         await startFlow(sock, target, proto, this.o.statusTimeoutMs ?? 10_000);
+        const fwd = proto === 'tcp' ? this.o.aead?.() : undefined;
+        if (fwd) {
+          sock.forwardNative = (client, opts) => {
+            const native = tryHandOver(client, sock, fwd, opts);
+            this.o.metrics.channelHandovers.inc({ side: 'client', result: native ? 'native' : 'declined' });
+            return native;
+          };
+        }
         return sock;
       } catch (err) {
         if (err instanceof TunnelRefusedError) throw err;
