@@ -14,6 +14,7 @@ import { ChannelError } from '../../src/tunnel/channel/errors.js';
 import { EwcSocket, MAX_RECORD_PLAINTEXT, openRecord, sealRecord, type DirectionKeys, type RecordErrorReason } from '../../src/tunnel/channel/ewc-codec.js';
 import { confirmMac, deriveSecrets, ewcClient, ewcServer, transcriptHash, type HandshakeFailure } from '../../src/tunnel/channel/ewc-handshake.js';
 import { prng, seededBytes } from '../helpers/prng.js';
+import { LoopbackPairs } from './helpers.js';
 
 interface Vectors {
   records: { key: string; iv: string; seq: number; plaintextAscii: string; record: string }[];
@@ -24,25 +25,9 @@ const vectors = JSON.parse(readFileSync(new URL('./fixtures/ewc1-vectors.json', 
 const seeded = seededBytes;
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-const open: net.Socket[] = [];
-const servers: net.Server[] = [];
-afterEach(() => {
-  for (const s of open.splice(0)) s.destroy();
-  for (const s of servers.splice(0)) s.close();
-});
-
-/** A connected loopback TCP pair (both half-open capable). */
-async function tcpPair(): Promise<[net.Socket, net.Socket]> {
-  const srv = net.createServer({ allowHalfOpen: true });
-  servers.push(srv);
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
-  const c = net.connect({ host: '127.0.0.1', port: (srv.address() as net.AddressInfo).port, allowHalfOpen: true });
-  await new Promise<void>((r, j) => { c.once('connect', r); c.once('error', j); });
-  const s = await accepted;
-  open.push(c, s);
-  return [c, s];
-}
+const pairs = new LoopbackPairs();
+afterEach(() => pairs.closeAll());
+const tcpPair = (): Promise<[net.Socket, net.Socket]> => pairs.pair();
 
 const cred = { id: randomBytes(16).toString('hex'), key: randomBytes(32) };
 
