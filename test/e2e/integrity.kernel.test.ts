@@ -9,6 +9,10 @@
  * - path: same-LAN direct (a1 → a2) and cross-LAN relayed (a1 → b1);
  * - transport: the tunnel transport under test (`TRANSPORTS`; a fast data channel
  *   adds a row with the agent config that selects it).
+ * Data channel flows meet both EWC1 implementations: with splice/sockmap a1 hands
+ * its side to the addon's record pump, b1 (splice when the addon is built) its
+ * side of the relayed flows, a2 always runs the JS codec — asserted from the
+ * agents' `edgeway_tunnel_channel_handovers_total`.
  *
  * TCP: FLOWS flows at once per case, each MiB mebibytes of seeded random bytes,
  * upload and download, half-close in both orders (integrity-client.mjs cycles
@@ -49,11 +53,12 @@ const skip = kernelSkipReason() ?? (existsSync('dist/cli/main.js') ? undefined :
 if (skip && process.env.CI === 'true') throw new Error(`integrity suite cannot run in CI: ${skip}`);
 if (skip) console.warn(`skipping integrity e2e: ${skip}`);
 
-interface Mode { readonly name: string; readonly accelerator: 'node' | 'splice' | 'sockmap' | 'auto'; readonly env?: Record<string, string>; readonly needsAddon: boolean }
+/** `recordPump`: a1 hands data channel flows to the addon's EWC1 record pump (asserted from its metrics). */
+interface Mode { readonly name: string; readonly accelerator: 'node' | 'splice' | 'sockmap' | 'auto'; readonly env?: Record<string, string>; readonly needsAddon: boolean; readonly recordPump?: boolean }
 const MODES: readonly Mode[] = [
   { name: 'node', accelerator: 'node', needsAddon: false },
-  { name: 'splice', accelerator: 'splice', needsAddon: true },
-  { name: 'sockmap', accelerator: 'sockmap', needsAddon: true },
+  { name: 'splice', accelerator: 'splice', needsAddon: true, recordPump: true },
+  { name: 'sockmap', accelerator: 'sockmap', needsAddon: true, recordPump: true },
   { name: 'addon absent', accelerator: 'auto', env: { EDGEWAY_NATIVE: 'off' }, needsAddon: false },
 ];
 interface Path { readonly name: string; readonly node: 'a2' | 'b1'; readonly tcp: string; readonly udp: string; readonly path: 'direct' | 'relayed' }
@@ -177,6 +182,13 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
     }
     await waitReserved([h]);
   };
+  /** Sum of a counter's series on an agent's /metrics whose labels include `labels`. */
+  const metric = async (h: 'a1' | 'a2' | 'b1', name: string, labels: Record<string, string>): Promise<number> => {
+    const probe = `fetch('http://127.0.0.1:${READY_PORT}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`;
+    const text = (await lab.exec(topo.ns[h], node, ['-e', probe])).stdout;
+    const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+    return text.split('\n').filter((l) => l.startsWith(`${name}{`) && want.every((w) => l.includes(w))).reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+  };
   const client = async (args: string[]): Promise<string> => {
     const out = await lab.exec(topo.ns.a1, node, ['test/helpers/fixtures/integrity-client.mjs', ...args], { timeoutMs: 600_000 });
     return out.stdout.trim().split('\n').at(-1)!;
@@ -187,7 +199,9 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
     dir = await mkdtemp(join(tmpdir(), 'ew-integrity-'));
     await writeFile(join(dir, 'catalog.yaml'), catalog);
     await writeFile(join(dir, 'swarm.key'), `/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
-    for (const h of ['relay', 'a1', 'a2', 'b1']) await writeCfg(h);
+    // b1 (the far end of the relayed path) runs the splice accelerator when the addon is built,
+    // so its side of channel flows goes to the record pump too; a2 stays on the JS codec.
+    for (const h of ['relay', 'a1', 'a2', 'b1']) await writeCfg(h, h === 'b1' && addonBuilt ? 'splice' : 'node');
     procs.relay = spawnLogged('relay', ['bin/edgeway.js', 'relay', '--config', cfgPath('relay')]);
     for (const h of ['a2', 'b1'] as const) {
       servers[h] = lab.spawn(topo.ns[h], node, ['test/helpers/fixtures/integrity-server.mjs', '--port', '9000', '--udp-port', '9001']);
@@ -230,6 +244,7 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
       const first = seed;
       seed += FLOWS;
       const before = servers[p.node]!.lines.length;
+      const pumpedBefore = await metric('a1', 'edgeway_tunnel_channel_handovers_total', { side: 'client', result: 'native' });
       const r = JSON.parse(await client(['--host', p.tcp, '--port', '80', '--flows', String(FLOWS), '--bytes', String(MIB * 1024 * 1024), '--seed', String(first)])) as TcpResult;
       console.log(`integrity ${transport.name} / ${mode.name} / ${p.name}: ${FLOWS}×${MIB} MiB in ${r.seconds.toFixed(2)} s, ${r.ok}/${r.flows} ok (busy box)`);
       expect(r.failures).toEqual([]);
@@ -252,6 +267,11 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
       if (p.path === 'direct') expect(peer?.everRelayed).toBe(false);
       // The channel carried the flows (the first ones may take libp2p while it comes up).
       expect(s?.channels?.find((c) => c.nodeName === p.node)?.path, JSON.stringify(s?.channels)).toBe(transport.channel?.[p.node]);
+      // With the addon's record pump, a1 hands the channel's flows to it (the far agents run the JS codec: both implementations meet).
+      const pumped = (await metric('a1', 'edgeway_tunnel_channel_handovers_total', { side: 'client', result: 'native' })) - pumpedBefore;
+      if (transport.channel && mode.recordPump) expect(pumped).toBeGreaterThan(0);
+      else expect(pumped).toBe(0);
+      if (transport.channel && p.node === 'b1' && addonBuilt) expect(await metric('b1', 'edgeway_tunnel_channel_handovers_total', { side: 'server', result: 'native' })).toBeGreaterThan(0);
     }, 600_000);
 
     // UDP does not go through the accelerators: once, with the node mode (declared
