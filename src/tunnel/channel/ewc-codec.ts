@@ -124,6 +124,9 @@ export class EwcSocket extends Duplex {
 
   constructor(readonly raw: net.Socket, private readonly o: EwcSocketOptions) {
     super({ allowHalfOpen: true, writableHighWaterMark: MAX_RECORD_PLAINTEXT, readableHighWaterMark: MAX_RECORD_PLAINTEXT });
+    // Between the handshake and its owner (a pool, a flow) a reset must not be an
+    // uncaught 'error': owners add their own listener; record errors are counted by the hook.
+    this.on('error', () => undefined);
     raw.on('data', this.onData);
     raw.on('end', this.onRawEnd);
     raw.on('error', this.onRawError);
