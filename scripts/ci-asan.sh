@@ -6,7 +6,7 @@
 # (Node itself is not instrumented; ASan must be the first library loaded).
 # Leak detection is off: Node does not free everything at exit, and LeakSanitizer
 # would report Node's own allocations. Any ASan or UBSan report fails the run.
-#   scripts/ci-asan.sh [vitest file …]   (default: the native, forwarder, sockmap and hole-punch socket suites)
+#   scripts/ci-asan.sh [vitest file …]   (default: the native suites — addon exit, EWC1 record pump —, forwarder, sockmap and hole-punch socket suites)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=native/build-asan

@@ -14,12 +14,17 @@ bash scripts/build-native.sh --gyp >/tmp/edgeway-gyp.log 2>&1 || { tail -40 /tmp
 # Two addons, loaded apart: edgeway_native.node must not need libbpf (splice keeps
 # working on a host where libbpf cannot be loaded).
 for dir in native/build build; do
+  if readelf -d "$dir/Release/edgeway_native.node" | grep -q 'NEEDED.*libcrypto'; then
+    echo "ci-native: $dir/Release/edgeway_native.node links libcrypto (it must use Node's own OpenSSL)"; exit 1
+  fi
   if readelf -d "$dir/Release/edgeway_native.node" | grep -q 'NEEDED.*libbpf'; then
     echo "ci-native: $dir/Release/edgeway_native.node links libbpf"; exit 1
   fi
   node -e "
     const n = require('./$dir/Release/edgeway_native.node'), b = require('./$dir/Release/edgeway_bpf.node');
     if (n.abi !== 2 || typeof n.Pool !== 'function' || typeof n.SockmapLink !== 'function' || typeof n.getOriginalDst !== 'function') process.exit(1);
+    // The EWC1 record pump finds Node's own OpenSSL (nothing links libcrypto).
+    if (typeof n.Pool.prototype.aeadPair !== 'function' || n.aeadReason !== null) { console.error('ci-native: aead pump unusable:', n.aeadReason); process.exit(1); }
     if (b.abi !== 2 || typeof b.Sockmap !== 'function' || typeof b.bpf?.mapOps !== 'function') process.exit(1);
     console.log('ci-native: both addons load from $dir/Release')"
 done

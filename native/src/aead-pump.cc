@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -59,6 +61,11 @@ int AeadPump::Init() {
     return EINVAL;
   Cleanse(keys_->tx_key, sizeof(keys_->tx_key));  // the contexts hold the schedules now
   Cleanse(keys_->rx_key, sizeof(keys_->rx_key));
+  // Each record leaves in one send(), so segments are full-sized but for a record's
+  // tail; with Nagle that tail would wait for the ACK of what went before while the
+  // receiver cannot release any of the record without it (a delayed-ACK stall).
+  int one = 1;
+  setsockopt(cipher_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   tx_.buf.reset(new unsigned char[kEwcMaxRecord]);
   rx_.buf.reset(new unsigned char[kEwcMaxRecord]);
   return 0;

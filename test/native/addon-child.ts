@@ -12,10 +12,10 @@ const fixture = fileURLToPath(new URL('./fixtures/addon-exit.mjs', import.meta.u
 
 export interface ChildEnd { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
 
-export function runScenario(scenario: string, native: NativeLoad, timeoutMs = 60_000): Promise<ChildEnd> {
+export function runScenario(scenario: string, native: NativeLoad, timeoutMs = 60_000, env: NodeJS.ProcessEnv = process.env): Promise<ChildEnd> {
   const args = ['--expose-gc', fixture, scenario, native.addonPath ?? '', native.bpfPath ?? '', native.sockmapObject ?? ''];
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
     let stdout = '';
     let stderr = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
