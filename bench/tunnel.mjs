@@ -2,7 +2,7 @@
 // bench/tunnel: the agent path across NATed LANs in network namespaces (layout of
 // test/helpers/topology.ts, rebuilt here with `ip`/`nft`), PSK on, one run:
 // a client in a1's namespace dials a ClusterIP → a1's nftables rules → a1's
-// proxy → the data channel (or libp2p) → b1's / a2's agent → backend. Raw TCP on
+// proxy → the data channel (EWC1 records; or libp2p) → b1's / a2's agent → backend. Raw TCP on
 // the same path (a1 → a2 directly; a1 → b1 through a port forward on rb) is the
 // baseline, interleaved in the same run, min/median/max of REPS runs:
 //   - bulk MB/s: same-LAN (channel on a2's data listener), cross-LAN relayed
@@ -10,6 +10,8 @@
 //   - EdgeMesh #551: time to fetch a 4 MB HTTP body;
 //   - new-flow time (connect, FIN, reply, close) on an established peer path;
 //   - agent and relay CPU seconds per GB, relay RSS over GIB_MB relayed.
+// Codecs: a1 without the addon (phase 1) runs EWC1 in JS; a2, b1 and a1 with the
+// addon (phase 2) hand flows to the addon's record pump after the header/status.
 // Needs root and `npm run build`. Writes bench/results/tunnel.{json,md}.
 // Env: BULK_MB (default 256), GIB_MB (default 1024), REPS (default 3).
 import { spawn, execFileSync } from 'node:child_process';
@@ -251,7 +253,7 @@ async function main() {
     `| before ${GIB_MB} MiB relayed | ${f(before.a1)} | ${f(before.b1)} | ${f(before.relay)} |`,
     `| peak during | ${f(peak.a1)} | ${f(peak.b1)} | ${f(peak.relay)} |`,
     `| 3 s after | ${f(after.a1)} | ${f(after.b1)} | ${f(after.relay)} |`,
-    '', `Relayed rows: a1 without the addon (no hole punching); punched rows: a1 restarted with it (exit code on SIGTERM: ${a1Exit}).`,
+    '', `Relayed rows: a1 without the addon (no hole punching, EWC1 in JS on a1; a2/b1 use the addon's record pump); punched rows: a1 restarted with it (record pump on both ends; exit code on SIGTERM: ${a1Exit}).`,
   ].join('\n');
   mkdirSync(join(root, 'bench', 'results'), { recursive: true });
   writeFileSync(join(root, 'bench', 'results', 'tunnel.json'), JSON.stringify(result, null, 2));

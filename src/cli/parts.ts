@@ -52,6 +52,8 @@ export interface AgentPart {
 export interface AgentWiring {
   /** The tunnel's dialer for remote endpoints (undefined until the tunnel has started). */
   remoteDialer?: () => RemoteDialer | undefined;
+  /** The addon's EWC1 record pump, from the proxy's accelerators (set when the proxy part is built). */
+  aead?: () => import('../native/aead-forwarder.js').AeadForwarder | undefined;
   /** The proxy's listeners: the data plane opens them before its rules point at them. */
   listeners?: UserspaceListeners;
 }
@@ -68,7 +70,8 @@ export const agentParts: AgentPartFactory[] = [
   async (ctx, wiring) => {
     // Checked before the import: with the tunnel off, libp2p is never loaded.
     if (!ctx.config.tunnel.enabled) return undefined;
-    const part = await (await import('../tunnel/part.js')).createTunnelPart(ctx);
+    // The proxy part (built next) owns the accelerators; flows ask for the record pump when they start.
+    const part = await (await import('../tunnel/part.js')).createTunnelPart({ ...ctx, aead: () => wiring.aead?.() });
     if (!part) return undefined;
     wiring.remoteDialer = () => part.remoteDialer();
     return {
@@ -105,6 +108,8 @@ export const agentParts: AgentPartFactory[] = [
       if (a.accelerators.status.some((st) => st.kind !== 'node' && st.available)) ({ accelerators: accel, forwarder } = a);
       else a.accelerators.close();
     }
+    // The tunnel's data channel hands bulk bytes to the same pool (EWC1 record pump).
+    if (accel) wiring.aead = () => accel?.aead();
     const remote = wiring.remoteDialer;
     const part = await createProxyPart({ ...(remote ? { remoteDialer: () => remote() } : {}), forwarder: () => forwarder })(ctx);
     wiring.listeners = part.listeners;

@@ -5,6 +5,8 @@
  * RemoteDialer; the tunnel implements it. Absent tunnel → remote endpoints fail fast.
  */
 import type { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
+import type { ForwardOptions, ForwardResult } from '../native/forwarder.js';
 import type { Protocol } from '../catalog/types.js';
 
 export interface RemoteTarget {
@@ -24,6 +26,18 @@ export interface DatagramSession {
   onMessage(cb: (datagram: Uint8Array) => void): void;
   onClose(cb: (err?: Error) => void): void;
   close(): void;
+}
+
+/**
+ * A remote stream that a native forwarder can carry together with the client
+ * socket (the tunnel's data channel with the addon's EWC1 record pump). The client
+ * must never have been read by Node (accelerated path: pauseOnConnect).
+ * `forwardNative` returns undefined when it cannot (nothing changed: pump as
+ * usual); otherwise the flow is the forwarder's and both sockets are destroyed
+ * when the promise settles.
+ */
+export interface NativeForwardable {
+  forwardNative?(client: Socket, opts: ForwardOptions): Promise<ForwardResult> | undefined;
 }
 
 export interface RemoteDialer {

@@ -4,6 +4,7 @@
  * bytes stay in the kernel until an endpoint is connected.
  */
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Logger } from '../util/log.js';
 import { ProxyError } from './errors.js';
 import type { ConnectionResult, DropReason, ServiceMetrics } from './metrics.js';
@@ -11,6 +12,7 @@ import { pump } from './pump.js';
 import { adoptWithBuffer, ReadSink, type BufferPool } from './fast-read.js';
 import { clientIpOf, connectTcp, isFdExhausted, openStream, type DialSettings, type ServiceRuntime } from './service.js';
 import type { Forwarder } from '../native/forwarder.js';
+import type { NativeForwardable } from './remote-dialer.js';
 
 export interface TcpSettings extends DialSettings {
   /** Close a flow after this long without a byte either way (0 = never). */
@@ -173,7 +175,7 @@ function handleForwarded(rt: ServiceRuntime, client: Socket, s: TcpSettings, for
     m.activeFlows.dec();
     if (err && log.isLevelEnabled('debug')) log.debug({ service: sp.id, err: err.message }, 'flow ended with error');
   };
-  rt.dial(rt.input(clientIpOf(client.remoteAddress)), s, (ep, signal) => (ep.class === 'remote'
+  rt.dial<Duplex>(rt.input(clientIpOf(client.remoteAddress)), s, (ep, signal) => (ep.class === 'remote'
     ? openStream(ep, sp, s.remoteDialer, signal)
     : connectTcp(ep.ip, ep.port, signal, undefined, true))).then(
     (d) => {
@@ -181,6 +183,17 @@ function handleForwarded(rt: ServiceRuntime, client: Socket, s: TcpSettings, for
       m.result('ok');
       const conn = d.conn;
       if (d.endpoint.class === 'remote') {
+        // The tunnel's data channel with the addon's record pump takes the paused client as is.
+        const nf = conn as Duplex & NativeForwardable;
+        const native = client.destroyed ? undefined : nf.forwardNative?.(client, s.shutdown ? { signal: s.shutdown } : {});
+        if (native) {
+          untrack();
+          native.then(
+            (r) => { m.toEndpoint += r.bytesIn; m.toClient += r.bytesOut; d.release(); finish(); },
+            (err: unknown) => { d.release(); finish(err instanceof Error ? err : new Error(String(err))); },
+          );
+          return;
+        }
         pump(client, conn, {
           toEndpoint: (n) => { m.toEndpoint += n; },
           toClient: (n) => { m.toClient += n; },

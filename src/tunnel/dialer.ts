@@ -11,10 +11,10 @@
  * streams already on the relay keep running.
  */
 import type { Socket } from 'node:net';
-import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { pump } from '../proxy/pump.js';
 import { ChannelDatagramSession } from './channel/flow.js';
+import type { EwcSocket } from './channel/ewc-codec.js';
 import type { Connection, PeerId, Stream } from '@libp2p/interface';
 import type { Multiaddr } from '@multiformats/multiaddr';
 import type { DatagramSession, RemoteDialer, RemoteTarget } from '../proxy/remote-dialer.js';
@@ -62,7 +62,7 @@ export interface TunnelDialerOptions {
 
 /** The data channel as the dialer sees it (channel/manager.ts). */
 export interface FlowChannel {
-  open(target: RemoteTarget, proto: TunnelProto, peerId: string): Promise<TLSSocket | undefined>;
+  open(target: RemoteTarget, proto: TunnelProto, peerId: string): Promise<EwcSocket | undefined>;
   pathOf(peerId: string): string | undefined;
 }
 
@@ -260,7 +260,7 @@ export class TunnelDialer implements RemoteDialer {
   }
 
   /** A started flow on the data channel, or undefined (no channel: use libp2p). Counted by carrier. */
-  private async viaChannel(target: RemoteTarget, proto: TunnelProto, signal?: AbortSignal): Promise<TLSSocket | undefined> {
+  private async viaChannel(target: RemoteTarget, proto: TunnelProto, signal?: AbortSignal): Promise<EwcSocket | undefined> {
     const ch = this.channel;
     if (!ch || !this.running) return undefined;
     const { peerId } = await this.o.directory.resolve(target.nodeName);
@@ -274,7 +274,7 @@ export class TunnelDialer implements RemoteDialer {
       sock.once('close', (hadError: boolean) => {
         m.streamsOpen.dec({ direction: 'out', proto });
         m.streams.inc({ direction: 'out', proto, result: hadError ? 'error' : 'ok' });
-        // Wire bytes (TLS records included): reading the payload here would take it from the flow.
+        // Wire bytes (EWC1 records included): reading the payload here would take it from the flow.
         m.bytes.inc({ direction: 'tx' }, sock.bytesWritten);
         m.bytes.inc({ direction: 'rx' }, sock.bytesRead);
       });

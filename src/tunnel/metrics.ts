@@ -20,6 +20,9 @@ export interface TunnelMetrics {
   readonly channelFlows: Counter<'path'>;
   readonly channelPeers: Gauge<'path'>;
   readonly channelWarm: Gauge;
+  readonly channelHandshakeFailures: Counter<'reason'>;
+  readonly channelRecordErrors: Counter<'reason'>;
+  readonly channelHandovers: Counter<'side' | 'result'>;
   /** Rendezvous answers refused because the name is bound to another peer (first-use binding). */
   readonly bindingConflicts: Counter;
 }
@@ -38,10 +41,13 @@ export function createTunnelMetrics(registry: Registry): TunnelMetrics {
     reservations: new Gauge({ name: 'edgeway_tunnel_relay_reservations', help: 'Relays holding a reservation for this node', registers: r }),
     udpDropped: new Counter({ name: 'edgeway_tunnel_udp_dropped_total', help: 'Datagrams dropped (stream backpressure, oversize)', labelNames: ['reason'], registers: r }),
     rendezvous: new Counter({ name: 'edgeway_tunnel_rendezvous_requests_total', help: 'Rendezvous requests to relays', labelNames: ['op', 'result'], registers: r }),
-    channelHandshakes: new Counter({ name: 'edgeway_tunnel_channel_handshakes_total', help: 'Data channel TLS handshakes, by side, path and result', labelNames: ['side', 'path', 'result'], registers: r }),
+    channelHandshakes: new Counter({ name: 'edgeway_tunnel_channel_handshakes_total', help: 'Data channel EWC1 handshakes, by side, path and result', labelNames: ['side', 'path', 'result'], registers: r }),
     channelFlows: new Counter({ name: 'edgeway_tunnel_channel_flows_total', help: 'Outbound flows by carrier: the data channel path (lan, punched, relayed) or libp2p (fallback)', labelNames: ['path'], registers: r }),
     channelPeers: new Gauge({ name: 'edgeway_tunnel_channel_peers', help: 'Peers with a data channel up, by path', labelNames: ['path'], registers: r }),
     channelWarm: new Gauge({ name: 'edgeway_tunnel_channel_warm_connections', help: 'Established channel connections waiting for a flow', registers: r }),
+    channelHandshakeFailures: new Counter({ name: 'edgeway_tunnel_channel_handshake_failures_total', help: 'Data channel EWC1 handshakes that failed, by reason (timeout, closed, garbled, unknown-id, bad-confirm, bad-key)', labelNames: ['reason'], registers: r }),
+    channelRecordErrors: new Counter({ name: 'edgeway_tunnel_channel_record_errors_total', help: 'Data channel connections reset for a bad record stream, by reason (length, tag, truncated, after-end)', labelNames: ['reason'], registers: r }),
+    channelHandovers: new Counter({ name: 'edgeway_tunnel_channel_handovers_total', help: 'Channel flows offered to the native EWC1 record pump, by side (client, server) and result (native, declined: the flow stayed on the JS codec)', labelNames: ['side', 'result'], registers: r }),
     bindingConflicts: new Counter({ name: 'edgeway_tunnel_binding_conflicts_total', help: 'Peers claiming a node name bound to another peer id (refused)', registers: r }),
   };
 }

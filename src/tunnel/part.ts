@@ -9,6 +9,7 @@ import type { Snapshot } from '../catalog/types.js';
 import type { Logger } from '../util/log.js';
 import type { RemoteDialer } from '../proxy/remote-dialer.js';
 import { TunnelService } from './service.js';
+import type { AeadSource } from './channel/handover.js';
 import { PEER_ID_ANNOTATION } from '../catalog/convert.js';
 
 /** What the part needs from the agent (structurally the agent's AgentContext; nothing imports cli/). */
@@ -19,6 +20,8 @@ export interface TunnelPartContext {
   readonly store: { readonly snapshot: Snapshot };
   /** Publishes the peer id as the Node annotation edgeway.io/peer-id (Kubernetes source only). */
   readonly annotateNode?: (key: string, value: string) => Promise<void>;
+  /** The addon's EWC1 record pump (set up by the proxy part, asked per flow). */
+  readonly aead?: AeadSource;
 }
 
 /** Structurally the agent's AgentPart. */
@@ -37,6 +40,7 @@ export async function createTunnelPart(ctx: TunnelPartContext): Promise<TunnelPa
   const service = new TunnelService({
     config: ctx.config, logger: ctx.logger.child({ part: 'tunnel' }), registry: ctx.registry, snapshot: () => ctx.store.snapshot,
     canAnnotate: ctx.annotateNode !== undefined,
+    ...(ctx.aead ? { aead: ctx.aead } : {}),
   });
   let started = false;
   return {

@@ -20,6 +20,7 @@ import { TunnelServer } from './server.js';
 import { TunnelDialer, connectionPath } from './dialer.js';
 import { toMultiaddr } from './addrs.js';
 import { ChannelManager, type ChannelStatus } from './channel/manager.js';
+import type { AeadSource } from './channel/handover.js';
 import { createHolePuncher, type HolePuncher } from './punch/puncher.js';
 import { createPunchMetrics } from './punch/metrics.js';
 
@@ -58,6 +59,8 @@ export interface TunnelServiceOptions {
   snapshot: () => Snapshot;
   /** This agent publishes its peer id as a Node annotation (Kubernetes source with RBAC). */
   canAnnotate?: boolean;
+  /** The addon's EWC1 record pump for the data channel's bulk bytes (the proxy's accelerator), when it has one. */
+  aead?: AeadSource;
 }
 
 /** Agent's first-use bindings of node names to peer ids (no PSK), under stateDir. */
@@ -143,6 +146,7 @@ export class TunnelService {
         directDialTimeoutMs: t.directDialTimeoutMs, udpIdleTimeoutMs: t.udpIdleTimeoutMs, onChange, puncher: this.puncher,
         // Every inbound flow may come with a few warm connections of its peer.
         maxInbound: t.maxFlows * 2,
+        ...(this.o.aead ? { aead: this.o.aead } : {}),
       });
       await this.channel.start();
       this.dialer.channel = this.channel;

@@ -9,6 +9,10 @@
  * - path: same-LAN direct (a1 → a2) and cross-LAN relayed (a1 → b1);
  * - transport: the tunnel transport under test (`TRANSPORTS`; a fast data channel
  *   adds a row with the agent config that selects it).
+ * Data channel flows meet both EWC1 implementations: with splice/sockmap a1 hands
+ * its side to the addon's record pump, b1 (splice when the addon is built) its
+ * side of the relayed flows, a2 always runs the JS codec — asserted from the
+ * agents' `edgeway_tunnel_channel_handovers_total`.
  *
  * TCP: FLOWS flows at once per case, each MiB mebibytes of seeded random bytes,
  * upload and download, half-close in both orders (integrity-client.mjs cycles
@@ -49,11 +53,12 @@ const skip = kernelSkipReason() ?? (existsSync('dist/cli/main.js') ? undefined :
 if (skip && process.env.CI === 'true') throw new Error(`integrity suite cannot run in CI: ${skip}`);
 if (skip) console.warn(`skipping integrity e2e: ${skip}`);
 
-interface Mode { readonly name: string; readonly accelerator: 'node' | 'splice' | 'sockmap' | 'auto'; readonly env?: Record<string, string>; readonly needsAddon: boolean }
+/** `recordPump`: a1 hands data channel flows to the addon's EWC1 record pump (asserted from its metrics). */
+interface Mode { readonly name: string; readonly accelerator: 'node' | 'splice' | 'sockmap' | 'auto'; readonly env?: Record<string, string>; readonly needsAddon: boolean; readonly recordPump?: boolean }
 const MODES: readonly Mode[] = [
   { name: 'node', accelerator: 'node', needsAddon: false },
-  { name: 'splice', accelerator: 'splice', needsAddon: true },
-  { name: 'sockmap', accelerator: 'sockmap', needsAddon: true },
+  { name: 'splice', accelerator: 'splice', needsAddon: true, recordPump: true },
+  { name: 'sockmap', accelerator: 'sockmap', needsAddon: true, recordPump: true },
   { name: 'addon absent', accelerator: 'auto', env: { EDGEWAY_NATIVE: 'off' }, needsAddon: false },
 ];
 interface Path { readonly name: string; readonly node: 'a2' | 'b1'; readonly tcp: string; readonly udp: string; readonly path: 'direct' | 'relayed' }
@@ -100,7 +105,7 @@ status: { addresses: [{ type: InternalIP, address: ${IP[n as 'a1']} }] }
 
 interface TcpResult { flows: number; ok: number; failures: { flow: number; kind: string; reason: string }[]; bytes: number; seconds: number }
 interface UdpResult { sent: number; received: number; lost: number; corrupted: number; reordered: number; duplicated: number }
-interface TunnelState { peerId: string; relays: { reserved?: boolean }[]; peers: { peerId: string; nodeName?: string; paths: string[]; everRelayed: boolean }[]; channels?: { nodeName: string; path?: string }[] }
+interface TunnelState { peerId: string; relays: { reserved?: boolean }[]; peers: { peerId: string; nodeName?: string; paths: string[]; everRelayed: boolean }[]; channels?: { peerId: string; nodeName: string; path?: string }[] }
 
 /** SIGTERM a process we started and return its exit code (SIGKILL after 15 s → fails the check). */
 async function stopExitCode(p: NsProcess): Promise<number | string> {
@@ -177,6 +182,18 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
     }
     await waitReserved([h]);
   };
+  /** Sum of a counter's series on an agent's /metrics whose labels include `labels`. */
+  const metricsText = async (h: 'a1' | 'a2' | 'b1'): Promise<string> => {
+    const probe = `fetch('http://127.0.0.1:${READY_PORT}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`;
+    return (await lab.exec(topo.ns[h], node, ['-e', probe])).stdout;
+  };
+  /** The data channel's series of an agent (assertion messages). */
+  const channelSeries = async (h: 'a1' | 'a2' | 'b1'): Promise<string> => (await metricsText(h)).split('\n').filter((l) => l.startsWith('edgeway_tunnel_channel_')).join('\n');
+  const metric = async (h: 'a1' | 'a2' | 'b1', name: string, labels: Record<string, string>): Promise<number> => {
+    const text = await metricsText(h);
+    const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+    return text.split('\n').filter((l) => l.startsWith(`${name}{`) && want.every((w) => l.includes(w))).reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+  };
   const client = async (args: string[]): Promise<string> => {
     const out = await lab.exec(topo.ns.a1, node, ['test/helpers/fixtures/integrity-client.mjs', ...args], { timeoutMs: 600_000 });
     return out.stdout.trim().split('\n').at(-1)!;
@@ -187,7 +204,9 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
     dir = await mkdtemp(join(tmpdir(), 'ew-integrity-'));
     await writeFile(join(dir, 'catalog.yaml'), catalog);
     await writeFile(join(dir, 'swarm.key'), `/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
-    for (const h of ['relay', 'a1', 'a2', 'b1']) await writeCfg(h);
+    // b1 (the far end of the relayed path) runs the splice accelerator when the addon is built,
+    // so its side of channel flows goes to the record pump too; a2 stays on the JS codec.
+    for (const h of ['relay', 'a1', 'a2', 'b1']) await writeCfg(h, h === 'b1' && addonBuilt ? 'splice' : 'node');
     procs.relay = spawnLogged('relay', ['bin/edgeway.js', 'relay', '--config', cfgPath('relay')]);
     for (const h of ['a2', 'b1'] as const) {
       servers[h] = lab.spawn(topo.ns[h], node, ['test/helpers/fixtures/integrity-server.mjs', '--port', '9000', '--udp-port', '9001']);
@@ -227,9 +246,23 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
     }, 60_000);
 
     it.skipIf(!!modeSkip).each(PATHS)(`TCP ${FLOWS}×${MIB} MiB up/down, both close orders: $name`, async (p) => {
+      const far = (await state(p.node))?.peerId;
+      const channelPath = async (): Promise<string | undefined> => (await state('a1'))?.channels?.find((c) => c.peerId === far)?.path;
+      if (transport.channel) {
+        // One small flow first brings a1's channel to this peer up: flows that start
+        // before it is up take libp2p (0.5 s wait), and on a busy box all of the
+        // measured ones would.
+        const warm = seed++;
+        const lines = servers[p.node]!.lines.length;
+        await client(['--host', p.tcp, '--port', '80', '--flows', '1', '--bytes', '4096', '--seed', String(warm)]);
+        for (const until = Date.now() + 30_000; (await channelPath()) !== transport.channel[p.node] && Date.now() < until;) await new Promise((res) => setTimeout(res, 250));
+        for (const until = Date.now() + 10_000; !servers[p.node]!.lines.slice(lines).includes(`verdict ${warm} ok`) && Date.now() < until;) await new Promise((res) => setTimeout(res, 100));
+      }
       const first = seed;
       seed += FLOWS;
       const before = servers[p.node]!.lines.length;
+      const pumpedBefore = await metric('a1', 'edgeway_tunnel_channel_handovers_total', { side: 'client', result: 'native' });
+      const libp2pBefore = await metric('a1', 'edgeway_tunnel_channel_flows_total', { path: 'libp2p' });
       const r = JSON.parse(await client(['--host', p.tcp, '--port', '80', '--flows', String(FLOWS), '--bytes', String(MIB * 1024 * 1024), '--seed', String(first)])) as TcpResult;
       console.log(`integrity ${transport.name} / ${mode.name} / ${p.name}: ${FLOWS}×${MIB} MiB in ${r.seconds.toFixed(2)} s, ${r.ok}/${r.flows} ok (busy box)`);
       expect(r.failures).toEqual([]);
@@ -241,7 +274,6 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
       const want = Array.from({ length: FLOWS }, (_, i) => `verdict ${first + i} ok`).sort();
       expect(verdicts().sort()).toEqual(want);
       // By peer id (the state file names a peer only while its rendezvous answer is cached).
-      const far = (await state(p.node))?.peerId;
       // The state file is rewritten once a second: give it a few to catch up.
       const listed = (st: TunnelState | undefined): boolean => !!st?.peers.find((x) => x.peerId === far)?.paths.includes(p.path)
         && st.channels?.find((c) => c.nodeName === p.node)?.path === transport.channel?.[p.node];
@@ -252,6 +284,13 @@ describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($na
       if (p.path === 'direct') expect(peer?.everRelayed).toBe(false);
       // The channel carried the flows (the first ones may take libp2p while it comes up).
       expect(s?.channels?.find((c) => c.nodeName === p.node)?.path, JSON.stringify(s?.channels)).toBe(transport.channel?.[p.node]);
+      // The measured flows rode the channel (none fell back to libp2p).
+      if (transport.channel) expect(await metric('a1', 'edgeway_tunnel_channel_flows_total', { path: 'libp2p' }) - libp2pBefore, await channelSeries('a1')).toBe(0);
+      // With the addon's record pump, a1 hands the channel's flows to it (the far agents run the JS codec: both implementations meet).
+      const pumped = (await metric('a1', 'edgeway_tunnel_channel_handovers_total', { side: 'client', result: 'native' })) - pumpedBefore;
+      if (transport.channel && mode.recordPump) expect(pumped, await channelSeries('a1')).toBeGreaterThan(0);
+      else expect(pumped).toBe(0);
+      if (transport.channel && p.node === 'b1' && addonBuilt) expect(await metric('b1', 'edgeway_tunnel_channel_handovers_total', { side: 'server', result: 'native' }), await channelSeries('b1')).toBeGreaterThan(0);
     }, 600_000);
 
     // UDP does not go through the accelerators: once, with the node mode (declared

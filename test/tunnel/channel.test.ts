@@ -9,7 +9,6 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
-import tls from 'node:tls';
 import dgram from 'node:dgram';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -23,20 +22,16 @@ import { createLogger, silentLogger } from '../../src/util/log.js';
 import { TunnelService } from '../../src/tunnel/service.js';
 import { startRelayServer, type RelayServerHandle } from '../../src/tunnel/relay-server.js';
 import { TunnelRefusedError } from '../../src/tunnel/errors.js';
+import { ewcClient } from '../../src/tunnel/channel/ewc-handshake.js';
 import type { RemoteTarget } from '../../src/proxy/remote-dialer.js';
 import type { Snapshot } from '../../src/catalog/types.js';
-import { prng } from '../helpers/prng.js';
+import { prng, seededBytes } from '../helpers/prng.js';
 import { loadNative } from '../../src/native/addon.js';
 import { endpoint, freePort, service, snapshot } from './helpers.js';
 
 const logger = process.env.EW_DEBUG_LOG ? createLogger('debug') : silentLogger();
 
-function seeded(seed: number, n: number): Buffer {
-  const r = prng(seed);
-  const b = Buffer.alloc(n + 3);
-  for (let i = 0; i < n; i += 4) b.writeUInt32LE((r() * 2 ** 32) >>> 0, i);
-  return b.subarray(0, n);
-}
+const seeded = seededBytes;
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 /** Write `payload`, half-close, collect everything until the far end closes. */
@@ -208,16 +203,13 @@ describe.each([{ psk: true, relayForwarder: 'auto' }, { psk: false, relayForward
   it('without the session key no channel opens: wrong identity, wrong key', async () => {
     const failedBefore = await metric(regs.b!, 'edgeway_tunnel_channel_handshakes_total', { side: 'server', result: 'failed' });
     for (const [identity, key] of [['00'.repeat(16), randomBytes(32)], [randomBytes(16).toString('hex'), randomBytes(32)]] as const) {
-      const err = await new Promise<Error | undefined>((resolve) => {
-        const c = tls.connect({
-          host: '127.0.0.1', port: bDataPort, ciphers: 'TLS_AES_128_GCM_SHA256', minVersion: 'TLSv1.3',
-          pskCallback: () => ({ psk: key, identity }), checkServerIdentity: () => undefined,
-        }, () => { c.destroy(); resolve(undefined); });
-        c.on('error', (e) => resolve(e));
-      });
+      const raw = net.connect({ host: '127.0.0.1', port: bDataPort, allowHalfOpen: true });
+      await new Promise((r) => raw.once('connect', r));
+      const err = await ewcClient(raw, { id: identity, key }, 5000).then((s) => { s.destroy(); return undefined; }, (e: unknown) => e);
       expect(err).toBeInstanceOf(Error);
     }
     await until(async () => (await metric(regs.b!, 'edgeway_tunnel_channel_handshakes_total', { side: 'server', result: 'failed' })) >= failedBefore + 2, 'two failed handshakes counted');
+    expect(await metric(regs.b!, 'edgeway_tunnel_channel_handshake_failures_total', { reason: 'unknown-id' })).toBeGreaterThanOrEqual(1);
   });
 
   it('a peer that is not a cluster node gets no channel key, and its flows are refused', async () => {

@@ -24,3 +24,30 @@ export async function freePort(): Promise<number> {
   await new Promise<void>((r) => s.close(() => r()));
   return port;
 }
+
+/**
+ * Connected loopback TCP pairs (both ends half-open capable); `closeAll()` (in
+ * afterEach) destroys every socket and server made. `pauseOnConnect`: the
+ * accepted end arrives paused and unread, as for the native forwarders.
+ */
+export class LoopbackPairs {
+  private readonly socks: net.Socket[] = [];
+  private readonly servers: net.Server[] = [];
+
+  async pair(opts: { pauseOnConnect?: boolean } = {}): Promise<[net.Socket, net.Socket]> {
+    const srv = net.createServer({ allowHalfOpen: true, pauseOnConnect: opts.pauseOnConnect ?? false });
+    this.servers.push(srv);
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
+    const c = net.connect({ host: '127.0.0.1', port: (srv.address() as net.AddressInfo).port, allowHalfOpen: true });
+    await new Promise<void>((r, j) => { c.once('connect', r); c.once('error', j); });
+    const s = await accepted;
+    this.socks.push(c, s);
+    return [c, s];
+  }
+
+  closeAll(): void {
+    for (const s of this.socks.splice(0)) s.destroy();
+    for (const s of this.servers.splice(0)) s.close();
+  }
+}

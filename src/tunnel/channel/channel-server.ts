@@ -1,5 +1,5 @@
 /**
- * The receiving end of channel connections: a TLS socket whose PSK identity names
+ * The receiving end of channel connections: an EWC1 record stream whose credential id names
  * the libp2p peer that got the key, carrying one flow — the `/edgeway/tunnel/1`
  * header, the same far-side rule as libp2p streams (TunnelServer.check: cluster
  * node, local endpoint, room), a status, then bytes with half-close (TCP) or
@@ -9,13 +9,14 @@
  */
 import net from 'node:net';
 import dgram from 'node:dgram';
-import type tls from 'node:tls';
 import type { Logger } from '../../util/log.js';
 import type { RefusalReason, TunnelMetrics } from '../metrics.js';
 import type { TunnelServer } from '../server.js';
 import { decodeRequest, DatagramDecoder, encodeStatus, frameDatagram, MAX_HEADER_BYTES, Status, UDP_RECV_BUFFER_BYTES, type TunnelRequest } from '../protocol.js';
 import { pump } from '../../proxy/pump.js';
 import { readSocketPrefix } from './wire.js';
+import { retire, type EwcSocket } from './ewc-codec.js';
+import { tryHandOver, type AeadSource } from './handover.js';
 
 export interface ChannelServerOptions {
   server: TunnelServer;
@@ -25,6 +26,8 @@ export interface ChannelServerOptions {
   idleMs: number;
   connectTimeoutMs?: number;
   udpIdleTimeoutMs?: number;
+  /** The addon's record pump for the bulk bytes of TCP flows (absent: the JS codec carries them). */
+  aead?: AeadSource;
 }
 
 /** Datagrams a slow channel may hold before new ones are dropped (counted), like UDP. */
@@ -34,7 +37,7 @@ export class ChannelServer {
   constructor(private readonly o: ChannelServerOptions) {}
 
   /** Serve one authenticated channel connection from `peer`. Never throws. */
-  serve(sock: tls.TLSSocket, peer: string): void {
+  serve(sock: EwcSocket, peer: string): void {
     sock.on('error', () => undefined);
     void this.serveInner(sock, peer).catch((err: unknown) => {
       this.o.logger.debug({ peer, err: String(err) }, 'channel flow failed');
@@ -42,7 +45,7 @@ export class ChannelServer {
     });
   }
 
-  private async serveInner(sock: tls.TLSSocket, peer: string): Promise<void> {
+  private async serveInner(sock: EwcSocket, peer: string): Promise<void> {
     let req: TunnelRequest;
     try {
       req = await readSocketPrefix(sock, (b) => {
@@ -50,8 +53,9 @@ export class ChannelServer {
         return r ? { value: r.request, used: r.used } : undefined;
       }, { maxBytes: MAX_HEADER_BYTES, timeoutMs: this.o.idleMs });
     } catch (err) {
-      // A warm connection closed by its owner is the normal end of an unused one.
-      if (sock.readableEnded || sock.destroyed) { sock.destroy(); return; }
+      // A warm connection closed by its owner (END) is the normal end of an unused one: END back.
+      if (sock.destroyed) return;
+      if (sock.readableEnded) { retire(sock); return; }
       this.refuse(sock, 'bad-request', Status.badRequest, (err as Error).message, 'unknown');
       return;
     }
@@ -62,7 +66,7 @@ export class ChannelServer {
     else this.serveUdp(sock, req, done);
   }
 
-  private refuse(sock: tls.TLSSocket, reason: RefusalReason, code: number, detail: string, proto: string): void {
+  private refuse(sock: EwcSocket, reason: RefusalReason, code: number, detail: string, proto: string): void {
     this.o.metrics.refusals.inc({ reason });
     this.o.metrics.streams.inc({ direction: 'in', proto, result: reason });
     sock.end(encodeStatus(code, detail));
@@ -70,9 +74,11 @@ export class ChannelServer {
     setTimeout(() => sock.destroy(), 5000).unref();
   }
 
-  private serveTcp(sock: tls.TLSSocket, req: TunnelRequest, done: (result: string) => void): void {
+  private serveTcp(sock: EwcSocket, req: TunnelRequest, done: (result: string) => void): void {
     const m = this.o.metrics;
     const backend = net.connect({ host: req.ip, port: req.port, allowHalfOpen: true, noDelay: true });
+    // Paused before 'connect': Node must not read a byte the record pump should carry (PITFALLS.md).
+    backend.pause();
     const timer = setTimeout(() => backend.destroy(new Error('connect timeout')), this.o.connectTimeoutMs ?? 5000);
     const onEarlyClose = (): void => { clearTimeout(timer); backend.destroy(); done('aborted'); };
     sock.once('close', onEarlyClose);
@@ -90,16 +96,42 @@ export class ChannelServer {
       clearTimeout(timer);
       sock.off('close', onEarlyClose);
       if (sock.destroyed) { backend.destroy(); done('aborted'); return; }
-      sock.write(encodeStatus(Status.ok));
+      const fwd = this.o.aead?.();
+      if (!fwd) { sock.write(encodeStatus(Status.ok)); this.pumpJs(backend, sock, done); return; }
+      // The status record goes out first; the record pump continues the sequence after it.
+      sock.write(encodeStatus(Status.ok), (err) => {
+        if (err) { backend.destroy(); sock.destroy(); done('error'); return; }
+        const native = tryHandOver(backend, sock, fwd);
+        m.channelHandovers.inc({ side: 'server', result: native ? 'native' : 'declined' });
+        if (!native) { this.pumpJs(backend, sock, done); return; }
+        native.then((r) => {
+          m.bytes.inc({ direction: 'tx' }, r.bytesIn);
+          m.bytes.inc({ direction: 'rx' }, r.bytesOut);
+          done('ok');
+        }, (e: unknown) => {
+          this.o.logger.debug({ err: String(e) }, 'channel flow (native pump) failed');
+          done('error');
+        });
+      });
+    });
+  }
+
+  private pumpJs(backend: net.Socket, sock: EwcSocket, done: (result: string) => void): void {
+    const m = this.o.metrics;
+    if (!sock.destroyed) {
+      backend.resume();
       pump(backend, sock, {
         toEndpoint: (n) => m.bytes.inc({ direction: 'tx' }, n),
         toClient: (n) => m.bytes.inc({ direction: 'rx' }, n),
         done: (err) => done(err ? 'error' : 'ok'),
       });
-    });
+      return;
+    }
+    backend.destroy();
+    done('aborted');
   }
 
-  private serveUdp(sock: tls.TLSSocket, req: TunnelRequest, done: (result: string) => void): void {
+  private serveUdp(sock: EwcSocket, req: TunnelRequest, done: (result: string) => void): void {
     const m = this.o.metrics;
     const udp = dgram.createSocket({ type: net.isIPv6(req.ip) ? 'udp6' : 'udp4', recvBufferSize: UDP_RECV_BUFFER_BYTES });
     const decoder = new DatagramDecoder();

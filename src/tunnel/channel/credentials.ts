@@ -1,12 +1,12 @@
 /**
  * Channel session keys. The server side of a peer pair issues one random key per
- * peer session (`issue`), answers the TLS PSK lookup with it (`lookup`) and knows
+ * peer session (`issue`), answers the EWC1 handshake's key lookup with it (`lookup`) and knows
  * which libp2p peer an identity belongs to (`peerOf`). A new `issue` for the same
  * peer replaces the old key (connections made with it keep running); `forget`
  * drops it when the peer's libp2p connections are gone.
  */
 import { randomBytes } from 'node:crypto';
-import type { PskCredential } from './tls-psk.js';
+import type { PskCredential } from './ewc-handshake.js';
 
 export class CredentialStore {
   private readonly byId = new Map<string, { peer: string; key: Buffer }>();

@@ -6,7 +6,8 @@ export type ChannelErrorCode =
   | 'ERR_CHANNEL_NO_PATH'
   | 'ERR_CHANNEL_CONTROL'
   | 'ERR_CHANNEL_PAIR'
-  | 'ERR_CHANNEL_CLOSED';
+  | 'ERR_CHANNEL_CLOSED'
+  | 'ERR_CHANNEL_RECORD';
 
 export class ChannelError extends TunnelError {
   override readonly code: ChannelErrorCode;

@@ -1,10 +1,10 @@
 /**
  * The dialling end of one flow on a channel connection: the `/edgeway/tunnel/1`
- * header, the far agent's status, then the TLS socket itself is the flow (a Node
+ * header, the far agent's status, then the EWC1 record stream itself is the flow (a Node
  * Duplex with TCP backpressure and half-close) — or, for UDP, a datagram session
  * with the same u16 framing as the libp2p path.
  */
-import type tls from 'node:tls';
+import type { EwcSocket } from './ewc-codec.js';
 import type { DatagramSession, RemoteTarget } from '../../proxy/remote-dialer.js';
 import type { TunnelMetrics } from '../metrics.js';
 import { DatagramDecoder, decodeStatus, encodeRequest, frameDatagram, MAX_DATAGRAM, Status, statusName, UDP_MAX_QUEUED_BYTES, type TunnelProto } from '../protocol.js';
@@ -12,7 +12,7 @@ import { TunnelRefusedError } from '../errors.js';
 import { readSocketPrefix } from './wire.js';
 
 /** Send the header and wait for the status; the socket is destroyed on any failure. */
-export async function startFlow(sock: tls.TLSSocket, target: RemoteTarget, proto: TunnelProto, statusTimeoutMs: number): Promise<void> {
+export async function startFlow(sock: EwcSocket, target: RemoteTarget, proto: TunnelProto, statusTimeoutMs: number): Promise<void> {
   try {
     sock.write(encodeRequest({ proto, nodeName: target.nodeName, serviceKey: target.serviceKey, servicePort: target.servicePort, ip: target.ip, port: target.port }));
     const st = await readSocketPrefix(sock, (b) => {
@@ -35,7 +35,7 @@ export class ChannelDatagramSession implements DatagramSession {
   private closed = false;
   private error: Error | undefined;
 
-  constructor(private readonly sock: tls.TLSSocket, private readonly metrics: TunnelMetrics) {
+  constructor(private readonly sock: EwcSocket, private readonly metrics: TunnelMetrics) {
     sock.on('data', (c: Buffer) => {
       for (const d of this.decoder.push(c)) {
         metrics.bytes.inc({ direction: 'rx' }, d.length);

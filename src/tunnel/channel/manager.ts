@@ -6,7 +6,6 @@
  * be had, and the dialer then uses a libp2p stream.
  */
 import net from 'node:net';
-import type tls from 'node:tls';
 import type { Connection, Stream } from '@libp2p/interface';
 import type { Multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from '../../util/log.js';
@@ -26,7 +25,9 @@ import { CredentialStore } from './credentials.js';
 import { ChannelServer } from './channel-server.js';
 import { startFlow } from './flow.js';
 import { connectMany, PeerChannel, type ChannelPath, type PathDialer } from './peer-channel.js';
-import { tlsServer, type PskCredential } from './tls-psk.js';
+import { ewcServer, type EwcHooks, type PskCredential } from './ewc-handshake.js';
+import type { EwcSocket } from './ewc-codec.js';
+import { tryHandOver, type AeadSource } from './handover.js';
 import { newToken, MAX_TOKENS_PER_REQUEST } from './relay-pairing.js';
 import { CHANNEL_PROTOCOL, field, PAIRED, readJson, readSocketPrefix, RELAY_PAIR_PROTOCOL, requestJson, sendJson, tokensField } from './wire.js';
 
@@ -35,6 +36,8 @@ const CONTROL_TIMEOUT_MS = 10_000;
 const FIRST_FLOW_WAIT_MS = 500;
 /** Idle warm connections: the client replaces them after IDLE, the server drops them after 2×IDLE. */
 const WARM_IDLE_MS = 120_000;
+/** Rate limit of warnings about bad handshakes and records (the counters have every case). */
+const LOG_EVERY_MS = 10_000;
 
 export interface ChannelManagerOptions {
   node: TunnelLibp2p;
@@ -57,6 +60,8 @@ export interface ChannelManagerOptions {
   directDialTimeoutMs?: number;
   statusTimeoutMs?: number;
   udpIdleTimeoutMs?: number;
+  /** The addon's EWC1 record pump (the agent's accelerator), asked per flow; absent or undefined: the JS codec. */
+  aead?: AeadSource;
   /** Inbound channel connections at once (warm ones included); over it new ones are closed and counted. */
   maxInbound?: number;
   onChange?: () => void;
@@ -81,9 +86,22 @@ export class ChannelManager {
   private readonly listeners: net.Server[] = [];
   private readonly inbound = new Set<net.Socket>();
   private readonly channelServer: ChannelServer;
+  /** Handshake failures and bad record streams: counted by reason, logged at most once per LOG_EVERY_MS. */
+  private readonly hooks: EwcHooks;
 
   constructor(private readonly o: ChannelManagerOptions) {
-    this.channelServer = new ChannelServer({ server: o.server, metrics: o.metrics, logger: o.logger, idleMs: 2 * WARM_IDLE_MS, ...(o.udpIdleTimeoutMs ? { udpIdleTimeoutMs: o.udpIdleTimeoutMs } : {}) });
+    let lastLog = 0;
+    const warn = (what: string, reason: string): void => {
+      const now = Date.now();
+      if (now - lastLog < LOG_EVERY_MS) return;
+      lastLog = now;
+      o.logger.warn({ reason }, `data channel ${what} (further ones for ${LOG_EVERY_MS / 1000} s only counted)`);
+    };
+    this.hooks = {
+      onHandshakeFailure: (reason) => { o.metrics.channelHandshakeFailures.inc({ reason }); warn('handshake failed', reason); },
+      onRecordError: (reason) => { o.metrics.channelRecordErrors.inc({ reason }); warn('connection reset: bad record stream', reason); },
+    };
+    this.channelServer = new ChannelServer({ server: o.server, metrics: o.metrics, logger: o.logger, idleMs: 2 * WARM_IDLE_MS, ...(o.aead ? { aead: o.aead } : {}), ...(o.udpIdleTimeoutMs ? { udpIdleTimeoutMs: o.udpIdleTimeoutMs } : {}) });
   }
 
   async start(): Promise<void> {
@@ -120,7 +138,7 @@ export class ChannelManager {
     return [...this.channels.entries()].map(([peerId, { nodeName, ch }]) => ({ peerId, nodeName, ...(ch.path ? { path: ch.path } : {}), ...(ch.via ? { via: ch.via } : {}), warm: ch.warmCount }));
   }
 
-  /** A socket punched at a peer's request: we are its TLS server, as on the LAN listener. */
+  /** A socket punched at a peer's request: we are its EWC1 server, as on the LAN listener. */
   acceptPunched(raw: net.Socket): void {
     this.accept(raw, 'punched');
   }
@@ -134,7 +152,7 @@ export class ChannelManager {
    * or undefined when no channel is available (use libp2p). A refusal by the far
    * agent throws TunnelRefusedError, exactly as on the libp2p path.
    */
-  async open(target: RemoteTarget, proto: TunnelProto, peerId: string): Promise<tls.TLSSocket | undefined> {
+  async open(target: RemoteTarget, proto: TunnelProto, peerId: string): Promise<EwcSocket | undefined> {
     const ch = this.channelFor(peerId, target.nodeName);
     // A flow waits a little for a channel being set up, then takes libp2p (the
     // channel keeps coming up in the background for the next flows).
@@ -146,6 +164,14 @@ export class ChannelManager {
       if (!sock) return undefined;
       try {
         await startFlow(sock, target, proto, this.o.statusTimeoutMs ?? 10_000);
+        const fwd = proto === 'tcp' ? this.o.aead?.() : undefined;
+        if (fwd) {
+          sock.forwardNative = (client, opts) => {
+            const native = tryHandOver(client, sock, fwd, opts);
+            this.o.metrics.channelHandovers.inc({ side: 'client', result: native ? 'native' : 'declined' });
+            return native;
+          };
+        }
         return sock;
       } catch (err) {
         if (err instanceof TunnelRefusedError) throw err;
@@ -166,6 +192,7 @@ export class ChannelManager {
         ...(this.o.puncher?.available ? { punchedPath: () => this.punchedPath(peerId, this.o.puncher!, true) } : {}),
         onChange: () => this.o.onChange?.(),
         onHandshake: (path, ok) => this.o.metrics.channelHandshakes.inc({ side: 'client', path, result: ok ? 'ok' : 'failed' }),
+        hooks: this.hooks,
       });
       e = { nodeName, ch };
       this.channels.set(peerId, e);
@@ -316,7 +343,7 @@ export class ChannelManager {
     answer({ ok: false, reason: `unknown op ${op}` });
   }
 
-  /** An inbound channel connection (LAN listener, or our end of a relay pair): TLS server, then one flow. */
+  /** An inbound channel connection (LAN listener, or our end of a relay pair): EWC1 server, then one flow. */
   private accept(raw: net.Socket, path: ChannelPath): void {
     raw.on('error', () => undefined);
     if (this.inbound.size >= (this.o.maxInbound ?? 16_384)) {
@@ -326,7 +353,7 @@ export class ChannelManager {
     }
     this.inbound.add(raw);
     raw.once('close', () => this.inbound.delete(raw));
-    tlsServer(raw, (id) => this.creds.lookup(id), CONTROL_TIMEOUT_MS).then(({ socket, id }) => {
+    ewcServer(raw, (id) => this.creds.lookup(id), CONTROL_TIMEOUT_MS, this.hooks).then(({ socket, id }) => {
       this.o.metrics.channelHandshakes.inc({ side: 'server', path, result: 'ok' });
       const peer = this.creds.peerOf(id);
       if (!peer) { socket.destroy(); return; }

@@ -1,24 +1,24 @@
 /**
  * The client side of the data channel to one peer: credentials from the peer
  * (over libp2p), the best path that works — LAN address of the peer's data
- * listener → hole-punched socket → blind relay — and a pool of warm TLS
+ * listener → hole-punched socket → blind relay — and a pool of warm EWC1
  * connections on it, so a new flow pays only its header round trip. A channel on
  * a relayed or punched path keeps trying the LAN path in the background (with
  * backoff) and moves new flows there when it works; flows already running stay
  * where they are.
  *
- * Warm connections, not a multiplexer: one TLS connection per flow gives each
+ * Warm connections, not a multiplexer: one EWC1 connection per flow gives each
  * flow the kernel's own TCP backpressure and half-close, no head-of-line blocking
  * between flows, and no framing or credit windows in JavaScript; the handshake
  * cost is paid off the flow's path by the pool (bench/tunnel.mjs measures the
  * new-flow time).
  */
 import net from 'node:net';
-import type tls from 'node:tls';
 import type { Logger } from '../../util/log.js';
 import { Backoff, sleep } from '../../util/backoff.js';
 import { ChannelError } from './errors.js';
-import { tlsClient, type PskCredential } from './tls-psk.js';
+import { ewcClient, type EwcHooks, type PskCredential } from './ewc-handshake.js';
+import { retire, type EwcSocket } from './ewc-codec.js';
 
 export type ChannelPath = 'lan' | 'punched' | 'relayed';
 
@@ -32,7 +32,7 @@ export interface PathDialer {
   readonly path: ChannelPath;
   /** A human label (address, relay) for state and logs. */
   readonly via: string;
-  /** `n` new raw sockets to the peer on this path, ready for TLS. */
+  /** `n` new raw sockets to the peer on this path, ready for the EWC1 handshake. */
   connect(n: number, signal: AbortSignal): Promise<net.Socket[]>;
 }
 
@@ -54,10 +54,12 @@ export interface PeerChannelOptions {
   punchedPath?(): PathDialer;
   onChange(): void;
   onHandshake(path: ChannelPath, ok: boolean): void;
+  /** Handshake failures and rejected record streams (counted by the manager). */
+  readonly hooks?: EwcHooks;
 }
 
 interface Warm {
-  readonly sock: tls.TLSSocket;
+  readonly sock: EwcSocket;
   readonly path: ChannelPath;
   readonly born: number;
   readonly onIdle: () => void;
@@ -127,7 +129,7 @@ export class PeerChannel {
         for (const d of dialers) {
           d.connect(1, signal).then((socks) => this.handshakeAll(socks, d.path)).then((socks) => {
             // A path that works but is less preferred than the current one is dropped.
-            if (socks.length === 0 || this.closed || rank(d) >= rank(this.dialer)) { for (const x of socks) x.destroy(); return; }
+            if (socks.length === 0 || this.closed || rank(d) >= rank(this.dialer)) { for (const x of socks) retire(x); return; }
             this.use(d, socks);
             log.info({ peer: this.o.peerId, node: this.o.nodeName, path: d.path, via: d.via }, 'data channel up');
             this.backoff.reset();
@@ -146,11 +148,11 @@ export class PeerChannel {
     }
   }
 
-  private async handshakeAll(socks: net.Socket[], path: ChannelPath): Promise<tls.TLSSocket[]> {
+  private async handshakeAll(socks: net.Socket[], path: ChannelPath): Promise<EwcSocket[]> {
     const cred = this.cred;
     if (!cred) { for (const s of socks) s.destroy(); return []; }
-    const out = await Promise.allSettled(socks.map((s) => tlsClient(s, cred, this.o.handshakeTimeoutMs)));
-    const ok: tls.TLSSocket[] = [];
+    const out = await Promise.allSettled(socks.map((s) => ewcClient(s, cred, this.o.handshakeTimeoutMs, this.o.hooks)));
+    const ok: EwcSocket[] = [];
     for (const r of out) {
       this.o.onHandshake(path, r.status === 'fulfilled');
       if (r.status === 'fulfilled') ok.push(r.value);
@@ -159,22 +161,22 @@ export class PeerChannel {
   }
 
   /** Switch to a path: its first sockets go to the pool, the old idle ones are closed. */
-  private use(d: PathDialer, socks: tls.TLSSocket[]): void {
+  private use(d: PathDialer, socks: EwcSocket[]): void {
     const old = this.pool;
     this.pool = [];
     this.dialer = d;
-    for (const w of old) w.sock.destroy();
+    for (const w of old) retire(w.sock);
     for (const s of socks) this.add(s, d.path);
     this.o.onChange();
     this.refill();
     if (d.path !== 'lan') this.scheduleUpgrade();
   }
 
-  private add(sock: tls.TLSSocket, path: ChannelPath): void {
+  private add(sock: EwcSocket, path: ChannelPath): void {
     // An idle connection never receives data (the far side waits for a header):
     // reading keeps its close visible, and anything else is a broken peer.
     // An end (the far side's idle timeout) closes it too: allowHalfOpen would keep it.
-    const onIdle = (): void => { sock.destroy(); };
+    const onIdle = (): void => { retire(sock); };
     const w: Warm = { sock, path, born: Date.now(), onIdle };
     sock.on('error', () => undefined);
     sock.on('data', onIdle);
@@ -190,7 +192,7 @@ export class PeerChannel {
    * A connection for one flow: a warm one (no handshake) or, when the pool is
    * empty, a fresh one. Undefined when the channel is down.
    */
-  async take(): Promise<tls.TLSSocket | undefined> {
+  async take(): Promise<EwcSocket | undefined> {
     let missed = false;
     for (;;) {
       const w = this.shiftWarm();
@@ -218,12 +220,12 @@ export class PeerChannel {
   }
 
   /** The next usable warm connection, detached from the pool's idle watch; stale ones are closed. */
-  private shiftWarm(): tls.TLSSocket | undefined {
+  private shiftWarm(): EwcSocket | undefined {
     const now = Date.now();
     for (let w = this.pool.shift(); w; w = this.pool.shift()) {
       const aged = now - w.born > this.o.maxIdleMs;
       if (aged) this.target = Math.max(this.o.warm, this.target >> 1);
-      if (aged || w.sock.destroyed || w.sock.readableEnded || w.path !== this.dialer?.path) { w.sock.destroy(); continue; }
+      if (aged || w.sock.destroyed || w.sock.readableEnded || w.path !== this.dialer?.path) { retire(w.sock); continue; }
       w.sock.off('data', w.onIdle);
       w.sock.off('end', w.onIdle);
       // Back to "not flowing, not paused": the flow's first reader starts it.
@@ -252,7 +254,7 @@ export class PeerChannel {
       try {
         while (this.dialer === d && !this.closed && this.pool.length < this.target) {
           const socks = await this.handshakeAll(await d.connect(this.target - this.pool.length, this.abort.signal), d.path);
-          if (this.dialer !== d || this.closed) { for (const s of socks) s.destroy(); return; }
+          if (this.dialer !== d || this.closed) { for (const s of socks) retire(s); return; }
           if (socks.length === 0) { if (this.pool.length === 0) this.down(); return; }
           for (const s of socks) this.add(s, d.path);
           this.wake();

@@ -1,7 +1,7 @@
 /**
  * The blind side of `edgeway relay`: a data port where two peers' TCP connections
  * are joined byte for byte. The relay never holds a channel key — it forwards the
- * TLS records of the two agents unread (splice in the kernel when the native addon
+ * EWC1 records of the two agents unread (splice in the kernel when the native addon
  * is present, Node streams with backpressure otherwise).
  *
  * Pairing: an agent that holds a reservation registers single-use random tokens

@@ -14,7 +14,7 @@ export const CHANNEL_PROTOCOL = '/edgeway/channel/1.0.0';
 export const RELAY_PAIR_PROTOCOL = '/edgeway/relay-pair/1.0.0';
 /** Bytes of a relay pairing token (random, agreed over libp2p, single use). */
 export const TOKEN_BYTES = 16;
-/** The relay's one-byte answer once both ends of a token arrived: start TLS now. */
+/** The relay's one-byte answer once both ends of a token arrived: start the EWC1 handshake now. */
 export const PAIRED = 0x01;
 /** Control messages are small JSON documents. */
 const MAX_CONTROL_BYTES = 16 * 1024;

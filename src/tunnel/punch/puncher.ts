@@ -8,8 +8,8 @@
  * listeners), since a 4-tuple holds one TCP connection and the data channel uses
  * one per flow.
  *
- * Roles: the side that asked is the TLS client (it holds the data channel's
- * credentials and sends the flows), the other the TLS server. Without the native
+ * Roles: the side that asked is the EWC1 client (it holds the data channel's
+ * credentials and sends the flows), the other the EWC1 server. Without the native
  * addon there is no punching (logged once; `punch()` fails with reason
  * `unavailable` and the caller stays relayed).
  *
@@ -38,7 +38,7 @@ import { encodePunch, MAX_PUNCH_PORTS, PUNCH_PROTOCOL, PunchReader, type PunchMe
 
 export interface PunchResult {
   socket: Socket;
-  /** TLS role on this socket: the side that asked is the client. */
+  /** EWC1 role on this socket: the side that asked is the client. */
   role: 'client' | 'server';
   remote: { host: string; port: number };
 }
@@ -56,7 +56,7 @@ export interface HolePuncherOptions {
   isRelay?: (peerId: string) => boolean;
   /** May this peer make us send SYNs? (default: any peer of the private network). */
   authorise?: (peerId: string) => boolean | Promise<boolean>;
-  /** Sockets punched at a peer's request (this side is the TLS server). Destroyed when absent. */
+  /** Sockets punched at a peer's request (this side is the EWC1 server). Destroyed when absent. */
   onInbound?: (peerId: string, result: PunchResult) => void;
   /** Local address the punch sockets bind (default: all). */
   localHost?: string;
@@ -71,7 +71,7 @@ export interface HolePuncher {
   /** Why punching is off (no addon), else undefined. */
   readonly unavailableReason: string | undefined;
   readonly observed: ObservedAddresses;
-  /** One punched socket to the peer (this side: TLS client). */
+  /** One punched socket to the peer (this side: EWC1 client). */
   punch(peerId: PeerId | string, signal?: AbortSignal): Promise<PunchResult>;
   /** Up to `count` punched sockets in one exchange (at least one, or it throws). */
   punchMany(peerId: PeerId | string, count: number, signal?: AbortSignal): Promise<PunchResult[]>;
