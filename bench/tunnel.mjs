@@ -10,8 +10,9 @@
 //   - EdgeMesh #551: time to fetch a 4 MB HTTP body;
 //   - new-flow time (connect, FIN, reply, close) on an established peer path;
 //   - agent and relay CPU seconds per GB, relay RSS over GIB_MB relayed.
-// Codecs: a1 without the addon (phase 1) runs EWC1 in JS; a2, b1 and a1 with the
-// addon (phase 2) hand flows to the addon's record pump after the header/status.
+// Phases: (1) rb's NAT symmetric, every agent with the addon (record pump on both
+// ends): same-LAN and relayed; (2) rb a cone NAT again, a1 restarted: hole-punched;
+// (3) a1 restarted without the addon (EWC1 in JS on a1): same-LAN and relayed.
 // Needs root and `npm run build`. Writes bench/results/tunnel.{json,md}.
 // Env: BULK_MB (default 256), GIB_MB (default 1024), REPS (default 3).
 import { spawn, execFileSync } from 'node:child_process';
@@ -70,6 +71,8 @@ function topology() {
   }
   nsx(NS.cl, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
 }
+/** rb's masquerade: 'cone' keeps source ports where free; 'symmetric' picks random ones (no punch can work). */
+const setRbNat = (mode) => nsx(NS.rb, 'nft', ['-f', '-'], `flush chain ip bench post\nadd rule ip bench post ip saddr 10.2.0.0/24 ip daddr != 10.2.0.0/24 masquerade${mode === 'symmetric' ? ' random' : ''}\n`);
 const forward = (port) => nsx(NS.rb, 'nft', ['add', 'rule', 'ip', 'bench', 'pre', 'ip', 'daddr', '10.200.2.2', 'tcp', 'dport', String(port), 'dnat', 'to', `10.2.0.2:${port}`]);
 
 function start(nsName, args, waitRe) {
@@ -174,9 +177,10 @@ async function main() {
     p.stderr.on('data', () => undefined);
     agents[h] = p;
   };
-  // Phase 1: a1 without the addon cannot hole-punch, so its channel to b1 stays relayed.
-  for (const h of ['b1', 'a2']) startAgent(h);
-  startAgent('a1', { EDGEWAY_NATIVE: 'off' });
+  // Phase 1: rb's NAT made symmetric (random source ports), so no hole punch can
+  // work and the channel to b1 stays relayed; every agent has the addon (record pump).
+  setRbNat('symmetric');
+  for (const h of ['b1', 'a2', 'a1']) startAgent(h);
   await waitFor(() => state('a1')?.relays[0]?.reserved && state('b1')?.relays[0]?.reserved, 'reservations');
   console.error('agents up, reservations held');
   await new Promise((r) => setTimeout(r, 2000));
@@ -209,13 +213,19 @@ async function main() {
   const after = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, rssMiB(p)]));
   rss.gib = { mb: GIB_MB, mbps: gib.mbps, before, peak, after };
 
-  // Phase 2: a1 restarted with the addon: its channel to b1 is hole-punched through both NATs.
+  const restartA1 = async (env, why) => {
+    const exited = new Promise((r) => agents.a1.once('exit', (code) => r(code)));
+    agents.a1.kill('SIGTERM');
+    const code = await exited;
+    startAgent('a1', env);
+    await waitFor(() => state('a1')?.relays[0]?.reserved, `a1 reservation (${why})`);
+    return code;
+  };
+  // Phase 2: rb's NAT back to a cone (ports kept), a1 restarted: its channel to b1
+  // is hole-punched through both NATs.
+  setRbNat('cone');
+  const a1Exit = await restartA1({}, 'punch');
   rows.punched = [];
-  const exited = new Promise((r) => agents.a1.once('exit', (code) => r(code)));
-  agents.a1.kill('SIGTERM');
-  const a1Exit = await exited;
-  startAgent('a1');
-  await waitFor(() => state('a1')?.relays[0]?.reserved, 'a1 reservation again');
   await client('10.96.0.10', 80, 80, 0, 'warm-up b1 (punch)', '10.96.0.11');
   await waitFor(() => channel('b1') === 'punched', 'punched channel', 60_000).catch(() => undefined);
   paths.punched = channel('b1');
@@ -223,6 +233,19 @@ async function main() {
   for (let i = 0; i < REPS; i++) {
     rows.rawWan.push(await client('10.200.2.2', 9000, 9001, BULK_MB, 'raw cross-LAN (port forward)'));
     rows.punched.push(await client('10.96.0.10', 80, 80, BULK_MB, `mesh cross-LAN (${paths.punched})`, '10.96.0.11'));
+  }
+  // Phase 3: a1 without the addon (EWC1 in JS on a1; it cannot hole-punch, so b1 is relayed).
+  const a1ExitJs = await restartA1({ EDGEWAY_NATIVE: 'off' }, 'no addon');
+  rows.lanJs = []; rows.relayedJs = [];
+  await client('10.96.0.10', 80, 80, 0, 'warm-up b1 (a1 without the addon)', '10.96.0.11');
+  await client('10.96.0.20', 80, 80, 0, 'warm-up a2 (a1 without the addon)', '10.96.0.21');
+  await waitFor(() => channel('b1') !== 'none' && channel('a2') !== 'none', 'channels up (a1 without the addon)', 30_000).catch(() => undefined);
+  paths.b1Js = channel('b1'); paths.a2Js = channel('a2');
+  for (let i = 0; i < REPS; i++) {
+    rows.rawLan.push(await client('10.1.0.3', 9000, 9001, BULK_MB, 'raw same-LAN'));
+    rows.lanJs.push(await client('10.96.0.20', 80, 80, BULK_MB, `mesh same-LAN, a1 in JS (${paths.a2Js})`, '10.96.0.21'));
+    rows.rawWan.push(await client('10.200.2.2', 9000, 9001, BULK_MB, 'raw cross-LAN (port forward)'));
+    rows.relayedJs.push(await client('10.96.0.10', 80, 80, BULK_MB, `mesh cross-LAN, a1 in JS (${paths.b1Js})`, '10.96.0.11'));
   }
 
   const summary = Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, {
@@ -232,17 +255,20 @@ async function main() {
   const ratio = (k, base, m) => summary[k][m].median / summary[base][m].median;
   const result = {
     date: new Date().toISOString(), bulkMB: BULK_MB, reps: REPS, psk: true, paths, summary,
-    ratios: { lanBulk: ratio('lan', 'rawLan', 'mbps'), relayedBulk: ratio('relayed', 'rawWan', 'mbps'), punchedBulk: ratio('punched', 'rawWan', 'mbps'), fetch4Lan: ratio('lan', 'rawLan', 'fetch4Ms'), fetch4Relayed: ratio('relayed', 'rawWan', 'fetch4Ms'), fetch4Punched: ratio('punched', 'rawWan', 'fetch4Ms') },
+    ratios: { lanBulk: ratio('lan', 'rawLan', 'mbps'), relayedBulk: ratio('relayed', 'rawWan', 'mbps'), punchedBulk: ratio('punched', 'rawWan', 'mbps'), lanJsBulk: ratio('lanJs', 'rawLan', 'mbps'), relayedJsBulk: ratio('relayedJs', 'rawWan', 'mbps'), fetch4Lan: ratio('lan', 'rawLan', 'fetch4Ms'), fetch4Relayed: ratio('relayed', 'rawWan', 'fetch4Ms'), fetch4Punched: ratio('punched', 'rawWan', 'fetch4Ms') },
     newFlowExtraMs: { lan: summary.lan.connectMs.median - summary.rawLan.connectMs.median, relayed: summary.relayed.connectMs.median - summary.rawWan.connectMs.median, punched: summary.punched.connectMs.median - summary.rawWan.connectMs.median },
-    a1ExitOnSigterm: a1Exit,
+    a1ExitOnSigterm: [a1Exit, a1ExitJs],
     cpuSecPerGB: cpuPerGB, rss, load: readFileSync('/proc/loadavg', 'utf8').trim(),
   };
   const f = (x, d = 1) => (x ?? NaN).toFixed(d);
   const mmm = (o, d = 1) => `${f(o.median, d)} (${f(o.min, d)}–${f(o.max, d)})`;
-  const label = { rawLan: 'raw TCP a1→a2 (same LAN)', lan: `mesh a1→a2: channel ${paths.a2}`, rawWan: 'raw TCP a1→b1 (rb port forward)', relayed: `mesh a1→b1: channel ${paths.b1}`, punched: `mesh a1→b1: channel ${paths.punched}` };
-  const base = { rawLan: 'rawLan', lan: 'rawLan', rawWan: 'rawWan', relayed: 'rawWan', punched: 'rawWan' };
+  const label = {
+    rawLan: 'raw TCP a1→a2 (same LAN)', lan: `mesh a1→a2: channel ${paths.a2}`, rawWan: 'raw TCP a1→b1 (rb port forward)', relayed: `mesh a1→b1: channel ${paths.b1} (rb symmetric NAT)`,
+    punched: `mesh a1→b1: channel ${paths.punched}`, lanJs: `mesh a1→a2, a1 without the addon: channel ${paths.a2Js}`, relayedJs: `mesh a1→b1, a1 without the addon: channel ${paths.b1Js}`,
+  };
+  const base = { rawLan: 'rawLan', lan: 'rawLan', rawWan: 'rawWan', relayed: 'rawWan', punched: 'rawWan', lanJs: 'rawLan', relayedJs: 'rawWan' };
   const md = [
-    `# bench/tunnel (${result.date}; load ${result.load}; busy shared 2-core box)`, '',
+    `# bench/tunnel (${result.date}; load ${result.load}${Number(result.load.split(' ')[0]) > 0.5 ? '; busy shared 2-core box' : ''})`, '',
     'Agent path: client in a1 → ClusterIP → nftables → proxy → data channel → far agent → backend; PSK on.',
     `median (min–max) of ${REPS} runs, ${BULK_MB} MiB bulk per run, raw baseline interleaved.`, '',
     '| path | bulk MB/s | × raw | new flow ms | 4 MB fetch ms | × raw |', '|---|---|---|---|---|---|',
@@ -253,7 +279,7 @@ async function main() {
     `| before ${GIB_MB} MiB relayed | ${f(before.a1)} | ${f(before.b1)} | ${f(before.relay)} |`,
     `| peak during | ${f(peak.a1)} | ${f(peak.b1)} | ${f(peak.relay)} |`,
     `| 3 s after | ${f(after.a1)} | ${f(after.b1)} | ${f(after.relay)} |`,
-    '', `Relayed rows: a1 without the addon (no hole punching, EWC1 in JS on a1; a2/b1 use the addon's record pump); punched rows: a1 restarted with it (record pump on both ends; exit code on SIGTERM: ${a1Exit}).`,
+    '', `Same-LAN, relayed (rb's NAT symmetric: no punch can work) and punched rows: the addon's record pump on both ends; "without the addon" rows: EWC1 in JS on a1, the pump on a2/b1. a1's exit codes on SIGTERM at its restarts: ${a1Exit}, ${a1ExitJs}.`,
   ].join('\n');
   mkdirSync(join(root, 'bench', 'results'), { recursive: true });
   writeFileSync(join(root, 'bench', 'results', 'tunnel.json'), JSON.stringify(result, null, 2));
