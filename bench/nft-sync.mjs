@@ -2,20 +2,26 @@
 // Control-plane cost of the nftables data plane vs kube-proxy-style iptables, in one
 // run, inside a throwaway network namespace (nothing touches the host's tables):
 //  - full apply of N services × 2 endpoints (N = 1k, 10k, 50k) through the agent's
-//    compiler + executor (text declarations + one `nft -j -f` transaction);
-//  - one endpoint change at each N (the incremental diff the sync loop sends);
+//    compiler + executor (text declarations + one JSON transaction), both ways:
+//    in-process (libnftables through edgeway_nft.node, what the agent uses when
+//    the addon loads) and the `nft -j -f` CLI (its fallback); min/median/max of 3;
+//  - one endpoint change at each N (the incremental diff the sync loop sends), both
+//    ways, min/median/max of 5;
+//  - where a full apply's time goes: `nft -c` (parse + evaluate, no kernel commit)
+//    of the same transaction vs the whole apply;
 //  - the drift check (`nft -j list table`) at each N;
 //  - the same sizes as kube-proxy iptables chains (KUBE-SERVICES → KUBE-SVC-* →
 //    KUBE-SEP-*) through iptables-restore (nf_tables backend) and
 //    iptables-legacy-restore; one change = kube-proxy's partial restore
 //    (--noflush, KUBE-SERVICES rewritten plus the changed service's chains).
-// Median of 3 for the small operations. Usage: npm run bench nft-sync [-- --sizes 1000,10000]
+// Usage: npm run bench nft-sync [-- --sizes 1000,10000] [--no-iptables]
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { compile } from '../dist/dataplane/nftables/compile.js';
 import { diffTransaction, fullTransaction } from '../dist/dataplane/nftables/transaction.js';
 import { CliNftExecutor } from '../dist/dataplane/nftables/executor.js';
+import { createNftExecutor } from '../dist/dataplane/nftables/inprocess-executor.js';
 
 const argSizes = process.argv.indexOf('--sizes');
 const SIZES = argSizes > 0 ? process.argv[argSizes + 1].split(',').map(Number) : [1000, 10000, 50000];
@@ -31,6 +37,8 @@ const inNs = (cmd, args, input, timeout = 0) => {
 };
 const ms = (t0) => Number(process.hrtime.bigint() - t0) / 1e6;
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const stats = (xs) => ({ min: Math.min(...xs), median: median(xs), max: Math.max(...xs) });
+const noIptables = process.argv.includes('--no-iptables');
 
 const svcIp = (i) => `10.${96 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
 const epIp = (i, j) => `10.${128 + j * 8 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
@@ -100,24 +108,29 @@ const results = [];
 execFileSync('ip', ['netns', 'add', ns]);
 try {
   // nsenter, not `ip netns exec` (which remounts /sys on every call: ~10-30 ms here).
-  const ex = new CliNftExecutor({ prefix: ['nsenter', `--net=/run/netns/${ns}`] });
-  for (const n of SIZES) {
-    const a = compile(plan(n, 1));
-    const b = compile(plan(n, 2, true));
-    let t = process.hrtime.bigint();
-    await ex.run(fullTransaction(a));
-    const full = ms(t);
+  const cli = new CliNftExecutor({ prefix: ['nsenter', `--net=/run/netns/${ns}`] });
+  const inproc = createNftExecutor({ netns: ns });
+  if (inproc.kind !== 'in-process') console.error(`in-process path unavailable (${inproc.reason}): its rows repeat the CLI`);
+  /** Full applies (fresh table each), one-change diffs, resync and drift checks through one executor. */
+  async function measure(ex, a, b) {
+    const full = [];
+    for (let k = 0; k < 3; k++) {
+      await ex.deleteTable();
+      const t = process.hrtime.bigint();
+      await ex.run(fullTransaction(a));
+      full.push(ms(t));
+    }
     const one = [];
     let prev = a;
-    for (let k = 0; k < 3; k++) {
+    for (let k = 0; k < 5; k++) {
       const next = k % 2 === 0 ? b : a;
       const tx = diffTransaction(prev, next);
-      t = process.hrtime.bigint();
+      const t = process.hrtime.bigint();
       await ex.run(tx);
       one.push(ms(t));
       prev = next;
     }
-    t = process.hrtime.bigint();
+    let t = process.hrtime.bigint();
     await ex.inspect({ deep: true });
     const drift = ms(t);
     // A resync of a populated table (what the agent does at restart / after drift):
@@ -128,9 +141,33 @@ try {
     await ex.run(fullTransaction(prev, [...summary.chains.keys()]));
     const resync = ms(t);
     await ex.deleteTable();
-    const nftBackend = timeIptables('iptables-nft-restore', n);
-    const legacy = timeIptables('iptables-legacy-restore', n);
-    const row = { services: n, endpoints: 2 * n, nft: { fullMs: full, resyncMs: resync, oneChangeMs: median(one), driftCheckDeepMs: drift, driftCheckShallowMs: driftShallow }, iptablesNft: nftBackend, iptablesLegacy: legacy };
+    return { full: stats(full), one: stats(one), fullMs: median(full), resyncMs: resync, oneChangeMs: median(one), driftCheckDeepMs: drift, driftCheckShallowMs: driftShallow };
+  }
+  for (const n of SIZES) {
+    const pa = plan(n, 1);
+    const t0 = process.hrtime.bigint();
+    const a = compile(pa);
+    const compileMs = ms(t0);
+    const b = compile(plan(n, 2, true));
+    const inP = await measure(inproc.executor, a, b);
+    const viaCli = await measure(cli, a, b);
+    // Where a full apply goes: nft's own parse + evaluation (`nft -c`: no commit)
+    // vs the kernel commit (the rest). Declarations first (the check needs the maps).
+    const tx = fullTransaction(a);
+    await cli.run({ declare: tx.declare, commands: [] });
+    const file = `/tmp/edgeway-bench-nft-${process.pid}.json`;
+    writeFileSync(file, JSON.stringify({ nftables: tx.commands }));
+    const check = [];
+    for (let k = 0; k < 3; k++) {
+      const t = process.hrtime.bigint();
+      inNs('nft', ['-c', '-j', '-f', file]);
+      check.push(ms(t));
+    }
+    spawnSync('rm', ['-f', file]);
+    await cli.deleteTable();
+    const nftBackend = noIptables ? { full: null, one: null } : timeIptables('iptables-nft-restore', n);
+    const legacy = noIptables ? { full: null, one: null } : timeIptables('iptables-legacy-restore', n);
+    const row = { services: n, endpoints: 2 * n, compileMs, nftPath: inproc.kind, nft: inP, nftCli: viaCli, nftCheckMs: stats(check), iptablesNft: nftBackend, iptablesLegacy: legacy };
     results.push(row);
     console.error(JSON.stringify(row));
   }
@@ -139,15 +176,15 @@ try {
 }
 
 const f = (x) => (x === null ? `>${CAP_MS / 1000} s` : x >= 100 ? x.toFixed(0) : x.toFixed(1));
-const ratio = (a, b) => (b === null ? `<${(a / CAP_MS).toPrecision(2)}` : (a / b).toFixed(2));
+const mmm = (x) => `${f(x.min)} / ${f(x.median)} / ${f(x.max)}`;
 const md = [
-  '| services | nft full apply ms | nft resync ms | nft one change ms | drift check deep / shallow ms | iptables-nft full ms | iptables-nft one change ms | iptables-legacy full ms | iptables-legacy one change ms | full: nft vs iptables-nft | one change: nft vs iptables-nft |',
+  '| services | full apply in-process ms (min / median / max) | full apply `nft` CLI ms | one change in-process ms | one change `nft` CLI ms | `nft -c` of the full apply (parse + evaluate, no commit) ms | compile ms | resync in-process / CLI ms | drift check deep / shallow ms | iptables-nft full / one change ms | iptables-legacy full / one change ms |',
   '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
-  ...results.map((r) => `| ${r.services} | ${f(r.nft.fullMs)} | ${f(r.nft.resyncMs)} | ${f(r.nft.oneChangeMs)} | ${f(r.nft.driftCheckDeepMs)} / ${f(r.nft.driftCheckShallowMs)} | ${f(r.iptablesNft.full)} | ${f(r.iptablesNft.one)} | ${f(r.iptablesLegacy.full)} | ${f(r.iptablesLegacy.one)} | ${ratio(r.nft.fullMs, r.iptablesNft.full)}× | ${ratio(r.nft.oneChangeMs, r.iptablesNft.one)}× |`),
+  ...results.map((r) => `| ${r.services} | ${mmm(r.nft.full)} | ${mmm(r.nftCli.full)} | ${mmm(r.nft.one)} | ${mmm(r.nftCli.one)} | ${mmm(r.nftCheckMs)} | ${f(r.compileMs)} | ${f(r.nft.resyncMs)} / ${f(r.nftCli.resyncMs)} | ${f(r.nft.driftCheckDeepMs)} / ${f(r.nft.driftCheckShallowMs)} | ${noIptables ? 'not run' : `${f(r.iptablesNft.full)} / ${f(r.iptablesNft.one)}`} | ${noIptables ? 'not run' : `${f(r.iptablesLegacy.full)} / ${f(r.iptablesLegacy.one)}`} |`),
 ].join('\n');
 console.log(md);
 const out = new URL('./results/', import.meta.url).pathname;
 mkdirSync(out, { recursive: true });
-const meta = { date: new Date().toISOString(), node: process.version, note: 'one run on a shared 2-core machine (other suites running: noisy); 2 endpoints per service on other nodes (routable), random policy; one change = median of 3', loadavg: (await import('node:os')).loadavg() };
+const meta = { date: new Date().toISOString(), node: process.version, note: `one run on a shared 2-core machine (other suites running: noisy); 2 endpoints per service on other nodes (routable), random policy; full apply: 3 runs, one change: 5 runs (min / median / max); nft path of the agent: ${results[0]?.nftPath ?? '?'}`, loadavg: (await import('node:os')).loadavg() };
 writeFileSync(`${out}nft-sync.json`, `${JSON.stringify({ ...meta, results }, null, 2)}\n`);
 writeFileSync(`${out}nft-sync.md`, `# nft-sync (${meta.date})\n\n${meta.note}\n\n${md}\n`);

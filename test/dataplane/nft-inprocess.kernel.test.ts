@@ -20,50 +20,12 @@ import { CliNftExecutor } from '../../src/dataplane/nftables/executor.js';
 import { createNftExecutor, InProcessNftExecutor } from '../../src/dataplane/nftables/inprocess-executor.js';
 import { loadNftAddon } from '../../src/dataplane/nftables/native-nft.js';
 import { NftError } from '../../src/dataplane/nftables/errors.js';
-import type { Plan, PlannedEndpoint, PlannedServicePort } from '../../src/plan/types.js';
+import { mutate, randomPlan } from './random-plan.js';
 
 const load = loadNftAddon();
 const skip = requirement('nftables in-process kernel test', kernelSkipReason(),
   'addon' in load ? undefined : `edgeway_nft.node: ${load.reason}`,
   existsSync('dist/dataplane/nftables/inprocess-executor.js') ? undefined : 'dist/ missing: run `npm run build` first');
-
-/** A plan of `n` service ports with every shape the compiler knows, drawn from `rnd`. */
-function randomPlan(rnd: () => number, n: number, revision: number): Plan {
-  const ports: PlannedServicePort[] = [];
-  for (let i = 0; i < n; i++) {
-    const v6 = rnd() < 0.15;
-    const proto = rnd() < 0.2 ? 'UDP' : 'TCP';
-    const eps: PlannedEndpoint[] = Array.from({ length: Math.floor(rnd() * 4) }, (_, j) => {
-      const host = Math.floor(rnd() * 250) + 1;
-      return v6
-        ? { ip: `fd00:244::${(i * 4 + j).toString(16)}:${host.toString(16)}`, family: 6, port: 8000 + j, class: 'routable', ready: true }
-        : { ip: `10.244.${(i * 4 + j) & 255}.${host}`, family: 4, port: 8000 + j, class: rnd() < 0.2 ? 'local' : 'routable', ready: true };
-    });
-    const r = rnd();
-    const policy = r < 0.6 ? { kind: 'random' as const } : r < 0.8 ? { kind: 'roundRobin' as const } : { kind: 'clientIp' as const, timeoutSeconds: 30 };
-    const userspace = eps.length > 0 && rnd() < 0.1;
-    ports.push({
-      id: `t/s${i}:80/${proto}`, serviceKey: `t/s${i}`, namespace: 't', name: `s${i}`, portName: '', protocol: proto, port: 80,
-      clusterIPs: [v6 ? `fd00:96::${i.toString(16)}` : `10.96.${i >> 8}.${i & 255}`], endpoints: eps, policy,
-      target: eps.length === 0 ? 'reject' : userspace ? 'userspace' : 'kernel', ...(userspace ? { userspacePort: 30000 + i } : {}),
-    });
-  }
-  return { nodeName: 'n1', revision, servicePorts: ports.sort((a, b) => (a.id < b.id ? -1 : 1)), userspacePortExhausted: [] };
-}
-
-/** Changes a few service ports of `p` (endpoints, policy, removal) — what one sync carries. */
-function mutate(rnd: () => number, p: Plan): Plan {
-  const ports = [...p.servicePorts];
-  for (let k = 0; k < 3; k++) {
-    const i = Math.floor(rnd() * ports.length);
-    const sp = ports[i]!;
-    const what = rnd();
-    if (what < 0.2) ports.splice(i, 1);
-    else if (what < 0.6 && sp.endpoints.length > 0) ports[i] = { ...sp, endpoints: sp.endpoints.slice(1) };
-    else if (sp.target !== 'reject') ports[i] = { ...sp, policy: sp.policy.kind === 'random' ? { kind: 'roundRobin' } : { kind: 'random' } };
-  }
-  return { ...p, revision: p.revision + 1, servicePorts: ports };
-}
 
 /** `nft -j list table inet edgeway` in `ns`, order-insensitive where the kernel's order is not ours (set elements, hash seeds). */
 async function listing(ns: string): Promise<unknown[]> {
