@@ -77,6 +77,7 @@ async function staticChange(n, ex) {
     writeFileSync(file, staticYaml(n));
     const store = new CatalogStore({ logger: silentLogger(), registry: new Registry(), coalesceMs: 0 });
     const src = new StaticSource(store.sink('static'), { paths: [file], pollMs: 3_600_000, filterMode: 'FilterIfLabelExists', logger: silentLogger() });
+    /** @type {import('../dist/plan/build.js').PlanOptions} */
     const opts = { nodeName: 'bench', routableCIDRs: ['10.0.0.0/8'], userspacePorts: '30000-32767', mode: 'nftables' };
     let t = process.hrtime.bigint();
     await src.refresh(true);
@@ -106,7 +107,8 @@ async function staticChange(n, ex) {
     }
     await ex.deleteTable();
     await store.close();
-    return { initialMs, ...Object.fromEntries(Object.entries(stages).map(([k, v]) => [k, stats(v)])) };
+    const st = stages;
+    return { initialMs, total: stats(st.total), read: stats(st.read), snapshot: stats(st.snapshot), plan: stats(st.plan), diff: stats(st.diff), apply: stats(st.apply), commands: stats(st.commands) };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
