@@ -182,7 +182,8 @@ const results = [];
 execFileSync('ip', ['netns', 'add', ns]);
 try {
   // nsenter, not `ip netns exec` (which remounts /sys on every call: ~10-30 ms here).
-  const cli = new CliNftExecutor({ prefix: ['nsenter', `--net=/run/netns/${ns}`] });
+  // Deep listings at 50k take many seconds on a loaded box: no 60 s kill.
+  const cli = new CliNftExecutor({ prefix: ['nsenter', `--net=/run/netns/${ns}`], timeoutMs: 900_000 });
   const inproc = createNftExecutor({ netns: ns });
   if (inproc.kind !== 'in-process') console.error(`in-process path unavailable (${inproc.reason}): its rows repeat the CLI`);
   /** Full applies (fresh table each), one-change diffs, resync and drift checks through one executor. */
