@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +88,10 @@ class NftCtx {
       const char* e = nft_ctx_get_error_buffer(ctx_);
       out->assign(o ? o : "");
       err->assign(e ? e : "");
+      // A full apply makes nft allocate ~3 KB per element (450 MB at 50k
+      // services) and glibc keeps the freed heap: the agent stayed at +95 MiB
+      // RSS after one 10k apply. Hand large freed heaps back to the system.
+      if (cmd.size() > (1u << 20)) malloc_trim(0);
     }
     if (back >= 0) {
       // Cannot fail in practice (we hold the fd and just had the privilege to
