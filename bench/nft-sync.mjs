@@ -26,7 +26,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { compile } from '../dist/dataplane/nftables/compile.js';
 import { diffTransaction, fullTransaction } from '../dist/dataplane/nftables/transaction.js';
 import { CliNftExecutor } from '../dist/dataplane/nftables/executor.js';
-import { createNftExecutor } from '../dist/dataplane/nftables/inprocess-executor.js';
+import { InProcessNftExecutor } from '../dist/dataplane/nftables/inprocess-executor.js';
+import { loadNftAddon } from '../dist/dataplane/nftables/native-nft.js';
 import { RulesetTracker } from '../dist/dataplane/nftables/incremental.js';
 import { StaticSource } from '../dist/sources/static.js';
 import { CatalogStore } from '../dist/catalog/store.js';
@@ -184,8 +185,13 @@ try {
   // nsenter, not `ip netns exec` (which remounts /sys on every call: ~10-30 ms here).
   // Deep listings at 50k take many seconds on a loaded box: no 60 s kill.
   const cli = new CliNftExecutor({ prefix: ['nsenter', `--net=/run/netns/${ns}`], timeoutMs: 900_000 });
-  const inproc = createNftExecutor({ netns: ns });
-  if (inproc.kind !== 'in-process') console.error(`in-process path unavailable (${inproc.reason}): its rows repeat the CLI`);
+  // Purely in-process (the agent's executor sends transactions above
+  // CLI_ABOVE_ELEMENTS through the CLI; here both ways are measured apart).
+  const loaded = loadNftAddon();
+  const inproc = 'addon' in loaded
+    ? { kind: 'in-process', executor: new InProcessNftExecutor(new loaded.addon.NftContext(`/run/netns/${ns}`)) }
+    : { kind: 'cli', executor: cli };
+  if (!('addon' in loaded)) console.error(`in-process path unavailable (${loaded.reason}): its rows repeat the CLI`);
   /** Full applies (fresh table each), one-change diffs, resync and drift checks through one executor. */
   async function measure(ex, a, b) {
     const full = [];

@@ -7,7 +7,10 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadNftAddon } from '../../src/dataplane/nftables/native-nft.js';
-import { createNftExecutor } from '../../src/dataplane/nftables/inprocess-executor.js';
+import { createNftExecutor, InProcessNftExecutor } from '../../src/dataplane/nftables/inprocess-executor.js';
+import type { NativeNftContext } from '../../src/dataplane/nftables/native-nft.js';
+import { TxBuilder } from '../../src/dataplane/nftables/transaction.js';
+import { FakeNftExecutor } from '../helpers/fake-nft-executor.js';
 import { CliNftExecutor } from '../../src/dataplane/nftables/executor.js';
 
 const saved = { ...process.env };
@@ -48,5 +51,29 @@ describe('loadNftAddon', () => {
 
   it('cached: a second call without reload returns the same answer', () => {
     expect(loadNftAddon()).toBe(loadNftAddon());
+  });
+});
+
+describe('InProcessNftExecutor routing', () => {
+  /** The addon at its boundary: records what it was asked to run, answers ok. */
+  const fakeCtx = (): NativeNftContext & { calls: string[] } => {
+    const calls: string[] = [];
+    return { calls, run: async (c) => { calls.push(c); return { ok: true, output: '', error: '' }; }, close: () => undefined };
+  };
+  const tx = (n: number) => new TxBuilder().addTable().addSet({ name: 'hairpin4', kind: 'set', type: ['ipv4_addr', 'ipv4_addr'] })
+    .addElements('hairpin4', Array.from({ length: n }, (_, i) => ({ key: { concat: [`10.244.0.${i}`, `10.244.0.${i}`] } }))).build();
+
+  it.each([
+    { name: 'at the limit: in-process', n: 10, inProcess: true },
+    { name: 'above the limit: the CLI', n: 11, inProcess: false },
+  ])('$name ($n elements, limit 10)', async ({ n, inProcess }) => {
+    const ctx = fakeCtx();
+    const cli = new FakeNftExecutor();
+    const ex = new InProcessNftExecutor(ctx, { cli, cliAboveElements: 10 });
+    await ex.run(tx(n));
+    expect(ctx.calls.length > 0).toBe(inProcess);
+    expect(cli.history.length > 0).toBe(!inProcess);
+    const sent = inProcess ? ctx.calls.join('') : JSON.stringify(cli.history);
+    expect(sent).toContain(`10.244.0.${n - 1}`);
   });
 });
