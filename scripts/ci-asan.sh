@@ -32,8 +32,8 @@ LD_PRELOAD="$asan" node --input-type=module -e "
   console.log('ci-asan: nftables in-process from', nft.path);"
 files=("$@")
 if [[ ${#files[@]} -eq 0 ]]; then
-  files=(test/native test/dataplane/forwarders.kernel.test.ts test/dataplane/sockmap.kernel.test.ts
+  files=(test/dataplane/nft-inprocess.kernel.test.ts test/native test/dataplane/forwarders.kernel.test.ts test/dataplane/sockmap.kernel.test.ts
          test/dataplane/origdst.kernel.test.ts test/proxy/accelerated.kernel.test.ts test/ebpf/libbpf-backend.test.ts
-         test/tunnel/punch.test.ts test/dataplane/nft-inprocess.kernel.test.ts)
+         test/tunnel/punch.test.ts)
 fi
 LD_PRELOAD="$asan" npx vitest run "${files[@]}"
