@@ -9,7 +9,7 @@
 
 FROM node:22-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends clang llvm libbpf-dev cmake g++ make python3 \
+ && apt-get install -y --no-install-recommends clang llvm libbpf-dev libnftables-dev cmake g++ make python3 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY package.json package-lock.json binding.gyp ./
@@ -25,7 +25,7 @@ RUN npm run build && sh scripts/build-bpf.sh && npm prune --omit=dev --no-audit 
 
 FROM node:22-bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nftables iptables iproute2 libbpf1 bpftool ca-certificates \
+ && apt-get install -y --no-install-recommends nftables libnftables1 iptables iproute2 libbpf1 bpftool ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/edgeway
 COPY --from=build /src/package.json ./

@@ -34,5 +34,16 @@
       ],
       "libraries": ["-lbpf", "-lpthread"]
     }
+  ],
+  "conditions": [
+    ["<!(test -f /usr/include/nftables/libnftables.h && echo 1 || echo 0)==1", {
+      "targets": [
+        {
+          "target_name": "edgeway_nft",
+          "sources": ["native/src/nft-addon.cc"],
+          "libraries": ["-lnftables", "-lpthread"]
+        }
+      ]
+    }]
   ]
 }

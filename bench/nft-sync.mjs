@@ -2,20 +2,40 @@
 // Control-plane cost of the nftables data plane vs kube-proxy-style iptables, in one
 // run, inside a throwaway network namespace (nothing touches the host's tables):
 //  - full apply of N services × 2 endpoints (N = 1k, 10k, 50k) through the agent's
-//    compiler + executor (text declarations + one `nft -j -f` transaction);
-//  - one endpoint change at each N (the incremental diff the sync loop sends);
+//    compiler + executor (text declarations + one JSON transaction), both ways:
+//    in-process (libnftables through edgeway_nft.node, what the agent uses when
+//    the addon loads) and the `nft -j -f` CLI (its fallback); min/median/max of 3;
+//  - one endpoint change at each N (the incremental diff the sync loop sends), both
+//    ways, min/median/max of 5;
+//  - where a full apply's time goes: `nft -c` of the same transaction (nft's parse
+//    and evaluation, and the kernel's validation of the batch, which is then
+//    aborted: no commit) vs the whole apply;
+//  - the static source end to end at each N: one edited endpoint in an N-service
+//    YAML file → re-read, catalog snapshot, plan, incremental transaction, applied
+//    in-process (min / median / max of 5), stage by stage;
 //  - the drift check (`nft -j list table`) at each N;
 //  - the same sizes as kube-proxy iptables chains (KUBE-SERVICES → KUBE-SVC-* →
 //    KUBE-SEP-*) through iptables-restore (nf_tables backend) and
 //    iptables-legacy-restore; one change = kube-proxy's partial restore
 //    (--noflush, KUBE-SERVICES rewritten plus the changed service's chains).
-// Median of 3 for the small operations. Usage: npm run bench nft-sync [-- --sizes 1000,10000]
+// Usage: npm run bench nft-sync [-- --sizes 1000,10000] [--no-iptables] [--no-static]
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { compile } from '../dist/dataplane/nftables/compile.js';
 import { diffTransaction, fullTransaction } from '../dist/dataplane/nftables/transaction.js';
 import { CliNftExecutor } from '../dist/dataplane/nftables/executor.js';
+import { InProcessNftExecutor } from '../dist/dataplane/nftables/inprocess-executor.js';
+import { loadNftAddon } from '../dist/dataplane/nftables/native-nft.js';
+import { RulesetTracker } from '../dist/dataplane/nftables/incremental.js';
+import { StaticSource } from '../dist/sources/static.js';
+import { CatalogStore } from '../dist/catalog/store.js';
+import { buildPlan } from '../dist/plan/build.js';
+import { silentLogger } from '../dist/util/log.js';
+import { Registry } from 'prom-client';
+import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 
 const argSizes = process.argv.indexOf('--sizes');
 const SIZES = argSizes > 0 ? process.argv[argSizes + 1].split(',').map(Number) : [1000, 10000, 50000];
@@ -31,6 +51,69 @@ const inNs = (cmd, args, input, timeout = 0) => {
 };
 const ms = (t0) => Number(process.hrtime.bigint() - t0) / 1e6;
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const stats = (xs) => ({ min: Math.min(...xs), median: median(xs), max: Math.max(...xs) });
+const noIptables = process.argv.includes('--no-iptables');
+const noStatic = process.argv.includes('--no-static');
+
+/** An N-service static file (Service + EndpointSlice per service); `edited` gets another first endpoint. */
+function staticYaml(n, edited, ep) {
+  const docs = ['apiVersion: v1\nkind: Node\nmetadata: { name: bench }\n'];
+  for (let i = 0; i < n; i++) {
+    docs.push(`apiVersion: v1\nkind: Service\nmetadata: { name: s${i}, namespace: bench }\nspec: { clusterIP: ${svcIp(i)}, ports: [{ name: p, port: 80, targetPort: 8080, protocol: TCP }] }\n`,
+      `apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: { name: s${i}-1, namespace: bench, labels: { kubernetes.io/service-name: s${i} } }\naddressType: IPv4\nports: [{ name: p, port: 8080, protocol: TCP }]\nendpoints: [{ addresses: [${i === edited ? ep : epIp(i, 0)}], nodeName: other }, { addresses: [${epIp(i, 1)}], nodeName: other }]\n`);
+  }
+  return docs.join('---\n');
+}
+
+/**
+ * The static source end to end (what the agent does for one edit, minus its
+ * timers): stat + read + parse (changed chunks only), catalog snapshot, plan,
+ * the tracker's incremental transaction, applied in-process in the bench namespace.
+ */
+async function staticChange(n, ex) {
+  const dir = join(tmpdir(), `edgeway-bench-static-${process.pid}`);
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, 'services.yaml');
+  try {
+    writeFileSync(file, staticYaml(n));
+    const store = new CatalogStore({ logger: silentLogger(), registry: new Registry(), coalesceMs: 0 });
+    const src = new StaticSource(store.sink('static'), { paths: [file], pollMs: 3_600_000, filterMode: 'FilterIfLabelExists', logger: silentLogger() });
+    /** @type {import('../dist/plan/build.js').PlanOptions} */
+    const opts = { nodeName: 'bench', routableCIDRs: ['10.0.0.0/8'], userspacePorts: '30000-32767', mode: 'nftables' };
+    let t = process.hrtime.bigint();
+    await src.refresh(true);
+    store.flush();
+    const tracker = new RulesetTracker();
+    tracker.reset(buildPlan(store.snapshot, opts));
+    await ex.deleteTable();
+    await ex.run(fullTransaction(tracker.ruleset()));
+    const initialMs = ms(t);
+    const stages = { read: [], snapshot: [], plan: [], diff: [], apply: [], total: [], commands: [] };
+    for (let k = 0; k < 5; k++) {
+      writeFileSync(file, staticYaml(n, Math.floor(n / 2), `10.250.0.${k + 1}`));
+      const t0 = process.hrtime.bigint();
+      t = t0;
+      await src.refresh(true);
+      stages.read.push(ms(t)); t = process.hrtime.bigint();
+      store.flush();
+      stages.snapshot.push(ms(t)); t = process.hrtime.bigint();
+      const p = buildPlan(store.snapshot, opts);
+      stages.plan.push(ms(t)); t = process.hrtime.bigint();
+      const tx = tracker.advance(p);
+      stages.diff.push(ms(t)); t = process.hrtime.bigint();
+      await ex.run(tx);
+      stages.apply.push(ms(t));
+      stages.total.push(ms(t0));
+      stages.commands.push(tx.commands.length);
+    }
+    await ex.deleteTable();
+    await store.close();
+    const st = stages;
+    return { initialMs, total: stats(st.total), read: stats(st.read), snapshot: stats(st.snapshot), plan: stats(st.plan), diff: stats(st.diff), apply: stats(st.apply), commands: stats(st.commands) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 const svcIp = (i) => `10.${96 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
 const epIp = (i, j) => `10.${128 + j * 8 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
@@ -100,24 +183,35 @@ const results = [];
 execFileSync('ip', ['netns', 'add', ns]);
 try {
   // nsenter, not `ip netns exec` (which remounts /sys on every call: ~10-30 ms here).
-  const ex = new CliNftExecutor({ prefix: ['nsenter', `--net=/run/netns/${ns}`] });
-  for (const n of SIZES) {
-    const a = compile(plan(n, 1));
-    const b = compile(plan(n, 2, true));
-    let t = process.hrtime.bigint();
-    await ex.run(fullTransaction(a));
-    const full = ms(t);
+  // Deep listings at 50k take many seconds on a loaded box: no 60 s kill.
+  const cli = new CliNftExecutor({ prefix: ['nsenter', `--net=/run/netns/${ns}`], timeoutMs: 900_000 });
+  // Purely in-process (the agent's executor sends transactions above
+  // CLI_ABOVE_ELEMENTS through the CLI; here both ways are measured apart).
+  const loaded = loadNftAddon();
+  const inproc = 'addon' in loaded
+    ? { kind: 'in-process', executor: new InProcessNftExecutor(new loaded.addon.NftContext(`/run/netns/${ns}`)) }
+    : { kind: 'cli', executor: cli };
+  if (!('addon' in loaded)) console.error(`in-process path unavailable (${loaded.reason}): its rows repeat the CLI`);
+  /** Full applies (fresh table each), one-change diffs, resync and drift checks through one executor. */
+  async function measure(ex, a, b) {
+    const full = [];
+    for (let k = 0; k < 3; k++) {
+      await ex.deleteTable();
+      const t = process.hrtime.bigint();
+      await ex.run(fullTransaction(a));
+      full.push(ms(t));
+    }
     const one = [];
     let prev = a;
-    for (let k = 0; k < 3; k++) {
+    for (let k = 0; k < 5; k++) {
       const next = k % 2 === 0 ? b : a;
       const tx = diffTransaction(prev, next);
-      t = process.hrtime.bigint();
+      const t = process.hrtime.bigint();
       await ex.run(tx);
       one.push(ms(t));
       prev = next;
     }
-    t = process.hrtime.bigint();
+    let t = process.hrtime.bigint();
     await ex.inspect({ deep: true });
     const drift = ms(t);
     // A resync of a populated table (what the agent does at restart / after drift):
@@ -128,9 +222,34 @@ try {
     await ex.run(fullTransaction(prev, [...summary.chains.keys()]));
     const resync = ms(t);
     await ex.deleteTable();
-    const nftBackend = timeIptables('iptables-nft-restore', n);
-    const legacy = timeIptables('iptables-legacy-restore', n);
-    const row = { services: n, endpoints: 2 * n, nft: { fullMs: full, resyncMs: resync, oneChangeMs: median(one), driftCheckDeepMs: drift, driftCheckShallowMs: driftShallow }, iptablesNft: nftBackend, iptablesLegacy: legacy };
+    return { full: stats(full), one: stats(one), fullMs: median(full), resyncMs: resync, oneChangeMs: median(one), driftCheckDeepMs: drift, driftCheckShallowMs: driftShallow };
+  }
+  for (const n of SIZES) {
+    const pa = plan(n, 1);
+    const t0 = process.hrtime.bigint();
+    const a = compile(pa);
+    const compileMs = ms(t0);
+    const b = compile(plan(n, 2, true));
+    const inP = await measure(inproc.executor, a, b);
+    const viaCli = await measure(cli, a, b);
+    // Where a full apply goes: nft's own parse + evaluation (`nft -c`: no commit)
+    // vs the kernel commit (the rest). Declarations first (the check needs the maps).
+    const tx = fullTransaction(a);
+    await cli.run({ declare: tx.declare, commands: [] });
+    const file = `/tmp/edgeway-bench-nft-${process.pid}.json`;
+    writeFileSync(file, JSON.stringify({ nftables: tx.commands }));
+    const check = [];
+    for (let k = 0; k < 3; k++) {
+      const t = process.hrtime.bigint();
+      inNs('nft', ['-c', '-j', '-f', file]);
+      check.push(ms(t));
+    }
+    spawnSync('rm', ['-f', file]);
+    await cli.deleteTable();
+    const nftBackend = noIptables ? { full: null, one: null } : timeIptables('iptables-nft-restore', n);
+    const legacy = noIptables ? { full: null, one: null } : timeIptables('iptables-legacy-restore', n);
+    const staticEdit = noStatic ? null : await staticChange(n, inproc.executor);
+    const row = { services: n, endpoints: 2 * n, compileMs, nftPath: inproc.kind, nft: inP, nftCli: viaCli, nftCheckMs: stats(check), staticEdit, iptablesNft: nftBackend, iptablesLegacy: legacy };
     results.push(row);
     console.error(JSON.stringify(row));
   }
@@ -139,15 +258,23 @@ try {
 }
 
 const f = (x) => (x === null ? `>${CAP_MS / 1000} s` : x >= 100 ? x.toFixed(0) : x.toFixed(1));
-const ratio = (a, b) => (b === null ? `<${(a / CAP_MS).toPrecision(2)}` : (a / b).toFixed(2));
+const mmm = (x) => `${f(x.min)} / ${f(x.median)} / ${f(x.max)}`;
 const md = [
-  '| services | nft full apply ms | nft resync ms | nft one change ms | drift check deep / shallow ms | iptables-nft full ms | iptables-nft one change ms | iptables-legacy full ms | iptables-legacy one change ms | full: nft vs iptables-nft | one change: nft vs iptables-nft |',
+  '| services | full apply in-process ms (min / median / max) | full apply `nft` CLI ms | one change in-process ms | one change `nft` CLI ms | `nft -c` of the full apply (nft + kernel validation, no commit) ms | compile ms | resync in-process / CLI ms | drift check deep / shallow ms | iptables-nft full / one change ms | iptables-legacy full / one change ms |',
   '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
-  ...results.map((r) => `| ${r.services} | ${f(r.nft.fullMs)} | ${f(r.nft.resyncMs)} | ${f(r.nft.oneChangeMs)} | ${f(r.nft.driftCheckDeepMs)} / ${f(r.nft.driftCheckShallowMs)} | ${f(r.iptablesNft.full)} | ${f(r.iptablesNft.one)} | ${f(r.iptablesLegacy.full)} | ${f(r.iptablesLegacy.one)} | ${ratio(r.nft.fullMs, r.iptablesNft.full)}× | ${ratio(r.nft.oneChangeMs, r.iptablesNft.one)}× |`),
+  ...results.map((r) => `| ${r.services} | ${mmm(r.nft.full)} | ${mmm(r.nftCli.full)} | ${mmm(r.nft.one)} | ${mmm(r.nftCli.one)} | ${mmm(r.nftCheckMs)} | ${f(r.compileMs)} | ${f(r.nft.resyncMs)} / ${f(r.nftCli.resyncMs)} | ${f(r.nft.driftCheckDeepMs)} / ${f(r.nft.driftCheckShallowMs)} | ${noIptables ? 'not run' : `${f(r.iptablesNft.full)} / ${f(r.iptablesNft.one)}`} | ${noIptables ? 'not run' : `${f(r.iptablesLegacy.full)} / ${f(r.iptablesLegacy.one)}`} |`),
+  '',
+  ...(noStatic ? [] : [
+    'Static source, one edited endpoint in an N-service file, end to end (in-process apply; ms, min / median / max of 5):',
+    '',
+    '| services | initial read + full apply | total | re-read (stat, read, changed chunks) | snapshot | plan | incremental diff | apply | commands sent |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...results.map((r) => `| ${r.services} | ${f(r.staticEdit.initialMs)} | ${mmm(r.staticEdit.total)} | ${mmm(r.staticEdit.read)} | ${mmm(r.staticEdit.snapshot)} | ${mmm(r.staticEdit.plan)} | ${mmm(r.staticEdit.diff)} | ${mmm(r.staticEdit.apply)} | ${r.staticEdit.commands.median} |`),
+  ]),
 ].join('\n');
 console.log(md);
 const out = new URL('./results/', import.meta.url).pathname;
 mkdirSync(out, { recursive: true });
-const meta = { date: new Date().toISOString(), node: process.version, note: 'one run on a shared 2-core machine (other suites running: noisy); 2 endpoints per service on other nodes (routable), random policy; one change = median of 3', loadavg: (await import('node:os')).loadavg() };
+const meta = { date: new Date().toISOString(), node: process.version, note: `one run on a shared 2-core machine (other suites running: noisy); 2 endpoints per service on other nodes (routable), random policy; full apply: 3 runs, one change: 5 runs (min / median / max); nft path of the agent: ${results[0]?.nftPath ?? '?'}`, loadavg: (await import('node:os')).loadavg() };
 writeFileSync(`${out}nft-sync.json`, `${JSON.stringify({ ...meta, results }, null, 2)}\n`);
 writeFileSync(`${out}nft-sync.md`, `# nft-sync (${meta.date})\n\n${meta.note}\n\n${md}\n`);

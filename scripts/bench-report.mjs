@@ -38,7 +38,11 @@ if (tn?.ratios) {
   add('tunnel', 'cross-LAN bulk, tunnel direct', tn.ratios.directBulk, 'raw TCP');
   add('tunnel', 'cross-LAN bulk, tunnel relayed', tn.ratios.relayedBulk, 'raw TCP');
 }
-for (const r of res('nft-sync')?.results ?? []) add('nft-sync', `${r.services} services: full apply / one change`, undefined, '', `${Math.round(r.nft.fullMs)} ms / ${Math.round(r.nft.oneChangeMs)} ms`);
+for (const r of res('nft-sync')?.results ?? []) {
+  const cli = r.nftCli ? ` (nft CLI: ${Math.round(r.nftCli.fullMs)} ms / ${Math.round(r.nftCli.oneChangeMs)} ms)` : '';
+  add('nft-sync', `${r.services} services: full apply / one change${r.nftCli ? ', in-process' : ''}`, undefined, '', `${Math.round(r.nft.fullMs)} ms / ${r.nft.oneChangeMs < 10 ? r.nft.oneChangeMs.toFixed(1) : Math.round(r.nft.oneChangeMs)} ms${cli}`);
+  if (r.staticEdit) add('nft-sync', `${r.services} services: one edit in a static file, end to end`, undefined, '', `${Math.round(r.staticEdit.total.median)} ms`);
+}
 for (const r of res('ebpf-apply')?.rows ?? []) add('ebpf-apply', `${r.services} services via ${r.backend}: fresh apply`, undefined, '', `${Math.round(r.freshMs)} ms`);
 
 const table = [

@@ -25,10 +25,14 @@ LD_PRELOAD="$asan" node --input-type=module -e "
   for (const [what, path] of [['edgeway_native.node', n.addonPath], ['edgeway_bpf.node', n.bpfPath]]) {
     if (!path?.startsWith(process.env.EDGEWAY_NATIVE_BUILD)) { console.error('ci-asan: loader did not pick the sanitizer build of', what, '→', path ?? n.addonReason ?? n.bpfReason); process.exit(1); }
   }
-  console.log('ci-asan: loader uses', n.addonPath, 'and', n.bpfPath);"
+  console.log('ci-asan: loader uses', n.addonPath, 'and', n.bpfPath);
+  const { loadNftAddon } = await import('./dist/dataplane/nftables/native-nft.js');
+  const nft = loadNftAddon();
+  if (!nft.path?.startsWith(process.env.EDGEWAY_NATIVE_BUILD)) { console.error('ci-asan: loader did not pick the sanitizer build of edgeway_nft.node →', nft.path ?? nft.reason); process.exit(1); }
+  console.log('ci-asan: nftables in-process from', nft.path);"
 files=("$@")
 if [[ ${#files[@]} -eq 0 ]]; then
-  files=(test/native test/dataplane/forwarders.kernel.test.ts test/dataplane/sockmap.kernel.test.ts
+  files=(test/dataplane/nft-inprocess.kernel.test.ts test/native test/dataplane/forwarders.kernel.test.ts test/dataplane/sockmap.kernel.test.ts
          test/dataplane/origdst.kernel.test.ts test/proxy/accelerated.kernel.test.ts test/ebpf/libbpf-backend.test.ts
          test/tunnel/punch.test.ts test/dns/udp-batch.test.ts)
 fi

@@ -28,3 +28,18 @@ for dir in native/build build; do
     if (b.abi !== 2 || typeof b.Sockmap !== 'function' || typeof b.bpf?.mapOps !== 'function') process.exit(1);
     console.log('ci-native: both addons load from $dir/Release')"
 done
+# edgeway_nft.node (libnftables in-process) is built by both builds where
+# libnftables-dev is installed (.ci/run installs it), and only it links libnftables:
+# a host without libnftables1 keeps splice and libbpf.
+if [[ -f /usr/include/nftables/libnftables.h ]]; then
+  for dir in native/build build; do
+    [[ -f "$dir/Release/edgeway_nft.node" ]] || { echo "ci-native: $dir/Release/edgeway_nft.node not built"; exit 1; }
+    for other in edgeway_native edgeway_bpf; do
+      if readelf -d "$dir/Release/$other.node" | grep -q 'NEEDED.*libnftables'; then echo "ci-native: $dir/Release/$other.node links libnftables"; exit 1; fi
+    done
+    node -e "
+      const m = require('./$dir/Release/edgeway_nft.node');
+      if (m.abi !== 2 || typeof m.NftContext !== 'function') process.exit(1);
+      console.log('ci-native: edgeway_nft.node loads from $dir/Release')"
+  done
+fi

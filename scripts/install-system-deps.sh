@@ -5,6 +5,7 @@ set -euo pipefail
 pkgs=(
   nftables iptables iproute2 kmod procps   # data plane, namespaces
   clang llvm libbpf-dev bpftool make cmake g++ python3  # BPF objects and the native addon
+  libnftables-dev                           # edgeway_nft.node: nftables updates in-process
   dnsutils                                  # dig, for DNS tests
   openssl                                   # certificates made by the gateway TLS tests
   prometheus                                # promtool, and the scrape test runs a real Prometheus

@@ -30,6 +30,8 @@ export function inputsDigest(root) {
   const all = [...INPUT_DIRS.flatMap((d) => files(root, d)), ...INPUT_FILES, ...bpfEntries].filter((f) => existsSync(join(root, f))).sort();
   for (const f of all) h.update(`${relative(root, join(root, f))}\0`).update(readFileSync(join(root, f))).update('\0');
   h.update(`napi ${process.versions.napi ?? '?'}`);
+  // edgeway_nft.node is built only where libnftables-dev is: installing it later makes the build stale.
+  h.update(existsSync('/usr/include/nftables/libnftables.h') ? ' libnftables' : '');
   return h.digest('hex');
 }
 

@@ -19,7 +19,8 @@ import type { Logger } from '../util/log.js';
 import type { Plan } from '../plan/types.js';
 import { memoPlanFor, type PlanFor } from '../plan/memo.js';
 import { NftSyncer } from './nftables/sync.js';
-import { CliNftExecutor, type NftExecutor } from './nftables/executor.js';
+import type { NftExecutor } from './nftables/executor.js';
+import { createNftExecutor } from './nftables/inprocess-executor.js';
 import type { ResolvedMode } from './mode.js';
 import { EbpfDataplane, type SocketLbLifecycle } from './ebpf/combined.js';
 import { IptablesDataplane } from './iptables/dataplane.js';
@@ -121,7 +122,8 @@ export async function createDataplanePart(ctx: DataplanePartContext, executor?: 
 async function nftRules(ctx: DataplanePartContext, log: Logger, executor?: NftExecutor): Promise<ModeRules> {
   const { config, logger, registry } = ctx;
   const syncer = new NftSyncer({
-    executor: executor ?? new CliNftExecutor(),
+    // libnftables in-process when edgeway_nft.node loads; the nft CLI otherwise (logged once).
+    executor: executor ?? createNftExecutor({ logger }).executor,
     logger,
     registry,
     // The engine paces the plans; the syncer paces its own retries and drift repairs.

@@ -4,6 +4,7 @@ import { probeCapabilities, type Probe } from '../../dataplane/detect.js';
 import { CGROUP2_MOUNT, probeSocketLb } from '../../dataplane/ebpf/host.js';
 import { decideMode, resolveMode } from '../../dataplane/mode.js';
 import { loadNative } from '../../native/addon.js';
+import { loadNftAddon } from '../../dataplane/nftables/native-nft.js';
 import { punchUnavailableReason } from '../../tunnel/punch/sockets.js';
 
 export const doctorCommand: Command = {
@@ -36,6 +37,7 @@ ${configHelp.replace('(required)', '(optional: decide for this config)')}
     const addons = [
       { name: 'edgeway_native.node', loaded: !!native.addon, detail: native.addonPath ?? native.addonReason ?? 'not loaded' },
       { name: 'edgeway_bpf.node', loaded: !!native.bpf, detail: native.bpfPath ?? native.bpfReason ?? 'not loaded' },
+      nftAddonRow(),
     ];
     const noNative = native.addonReason ?? 'edgeway_native.node not loaded';
     const accelerators = [
@@ -86,3 +88,11 @@ ${configHelp.replace('(required)', '(optional: decide for this config)')}
     return exit;
   },
 };
+
+/** edgeway_nft.node: nftables in-process; without it every sync starts an `nft` process. */
+function nftAddonRow(): { name: string; loaded: boolean; detail: string } {
+  const nft = loadNftAddon();
+  return 'addon' in nft
+    ? { name: 'edgeway_nft.node', loaded: true, detail: `${nft.path} (nftables updates in-process)` }
+    : { name: 'edgeway_nft.node', loaded: false, detail: `${nft.reason}; nftables updates through the nft CLI` };
+}

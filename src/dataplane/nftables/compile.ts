@@ -26,7 +26,7 @@ import {
 } from './model.js';
 import { affinitySet, CHAIN, endpointMap, lbChain, serviceChain, SET } from './names.js';
 
-type Fam = 4 | 6;
+export type Fam = 4 | 6;
 const FAMS: readonly Fam[] = [4, 6];
 const PROTOS = ['tcp', 'udp', 'sctp'] as const;
 type Proto = (typeof PROTOS)[number];
@@ -171,6 +171,28 @@ function compileServicePort(b: Builder, sp: PlannedServicePort): void {
   }
   if (affRules.length) b.chain({ name: affChain, rules: affRules });
   if (rrRules.length) b.chain({ name: rrChain, rules: rrRules });
+}
+
+/** What one service port adds to the table (chains may be shared, e.g. `lb_K`). */
+export interface ServicePortPart {
+  readonly chains: readonly ChainDecl[];
+  readonly elements: readonly (readonly [string, Element])[];
+  /** Affinity positions this port needs per family (`aff4_0..n-1`). */
+  readonly affinityDepth: Readonly<Record<Fam, number>>;
+}
+
+/** One service port's contribution alone (the incremental tracker's unit; pure). */
+export function compilePart(sp: PlannedServicePort): ServicePortPart {
+  const b = new Builder();
+  compileServicePort(b, sp);
+  const elements: [string, Element][] = [];
+  for (const [set, m] of b.elements) for (const el of m.values()) elements.push([set, el]);
+  return { chains: [...b.chains.values()], elements, affinityDepth: { ...b.affinityDepth } };
+}
+
+/** The affinity sets for `depth` positions of family `f`. */
+export function affinitySets(f: Fam, depth: number): SetDecl[] {
+  return Array.from({ length: depth }, (_, i) => affinitySetDecl(f, i));
 }
 
 /** Compile a plan into the desired ruleset. Pure and deterministic. */

@@ -25,5 +25,11 @@ export function classifyNftStderr(stderr: string): NftErrorCode {
   return 'ERR_NFT_APPLY';
 }
 
+/** An NftError from nft's error text (CLI stderr or libnftables' error buffer); the message keeps nft's first error line. */
+export function nftFailure(what: string, errText: string): NftError {
+  const first = errText.split('\n').find((l) => l.includes('Error')) ?? errText.trim().split('\n')[0] ?? '';
+  return new NftError(classifyNftStderr(errText), `${what}: ${first.trim()}`, errText);
+}
+
 export const isNotFound = (e: unknown): boolean => e instanceof NftError && e.code === 'ERR_NFT_NOT_FOUND';
 export const isExists = (e: unknown): boolean => e instanceof NftError && e.code === 'ERR_NFT_EXISTS';

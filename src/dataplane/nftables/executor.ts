@@ -1,7 +1,10 @@
 /**
- * The executor: the process boundary to `nft`. `run` declares the text-only sets
+ * The executor: the boundary to nftables. `run` declares the text-only sets
  * (idempotent `add`, its own nft call) and then applies the JSON commands as one
- * atomic `nft -j -f -` transaction; stderr becomes an NftError with a code.
+ * atomic transaction; nft's error text becomes an NftError with a code. Two
+ * implementations share everything but the call itself: `CliNftExecutor` runs
+ * the `nft` binary, `InProcessNftExecutor` (inprocess-executor.ts) libnftables
+ * through edgeway_nft.node.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -11,7 +14,7 @@ import { join } from 'node:path';
 import { FAMILY, TABLE } from './model.js';
 import { declareText } from './render.js';
 import type { Transaction } from './transaction.js';
-import { classifyNftStderr, NftError } from './errors.js';
+import { nftFailure, NftError } from './errors.js';
 import type { TableSummary } from './compile.js';
 
 export interface NftExecutor {
@@ -41,12 +44,68 @@ interface NftJsonItem {
   map?: { name: string; table: string; family: string; elem?: unknown[] };
 }
 
-export class CliNftExecutor implements NftExecutor {
+/**
+ * run / inspect / deleteTable on top of two primitives, so the CLI and the
+ * in-process path send byte-identical commands and parse the same listings.
+ */
+export abstract class NftCommandExecutor implements NftExecutor {
+  /** `nft [-j] ARGS…` (a listing or a single command); resolves stdout, rejects with NftError. */
+  protected abstract command(args: readonly string[], json: boolean): Promise<string>;
+  /** `nft [-j] -f` of a whole script or JSON document (one atomic transaction); rejects with NftError. */
+  protected abstract script(content: string, json: boolean): Promise<void>;
+
+  async run(tx: Transaction): Promise<void> {
+    if (tx.declare.length) await this.script(declareText(tx.declare), false);
+    if (tx.commands.length) await this.script(JSON.stringify({ nftables: tx.commands }), true);
+  }
+
+  async inspect(opts: { deep?: boolean } = {}): Promise<TableSummary | undefined> {
+    if (!opts.deep) {
+      // `list chains` needs no set/rule cache: milliseconds whatever the table size.
+      const items = (JSON.parse(await this.command(['list', 'chains', FAMILY], true)) as { nftables: NftJsonItem[] }).nftables;
+      const names = items.filter((i) => i.chain && i.chain.table === TABLE).map((i) => i.chain!.name);
+      // (`list tables` would fetch the whole cache too; our table always has base chains.)
+      if (names.length === 0) return undefined;
+      return { chains: new Map(names.map((n) => [n, undefined])), elements: new Map(), deep: false };
+    }
+    let text: string;
+    try {
+      text = await this.command(['list', 'table', FAMILY, TABLE], true);
+    } catch (err) {
+      if (err instanceof NftError && err.code === 'ERR_NFT_NOT_FOUND') return undefined;
+      throw err;
+    }
+    const items = (JSON.parse(text) as { nftables: NftJsonItem[] }).nftables;
+    const chains = new Map<string, number>();
+    const elements = new Map<string, number>();
+    for (const it of items) {
+      if (it.chain) chains.set(it.chain.name, chains.get(it.chain.name) ?? 0);
+      else if (it.rule) chains.set(it.rule.chain, (chains.get(it.rule.chain) ?? 0) + 1);
+      else if (it.set) elements.set(it.set.name, it.set.elem?.length ?? 0);
+      else if (it.map) elements.set(it.map.name, it.map.elem?.length ?? 0);
+    }
+    return { chains, elements, deep: true };
+  }
+
+  async deleteTable(): Promise<boolean> {
+    try {
+      await this.command(['delete', 'table', FAMILY, TABLE], false);
+      return true;
+    } catch (err) {
+      if (err instanceof NftError && err.code === 'ERR_NFT_NOT_FOUND') return false;
+      throw err;
+    }
+  }
+}
+
+/** The `nft` binary: one process per call. */
+export class CliNftExecutor extends NftCommandExecutor {
   private readonly argv0: string;
   private readonly pre: string[];
   private readonly timeoutMs: number;
 
   constructor(opts: CliExecutorOptions = {}) {
+    super();
     const cmd = [...(opts.prefix ?? []), opts.nft ?? 'nft'];
     this.argv0 = cmd[0]!;
     this.pre = cmd.slice(1);
@@ -67,67 +126,27 @@ export class CliNftExecutor implements NftExecutor {
       child.on('close', (code, signal) => {
         clearTimeout(timer);
         if (code === 0) return resolve(Buffer.concat(out).toString());
-        const first = err.split('\n').find((l) => l.includes('Error')) ?? err.trim().split('\n')[0] ?? '';
-        reject(new NftError(classifyNftStderr(err), `nft ${args.join(' ')} failed (${signal ?? code}): ${first.trim()}`, err));
+        reject(nftFailure(`nft ${args.join(' ')} failed (${signal ?? code})`, err));
       });
       child.stdin.end(input ?? '');
     });
   }
 
-  async run(tx: Transaction): Promise<void> {
-    if (tx.declare.length) await this.execFile([], declareText(tx.declare));
-    if (tx.commands.length) await this.execFile(['-j'], JSON.stringify({ nftables: tx.commands }));
+  protected command(args: readonly string[], json: boolean): Promise<string> {
+    return this.exec(json ? ['-j', ...args] : args);
   }
 
   /**
    * `nft [-j] -f FILE` from a private temp file: nft's JSON reader opens
    * /dev/stdin, which fails (ENXIO) when stdin is the socket Node gives children.
    */
-  private async execFile(flags: readonly string[], content: string): Promise<void> {
+  protected async script(content: string, json: boolean): Promise<void> {
     const file = join(tmpdir(), `edgeway-nft-${process.pid}-${randomBytes(6).toString('hex')}`);
     await writeFile(file, content, { mode: 0o600 });
     try {
-      await this.exec([...flags, '-f', file]);
+      await this.exec([...(json ? ['-j'] : []), '-f', file]);
     } finally {
       await rm(file, { force: true });
-    }
-  }
-
-  async inspect(opts: { deep?: boolean } = {}): Promise<TableSummary | undefined> {
-    if (!opts.deep) {
-      // `list chains` needs no set/rule cache: milliseconds whatever the table size.
-      const items = (JSON.parse(await this.exec(['-j', 'list', 'chains', FAMILY])) as { nftables: NftJsonItem[] }).nftables;
-      const names = items.filter((i) => i.chain && i.chain.table === TABLE).map((i) => i.chain!.name);
-      // (`list tables` would fetch the whole cache too; our table always has base chains.)
-      if (names.length === 0) return undefined;
-      return { chains: new Map(names.map((n) => [n, undefined])), elements: new Map(), deep: false };
-    }
-    let text: string;
-    try {
-      text = await this.exec(['-j', 'list', 'table', FAMILY, TABLE]);
-    } catch (err) {
-      if (err instanceof NftError && err.code === 'ERR_NFT_NOT_FOUND') return undefined;
-      throw err;
-    }
-    const items = (JSON.parse(text) as { nftables: NftJsonItem[] }).nftables;
-    const chains = new Map<string, number>();
-    const elements = new Map<string, number>();
-    for (const it of items) {
-      if (it.chain) chains.set(it.chain.name, chains.get(it.chain.name) ?? 0);
-      else if (it.rule) chains.set(it.rule.chain, (chains.get(it.rule.chain) ?? 0) + 1);
-      else if (it.set) elements.set(it.set.name, it.set.elem?.length ?? 0);
-      else if (it.map) elements.set(it.map.name, it.map.elem?.length ?? 0);
-    }
-    return { chains, elements, deep: true };
-  }
-
-  async deleteTable(): Promise<boolean> {
-    try {
-      await this.exec(['delete', 'table', FAMILY, TABLE]);
-      return true;
-    } catch (err) {
-      if (err instanceof NftError && err.code === 'ERR_NFT_NOT_FOUND') return false;
-      throw err;
     }
   }
 }

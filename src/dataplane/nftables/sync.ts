@@ -3,7 +3,8 @@
  * `update()`; bursts are coalesced into one sync no sooner than `minIntervalMs`
  * after the previous one; the first sync, and every sync after a failure or a
  * detected drift, is a full transaction; the others send only the diff against a
- * shadow of what the kernel holds. Failures retry with backoff. Nothing is written
+ * shadow of what the kernel holds, kept per service port (incremental.ts) so an
+ * incremental sync compiles and compares only the ports that changed. Failures retry with backoff. Nothing is written
  * before the first plan arrives (the caller feeds plans only once the catalog has
  * synced or a persisted snapshot is served).
  */
@@ -11,9 +12,9 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../../util/log.js';
 import { Backoff } from '../../util/backoff.js';
 import type { Plan } from '../../plan/types.js';
-import { compile, summarize, summaryDrift } from './compile.js';
-import type { Ruleset } from './model.js';
-import { diffTransaction, fullTransaction, type Transaction } from './transaction.js';
+import { summarize, summaryDrift } from './compile.js';
+import { fullTransaction, type Transaction } from './transaction.js';
+import { RulesetTracker } from './incremental.js';
 import type { NftExecutor } from './executor.js';
 
 export interface NftSyncerOptions {
@@ -45,7 +46,11 @@ export interface SyncResult {
 export class NftSyncer {
   private plan: Plan | undefined;
   private dirty = false;
-  private shadow: Ruleset | undefined;
+  /** The shadow: what the kernel holds (valid once a full sync succeeded and needFull is false). */
+  private readonly shadow = new RulesetTracker();
+  private shadowValid = false;
+  /** Bumped on every successful sync (drift checks discard listings that raced one). */
+  private generation = 0;
   private needFull = true;
   private running: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -128,20 +133,24 @@ export class NftSyncer {
     const plan = this.plan;
     if (!plan || !this.dirty) return;
     this.dirty = false;
-    const kind: SyncKind = this.needFull || !this.shadow ? 'full' : 'incremental';
+    const kind: SyncKind = this.needFull || !this.shadowValid ? 'full' : 'incremental';
     const start = process.hrtime.bigint();
     try {
-      const rs = compile(plan);
       let tx: Transaction;
       if (kind === 'full') {
+        this.shadowValid = false;
+        this.shadow.reset(plan);
         const existing = await this.opts.executor.inspect({ deep: false });
-        tx = fullTransaction(rs, existing ? [...existing.chains.keys()] : []);
+        tx = fullTransaction(this.shadow.ruleset(), existing ? [...existing.chains.keys()] : []);
       } else {
-        tx = diffTransaction(this.shadow!, rs);
+        // The shadow moves ahead of the kernel here; a failure below forces a full sync.
+        this.shadowValid = false;
+        tx = this.shadow.advance(plan);
       }
       if (tx.commands.length || tx.declare.length) await this.opts.executor.run(tx);
       const ms = Number(process.hrtime.bigint() - start) / 1e6;
-      this.shadow = rs;
+      this.shadowValid = true;
+      this.generation++;
       this.needFull = false;
       this.retryAt = 0;
       this.backoff.reset();
@@ -163,15 +172,15 @@ export class NftSyncer {
 
   /** Compare the kernel with the shadow; on drift force a full sync. Returns the differences found. */
   async checkDrift(opts: { deep?: boolean } = {}): Promise<string[]> {
-    if (!this.shadow || this.running || this.needFull) return [];
-    const want = summarize(this.shadow);
+    if (!this.shadowValid || this.running || this.needFull) return [];
+    const want = summarize(this.shadow.ruleset());
     const elements = [...want.elements.values()].reduce((a, b) => a + b, 0);
     const deep = opts.deep ?? (elements < (this.opts.deepBelowElements ?? 20_000) || this.driftChecks % (this.opts.deepCheckEvery ?? 10) === 0);
     this.driftChecks++;
-    const shadow = this.shadow;
+    const generation = this.generation;
     const got = await this.opts.executor.inspect({ deep });
     // A sync that ran meanwhile makes this listing stale: judge it next time.
-    if (shadow !== this.shadow || this.running || this.needFull) return [];
+    if (generation !== this.generation || this.running || this.needFull) return [];
     const diff = summaryDrift(want, got);
     if (diff.length) {
       this.m.drift.inc();

@@ -103,9 +103,13 @@ export function diffTransaction(prev: Ruleset, next: Ruleset): Transaction {
   for (const s of next.sets) if (!prevSets.has(s.name)) tx.addSet(s);
   const prevChains = new Map(prev.chains.map((c) => [c.name, c]));
   const nextChains = new Map(next.chains.map((c) => [c.name, c]));
+  // New chains first, rules after: a rule may jump to a chain that is new in
+  // this same transaction (e.g. the first service with K endpoints needs lb_K),
+  // and nft resolves jump targets command by command.
+  for (const c of next.chains) if (!prevChains.has(c.name)) tx.addChain(c);
   for (const c of next.chains) {
     const p = prevChains.get(c.name);
-    if (!p) tx.addChain(c).addRules(c);
+    if (!p) tx.addRules(c);
     else if (!sameRules(p, c)) tx.flushChain(c.name).addRules(c);
   }
   const dels: [string, Expr[]][] = [];
