@@ -169,6 +169,11 @@ export class ChannelManager {
           sock.forwardNative = (client, opts) => {
             const native = tryHandOver(client, sock, fwd, opts);
             this.o.metrics.channelHandovers.inc({ side: 'client', result: native ? 'native' : 'declined' });
+            // The pump's bytes never pass the codec: count them here, as the far side does.
+            void native?.then((r) => {
+              this.o.metrics.bytes.inc({ direction: 'tx' }, r.bytesIn);
+              this.o.metrics.bytes.inc({ direction: 'rx' }, r.bytesOut);
+            }, () => undefined);
             return native;
           };
         }
