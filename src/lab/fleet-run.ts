@@ -25,7 +25,7 @@ export interface FleetRunOptions extends FleetOptions {
   pairsPerNode: number;
   /** Bytes sent per probe flow (sha256-checked by the backend). */
   bytes: number;
-  /** Give up on a pair after this long (ms from the probe's start). */
+  /** Budget of one probing round (ms): a pair not answered by then is a failure. */
   deadlineMs: number;
   /** Probe processes at once. */
   probeConcurrency: number;
@@ -118,10 +118,14 @@ function exitCode(p: NsProcess, timeoutMs: number): Promise<number | null> {
 async function probeAll(lab: Lab, plan: FleetPlan, net: FleetNet, pairs: [number, number][], o: FleetRunOptions, seed: number): Promise<FleetProbeResult[]> {
   const bySource = new Map<number, number[]>();
   for (const [from, to] of pairs) bySource.set(from, [...(bySource.get(from) ?? []), to]);
+  // One budget for the whole round: probes started later get what is left of it.
+  const end = Date.now() + o.deadlineMs;
   const runs = await pool([...bySource], o.probeConcurrency, async ([from, tos]) => {
     const targets = tos.map((t) => `${plan.nodes[t]!.serviceIP}=${plan.nodes[t]!.name}`).join(',');
-    const r = await lab.exec(net.nodes[from]!, process.execPath, [probeJs, '--targets', targets, '--bytes', String(o.bytes), '--seed', String(seed + from * 1000), '--deadline-ms', String(o.deadlineMs)], { timeoutMs: o.deadlineMs + 60_000 });
-    return JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '[]') as FleetProbeResult[];
+    const left = Math.max(5000, end - Date.now());
+    const r = await lab.exec(net.nodes[from]!, process.execPath, [probeJs, '--targets', targets, '--bytes', String(o.bytes), '--seed', String(seed + from * 1000), '--deadline-ms', String(left)], { timeoutMs: left + 60_000 });
+    const offset = o.deadlineMs - left; // ms into the round when this probe started
+    return (JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '[]') as FleetProbeResult[]).map((x) => (x.firstOkMs === undefined ? x : { ...x, firstOkMs: x.firstOkMs + Math.max(0, offset) }));
   });
   return runs.flat();
 }

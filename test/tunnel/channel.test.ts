@@ -193,11 +193,15 @@ describe.each([{ psk: true, relayForwarder: 'auto' }, { psk: false, relayForward
   it('a target that is not a local endpoint of b is refused over the channel, and counted', async () => {
     const before = (await b.state()).refusals['not-local'] ?? 0;
     const flowsBefore = await metric(regs.a!, 'edgeway_tunnel_channel_flows_total', { path: 'libp2p' });
+    const truncatedBefore = await metric(regs.b!, 'edgeway_tunnel_channel_record_errors_total', { reason: 'truncated' });
     await expect(a.dialer!.dialStream({ ...target(), port: 22 })).rejects.toBeInstanceOf(TunnelRefusedError);
     await expect(a.dialer!.dialStream({ ...target(), ip: '127.0.0.2' })).rejects.toThrow(/not-local/);
     expect((await b.state()).refusals['not-local']).toBe(before + 2);
     // Refused on the channel itself, not after a fallback to libp2p.
     expect(await metric(regs.a!, 'edgeway_tunnel_channel_flows_total', { path: 'libp2p' })).toBe(flowsBefore);
+    // The refused connections close in order (END both ways): b counts no truncated record stream.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await metric(regs.b!, 'edgeway_tunnel_channel_record_errors_total', { reason: 'truncated' })).toBe(truncatedBefore);
   });
 
   it('without the session key no channel opens: wrong identity, wrong key', async () => {

@@ -4,14 +4,14 @@
  * Duplex with TCP backpressure and half-close) — or, for UDP, a datagram session
  * with the same u16 framing as the libp2p path.
  */
-import type { EwcSocket } from './ewc-codec.js';
+import { retire, type EwcSocket } from './ewc-codec.js';
 import type { DatagramSession, RemoteTarget } from '../../proxy/remote-dialer.js';
 import type { TunnelMetrics } from '../metrics.js';
 import { DatagramDecoder, decodeStatus, encodeRequest, frameDatagram, MAX_DATAGRAM, Status, statusName, UDP_MAX_QUEUED_BYTES, type TunnelProto } from '../protocol.js';
 import { TunnelRefusedError } from '../errors.js';
 import { readSocketPrefix } from './wire.js';
 
-/** Send the header and wait for the status; the socket is destroyed on any failure. */
+/** Send the header and wait for the status; the socket is closed on any failure (orderly after a refusal). */
 export async function startFlow(sock: EwcSocket, target: RemoteTarget, proto: TunnelProto, statusTimeoutMs: number): Promise<void> {
   try {
     sock.write(encodeRequest({ proto, nodeName: target.nodeName, serviceKey: target.serviceKey, servicePort: target.servicePort, ip: target.ip, port: target.port }));
@@ -21,7 +21,10 @@ export async function startFlow(sock: EwcSocket, target: RemoteTarget, proto: Tu
     }, { maxBytes: 1024, timeoutMs: statusTimeoutMs });
     if (st.code !== Status.ok) throw new TunnelRefusedError(statusName(st.code), st.reason);
   } catch (err) {
-    sock.destroy();
+    // A refusal is an orderly answer (the far side ended its half after the status):
+    // END back, so it is not counted there as a truncated record stream.
+    if (err instanceof TunnelRefusedError) retire(sock);
+    else sock.destroy();
     throw err;
   }
 }
