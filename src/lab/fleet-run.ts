@@ -48,6 +48,8 @@ export interface FleetReport {
   meshServesMs: number;
   firstOkMs: number[];
   warmMs: number[];
+  /** Flows that failed after their pair had answered once (counted, then retried). */
+  warmResets: number;
   agents: ProcFigures[];
   relays: ProcFigures[];
   /** Peers per node with a direct / only a relayed connection (from tunnel-state.json). */
@@ -56,7 +58,7 @@ export interface FleetReport {
   /** libp2p peer connections per node (relays excluded) and the distinct peers that node's probes used. */
   connectionsPerNode: number[];
   peersUsedPerNode: number[];
-  partition?: { cutMs: number; pairs: number; pairsOk: number; recoveredMs: number; failures: FleetProbeResult[] };
+  partition?: { cutMs: number; pairs: number; pairsOk: number; recoveredMs: number; warmResets: number; failures: FleetProbeResult[] };
   exitCodes: { agents: (number | null)[]; relays: (number | null)[] };
   /** Warn/error log lines of the agents and relays (first 40, by process). */
   problems: { who: string; line: string }[];
@@ -181,6 +183,7 @@ export async function runFleet(o: FleetRunOptions): Promise<FleetReport> {
       meshServesMs,
       firstOkMs: okResults.map((r) => r.firstOkMs ?? 0),
       warmMs: okResults.map((r) => r.warmMs ?? 0),
+      warmResets: results.reduce((n, r) => n + r.warmResets, 0),
       agents: agents.map((a) => procFigures(a.child.pid)).filter((x): x is ProcFigures => !!x),
       relays: relays.map((r) => procFigures(r.child.pid)).filter((x): x is ProcFigures => !!x),
       peersDirect: states.map((s) => (s.peers ?? []).filter((p) => p.paths.includes('direct')).length),
@@ -200,7 +203,7 @@ export async function runFleet(o: FleetRunOptions): Promise<FleetReport> {
       const cutPairs = pairs.filter(([from, to]) => plan.nodes[from]!.lan === 0 || plan.nodes[to]!.lan === 0);
       const again = await probeAll(lab, plan, net, cutPairs, o, 100_000);
       const ok = again.filter((r) => r.ok);
-      report.partition = { cutMs: o.partitionMs, pairs: cutPairs.length, pairsOk: ok.length, recoveredMs: Math.max(0, ...ok.map((r) => r.firstOkMs ?? 0)), failures: again.filter((r) => !r.ok) };
+      report.partition = { cutMs: o.partitionMs, pairs: cutPairs.length, pairsOk: ok.length, recoveredMs: Math.max(0, ...ok.map((r) => r.firstOkMs ?? 0)), warmResets: again.reduce((n, r) => n + r.warmResets, 0), failures: again.filter((r) => !r.ok) };
     }
 
     log('stopping');

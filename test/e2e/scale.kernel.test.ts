@@ -5,6 +5,8 @@
  * through the real path (64 KiB, sha256 checked by the backend), no node holds a
  * peer connection its flows did not need (never a full mesh), LAN 0 comes back
  * after its uplink is cut for 10 s, and every agent and the relay exit 0 on SIGTERM.
+ * A pair counts as serving when one flow and then another answer correctly; flows
+ * reset in between are retried and printed (docs/scale.md).
  */
 import { describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
@@ -17,6 +19,8 @@ const skip = requirement('fleet e2e', kernelSkipReason(), existsSync('dist/lab/f
 describe.skipIf(!!skip)('a fleet of 12 agents in 3 NATed LANs', () => {
   it('serves every sampled cross-LAN pair, holds only the peers it uses, recovers from a cut uplink, exits 0', async () => {
     const r: FleetReport = await runFleet({ nodes: 12, lans: 3, relays: 1, pairsPerNode: 2, bytes: 65_536, deadlineMs: 150_000, probeConcurrency: 4, partitionMs: 10_000 });
+    // Reported, not gated: a flow reset after its pair had answered is retried by the probe.
+    console.log(`fleet: ${r.warmResets} flows reset after their pair had answered; after the cut: ${r.partition?.warmResets ?? 0}`);
     expect(r.failures).toEqual([]);
     expect(r.pairsOk).toBe(24);
     for (const [i, conns] of r.connectionsPerNode.entries()) {
