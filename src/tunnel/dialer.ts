@@ -10,6 +10,7 @@
  * a relayed peer onto a direct path once one works; new streams then use it,
  * streams already on the relay keep running.
  */
+import { setMaxListeners } from 'node:events';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pump } from '../proxy/pump.js';
@@ -78,6 +79,8 @@ export class TunnelDialer implements RemoteDialer {
 
   start(): void {
     this.abort = new AbortController();
+    // Shared by every peer's upgrade loop (each sleeps on it): one listener per relayed peer.
+    setMaxListeners(0, this.abort.signal);
     this.running = true;
     this.o.node.addEventListener('connection:open', this.onConnectionOpen);
   }

@@ -13,6 +13,7 @@
  * cost is paid off the flow's path by the pool (bench/tunnel.mjs measures the
  * new-flow time).
  */
+import { setMaxListeners } from 'node:events';
 import net from 'node:net';
 import type { Logger } from '../../util/log.js';
 import { Backoff, sleep } from '../../util/backoff.js';
@@ -81,7 +82,9 @@ export class PeerChannel {
   private upgrading = false;
   private retryAt = 0;
   private readonly backoff = new Backoff(1000, 30_000);
-  private readonly abort = new AbortController();
+  // The channel's stop signal: every socket of a refill batch (up to 64) and every
+  // upgrade wait listen on it at once — many listeners by design, not a leak.
+  private readonly abort = unlimitedController();
   private closed = false;
 
   constructor(private readonly o: PeerChannelOptions) {
@@ -337,4 +340,10 @@ export async function connectMany(host: string, port: number, n: number, timeout
   const ok = r.filter((x): x is PromiseFulfilledResult<net.Socket> => x.status === 'fulfilled').map((x) => x.value);
   if (ok.length === 0) throw (r[0] as PromiseRejectedResult).reason;
   return ok;
+}
+
+function unlimitedController(): AbortController {
+  const c = new AbortController();
+  setMaxListeners(0, c.signal);
+  return c;
 }
