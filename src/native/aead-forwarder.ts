@@ -8,23 +8,16 @@
  * The native pump and the JS codec are byte-identical.
  */
 import type net from 'node:net';
+import type { AeadPairParams } from './addon.js';
 import { HandoverError } from './errors.js';
 import type { ForwardOptions, ForwardResult } from './forwarder.js';
 import { stopReading, type NativeEngine } from './native-forwarders.js';
 
-/** Keys and sequence numbers of one connection after the handshake (and after the records JS sent/received itself). */
-export interface AeadState {
-  /** plain → cipher direction (encrypt): AES-128 key (16 B), iv base (12 B), next record's seq. */
-  txKey: Buffer;
-  txIv: Buffer;
-  txSeq: number;
-  /** cipher → plain direction (decrypt). */
-  rxKey: Buffer;
-  rxIv: Buffer;
-  rxSeq: number;
-  /** Cipher bytes JS already read from the cipher socket (part of a record or whole records): processed first. */
-  rxInitial?: Buffer;
-}
+/**
+ * Keys and sequence numbers of one connection after the handshake (and after the
+ * records JS sent/received itself): exactly what the addon's aeadPair takes.
+ */
+export type AeadState = AeadPairParams;
 
 export interface AeadForwarder {
   readonly kind: 'aead';
