@@ -167,7 +167,7 @@ export class TunnelDialer implements RemoteDialer {
         lastErr = err;
       }
     }
-    this.o.directory.invalidate(nodeName, peerId.toString());
+    this.o.directory.expire(nodeName, peerId.toString());
     throw new DialFailedError(nodeName, { cause: lastErr });
   }
 
