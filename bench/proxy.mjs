@@ -175,6 +175,17 @@ function wrk(host, port, extra) {
   return { rps: m ? Number(m[1]) : 0, errors: errs ? errs[0] : '', out };
 }
 
+/**
+ * A wrk run with the forwarder's CPU time per request (µs, user + system, all its
+ * threads): on a shared box the rate moves with other load, CPU per operation much less.
+ */
+function wrkCpu(fwd, run) {
+  const cpu0 = fwd.pid ? cpuSeconds(fwd.pid) : 0;
+  const w = run();
+  const cpuUs = fwd.pid && w.rps > 0 ? ((cpuSeconds(fwd.pid) - cpu0) * 1e6) / (w.rps * SECS) : null;
+  return { ...w, cpuUs };
+}
+
 /** Workloads of a layer: name → (target, fwd) → partial result. Bulk (and CPU/GB) only where bytes are forwarded raw. */
 const WORKLOADS = {
   bulk: async ({ host, ports }, fwd) => {
@@ -185,8 +196,8 @@ const WORKLOADS = {
     await new Promise((r) => setTimeout(r, 300)); // let socat children exit and be reaped
     return { gbps: up.end.sum_received.bits_per_second / 1e9, gbpsDown: down.end.sum_received.bits_per_second / 1e9, cpuSecPerGB: fwd.pid ? (cpuSeconds(fwd.pid) - cpu0) / (bytes / 1e9) : null };
   },
-  conn: async ({ host, ports }) => { const w = wrk(host, ports.http, ['-t2', '-c64', '-H', 'Connection: close']); return { connPerSec: w.rps, connErrors: w.errors }; },
-  ka: async ({ host, ports }) => { const w = wrk(host, ports.http, ['-t2', '-c64']); return { keepAliveRps: w.rps, kaErrors: w.errors }; },
+  conn: async ({ host, ports }, fwd) => { const w = wrkCpu(fwd, () => wrk(host, ports.http, ['-t2', '-c64', '-H', 'Connection: close'])); return { connPerSec: w.rps, connErrors: w.errors, connCpuUs: w.cpuUs }; },
+  ka: async ({ host, ports }, fwd) => { const w = wrkCpu(fwd, () => wrk(host, ports.http, ['-t2', '-c64'])); return { keepAliveRps: w.rps, kaErrors: w.errors, kaCpuUs: w.cpuUs }; },
   latency: async ({ host, ports }) => { const w = wrk(host, ports.http, ['-t1', '-c1', '--latency']); return { p50us: wrkLatencyUs(w.out, 50), p99us: wrkLatencyUs(w.out, 99) }; },
 };
 const workloadsOf = (mode) => (mode.layer === 'L7' ? ['conn', 'ka', 'latency'] : ['bulk', 'conn', 'ka', 'latency']);
@@ -210,7 +221,7 @@ async function measure(mode) {
   return r;
 }
 
-const KEYS = ['gbps', 'gbpsDown', 'connPerSec', 'keepAliveRps', 'p50us', 'p99us', 'cpuSecPerGB'];
+const KEYS = ['gbps', 'gbpsDown', 'connPerSec', 'keepAliveRps', 'p50us', 'p99us', 'cpuSecPerGB', 'connCpuUs', 'kaCpuUs'];
 
 /** min / median / max per figure over the runs of one mode. */
 function summarise(rs) {
@@ -240,6 +251,7 @@ function render(result) {
     const dp50 = d?.p50us ? ` (Δp50 ${r.p50us.median - d.p50us.median >= 0 ? '+' : ''}${(r.p50us.median - d.p50us.median).toFixed(0)})` : '';
     return `${r.p50us.median.toFixed(0)} / ${r.p99us?.median.toFixed(0) ?? '?'} µs${dp50} [p50 ${r.p50us.min.toFixed(0)}–${r.p50us.max.toFixed(0)}]`;
   };
+  const cpuOp = (r) => (r.connCpuUs && r.kaCpuUs ? `${r.connCpuUs.median.toFixed(0)} / ${r.kaCpuUs.median.toFixed(1)}` : 'n/a');
   const lines = [];
   for (const layer of ['L4', 'L7']) {
     const names = MODES.filter((m) => m.layer === 'base' || m.layer === layer).map((m) => m.name).filter((n) => result[n]);
@@ -247,11 +259,11 @@ function render(result) {
     const ref = result[REF[layer]];
     const l4 = layer === 'L4';
     lines.push(`### ${layer} — ${l4 ? 'raw TCP forwarding (vs HAProxy `mode tcp`)' : 'HTTP/1.1 with an L7 policy, header hash (vs HAProxy `mode http`, http-reuse always)'}`, '');
-    lines.push(`| path |${l4 ? ' bulk c→s (iperf3) | bulk s→c (iperf3 -R) |' : ''} new conns/s (wrk -c64, close) | keep-alive req/s (wrk -c64) | latency p50 / p99, 1 conn (wrk -c1) |${l4 ? ' forwarder CPU per GB |' : ''}`);
-    lines.push(`|---|${l4 ? '---|---|' : ''}---|---|---|${l4 ? '---|' : ''}`);
+    lines.push(`| path |${l4 ? ' bulk c→s (iperf3) | bulk s→c (iperf3 -R) |' : ''} new conns/s (wrk -c64, close) | keep-alive req/s (wrk -c64) | latency p50 / p99, 1 conn (wrk -c1) | forwarder CPU µs per new conn / per keep-alive req |${l4 ? ' forwarder CPU per GB |' : ''}`);
+    lines.push(`|---|${l4 ? '---|---|' : ''}---|---|---|---|${l4 ? '---|' : ''}`);
     for (const n of names) {
       const r = result[n];
-      lines.push(`| ${n} |${l4 ? ` ${cell(r, 'gbps', ' Gb/s', 2, ref)} | ${cell(r, 'gbpsDown', ' Gb/s', 2, ref)} |` : ''} ${cell(r, 'connPerSec', '', 0, ref)} | ${cell(r, 'keepAliveRps', '', 0, ref)} | ${lat(r)} |${l4 ? ` ${r.cpuSecPerGB ? `${r.cpuSecPerGB.median.toFixed(2)} s/GB` : 'n/a'} |` : ''}`);
+      lines.push(`| ${n} |${l4 ? ` ${cell(r, 'gbps', ' Gb/s', 2, ref)} | ${cell(r, 'gbpsDown', ' Gb/s', 2, ref)} |` : ''} ${cell(r, 'connPerSec', '', 0, ref)} | ${cell(r, 'keepAliveRps', '', 0, ref)} | ${lat(r)} | ${cpuOp(r)} |${l4 ? ` ${r.cpuSecPerGB ? `${r.cpuSecPerGB.median.toFixed(2)} s/GB` : 'n/a'} |` : ''}`);
     }
     lines.push('');
   }
