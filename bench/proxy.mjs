@@ -132,8 +132,9 @@ const MODES = [
     start: async () => {
       const ps = Object.keys(L4.ports).map((k) => bg(NS.m, 'socat', [`TCP-LISTEN:${FWD[k]},bind=${IP.m1},fork,reuseaddr,backlog=4096`, `TCP:${IP.s}:${SERVER[k]}`]));
       for (const port of Object.values(L4.ports)) await waitPort(NS.c, IP.m1, port);
-      // CPU: the bulk listener's process and its (reaped) children.
-      return { pid: ps[0].pid, stop: async () => { for (const p of ps) await p.stop(); } };
+      // CPU: the bulk listener's process and its (reaped) children; none per request
+      // (a child per connection, reaped late).
+      return { pid: ps[0].pid, opCpu: false, stop: async () => { for (const p of ps) await p.stop(); } };
     },
   },
   { name: 'edgeway http', layer: 'L7', target: L7, start: (pn) => startEdgeway(undefined, pn) },
@@ -180,9 +181,10 @@ function wrk(host, port, extra) {
  * threads): on a shared box the rate moves with other load, CPU per operation much less.
  */
 function wrkCpu(fwd, run) {
-  const cpu0 = fwd.pid ? cpuSeconds(fwd.pid) : 0;
+  const pid = fwd.opCpu === false ? undefined : fwd.pid;
+  const cpu0 = pid ? cpuSeconds(pid) : 0;
   const w = run();
-  const cpuUs = fwd.pid && w.rps > 0 ? ((cpuSeconds(fwd.pid) - cpu0) * 1e6) / (w.rps * SECS) : null;
+  const cpuUs = pid && w.rps > 0 ? ((cpuSeconds(pid) - cpu0) * 1e6) / (w.rps * SECS) : null;
   return { ...w, cpuUs };
 }
 
