@@ -21,14 +21,17 @@ import { admit, failureOf, onShutdown, type FlowGate, type TcpSettings } from '.
 /** Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded. */
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 
-/** Raw header list minus hop-by-hop ones and those the Connection header names. */
+/**
+ * Raw header list minus hop-by-hop ones and those the Connection header names;
+ * `raw` itself when nothing is removed (read-only: copy before adding to it).
+ */
 export function forwardHeaders(raw: readonly string[]): string[] {
   return scanRequestHead(raw, undefined).headers;
 }
 
 /** What the proxy needs from a request head, read in one pass over the raw header list. */
 export interface RequestHead {
-  /** Headers to forward (hop-by-hop ones and those Connection names removed). */
+  /** Headers to forward (hop-by-hop ones and those Connection names removed); may be the raw list itself. */
   readonly headers: string[];
   /** No body (no Transfer-Encoding, Content-Length absent or 0): safe to send again to another endpoint. */
   readonly replayable: boolean;
@@ -212,8 +215,9 @@ export class HttpPath {
         s.once('connect', () => { clearTimeout(connectTimer); m.connected((performance.now() - t0) / 1000); });
       });
       up.on('response', (ur) => {
-        const out = forwardHeaders(ur.rawHeaders);
-        if (setCookie) out.push('Set-Cookie', setCookie);
+        // forwardHeaders may hand back rawHeaders itself: never push into it.
+        const kept = forwardHeaders(ur.rawHeaders);
+        const out = setCookie ? [...kept, 'Set-Cookie', setCookie] : kept;
         res.writeHead(ur.statusCode ?? 502, ur.statusMessage, out);
         ur.pipe(res);
         ur.once('end', () => { release(); m.result('ok'); });
