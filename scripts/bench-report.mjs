@@ -20,11 +20,17 @@ for (const r of dp?.rows ?? []) if (/bulk|new conns/.test(r.metric)) add('datapl
 const eb = res('ebpf');
 for (const r of eb?.rows ?? []) if (r.mode !== 'direct') add('ebpf', `new conns/s, ${r.mode}`, r.ratio, 'direct');
 const px = res('proxy')?.result;
+// Figures are { min, median, max } (older results: plain numbers).
+const pxv = (r, k) => (typeof r?.[k] === 'number' ? r[k] : r?.[k]?.median);
 if (px?.direct) {
-  for (const k of ['edgeway', 'haproxy', 'socat']) {
+  for (const [k, what, ref] of [['edgeway (addon)', 'the edgeway proxy (L4, addon)', 'haproxy'], ['edgeway', 'the edgeway proxy (L4)', 'haproxy'], ['haproxy', 'HAProxy mode tcp', undefined], ['socat', 'socat', undefined], ['edgeway http', 'the edgeway HTTP path (L7)', 'haproxy http'], ['haproxy http', 'HAProxy mode http', undefined]]) {
     if (!px[k]) continue;
-    add('proxy', `bulk through ${k === 'edgeway' ? 'the edgeway proxy' : k}`, px[k].gbps / px.direct.gbps, 'direct');
-    add('proxy', `new conns/s through ${k === 'edgeway' ? 'the edgeway proxy' : k}`, px[k].connPerSec / px.direct.connPerSec, 'direct');
+    if (pxv(px[k], 'gbps')) add('proxy', `bulk through ${what}`, pxv(px[k], 'gbps') / pxv(px.direct, 'gbps'), 'direct');
+    add('proxy', `new conns/s through ${what}`, pxv(px[k], 'connPerSec') / pxv(px.direct, 'connPerSec'), 'direct');
+    if (ref && px[ref]) {
+      add('proxy', `keep-alive req/s through ${what}`, pxv(px[k], 'keepAliveRps') / pxv(px[ref], 'keepAliveRps'), ref);
+      add('proxy', `new conns/s through ${what}`, pxv(px[k], 'connPerSec') / pxv(px[ref], 'connPerSec'), ref);
+    }
   }
 }
 const ac = res('accel');
