@@ -21,9 +21,10 @@ describe('CliNftExecutor child environment', () => {
     { name: 'hugePages false: untouched', before: 'glibc.malloc.tcache_count=0', hugePages: false, want: 'glibc.malloc.tcache_count=0' },
     { name: 'hugePages false, none set: none', before: undefined, hugePages: false, want: '' },
   ])('$name', async ({ before, hugePages, want }) => {
+    // Made first: the environment is read at each spawn, as before the tunable.
+    const ex = new CliNftExecutor({ nft: 'sh', ...(hugePages === undefined ? {} : { hugePages }) });
     if (before === undefined) delete process.env['GLIBC_TUNABLES'];
     else process.env['GLIBC_TUNABLES'] = before;
-    const ex = new CliNftExecutor({ nft: 'sh', ...(hugePages === undefined ? {} : { hugePages }) });
     const out = await ex.exec(['-c', 'printf %s "$GLIBC_TUNABLES"']);
     expect(out).toBe(want);
   });

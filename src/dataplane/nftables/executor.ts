@@ -119,7 +119,7 @@ export class CliNftExecutor extends NftCommandExecutor {
   private readonly argv0: string;
   private readonly pre: string[];
   private readonly timeoutMs: number;
-  private readonly env: NodeJS.ProcessEnv | undefined;
+  private readonly hugePages: boolean;
 
   constructor(opts: CliExecutorOptions = {}) {
     super();
@@ -127,13 +127,13 @@ export class CliNftExecutor extends NftCommandExecutor {
     this.argv0 = cmd[0]!;
     this.pre = cmd.slice(1);
     this.timeoutMs = opts.timeoutMs ?? 60_000;
-    this.env = opts.hugePages === false ? undefined : nftChildEnv();
+    this.hugePages = opts.hugePages !== false;
   }
 
   /** Run nft with args and stdin; resolves stdout, rejects with a coded NftError. */
   exec(args: readonly string[], input?: string): Promise<string> {
     return new Promise((resolve, reject) => {
-      const child = spawn(this.argv0, [...this.pre, ...args], { stdio: ['pipe', 'pipe', 'pipe'], ...(this.env ? { env: this.env } : {}) });
+      const child = spawn(this.argv0, [...this.pre, ...args], { stdio: ['pipe', 'pipe', 'pipe'], ...(this.hugePages ? { env: nftChildEnv() } : {}) });
       const out: Buffer[] = [];
       let err = '';
       const timer = setTimeout(() => child.kill('SIGKILL'), this.timeoutMs);
