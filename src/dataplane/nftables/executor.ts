@@ -23,10 +23,17 @@ export interface NftExecutor {
   /**
    * Our table's chains; with `deep`, also rule counts and element counts (a full
    * listing: seconds at 10k services). Undefined when the table is absent.
+   * `elements`: how many elements the caller expects (lets an executor pick the
+   * cheaper way for a large listing).
    */
-  inspect(opts?: { deep?: boolean }): Promise<TableSummary | undefined>;
+  inspect(opts?: InspectOptions): Promise<TableSummary | undefined>;
   /** Remove our table; false when it was not there. */
   deleteTable(): Promise<boolean>;
+}
+
+export interface InspectOptions {
+  readonly deep?: boolean;
+  readonly elements?: number;
 }
 
 export interface CliExecutorOptions {
@@ -75,7 +82,7 @@ export abstract class NftCommandExecutor implements NftExecutor {
     if (tx.commands.length) await this.script(JSON.stringify({ nftables: tx.commands }), true);
   }
 
-  async inspect(opts: { deep?: boolean } = {}): Promise<TableSummary | undefined> {
+  async inspect(opts: InspectOptions = {}): Promise<TableSummary | undefined> {
     if (!opts.deep) {
       // `list chains` needs no set/rule cache: milliseconds whatever the table size.
       const items = (JSON.parse(await this.command(['list', 'chains', FAMILY], true)) as { nftables: NftJsonItem[] }).nftables;

@@ -9,7 +9,7 @@
  */
 import type { Logger } from '../../util/log.js';
 import { nftFailure, NftError } from './errors.js';
-import { CliNftExecutor, NftCommandExecutor, type NftExecutor } from './executor.js';
+import { CliNftExecutor, NftCommandExecutor, type InspectOptions, type NftExecutor } from './executor.js';
 import { loadNftAddon, type NativeNftContext } from './native-nft.js';
 import type { Transaction } from './transaction.js';
 import type { TableSummary } from './compile.js';
@@ -64,7 +64,15 @@ export class InProcessNftExecutor extends NftCommandExecutor {
     return this.serial(() => super.run(tx));
   }
 
-  override inspect(opts: { deep?: boolean } = {}): Promise<TableSummary | undefined> {
+  /**
+   * A deep listing of a large table goes through the CLI too: nft builds the whole
+   * listing in its heap, which huge pages make cheaper there (50k services: 20 s
+   * vs 27 s in-process on the busy box, bench/results/nft-sync.json) and which then
+   * never lands in the agent's heap.
+   */
+  override inspect(opts: InspectOptions = {}): Promise<TableSummary | undefined> {
+    const { cli, cliAboveElements = CLI_ABOVE_ELEMENTS } = this.opts;
+    if (cli && opts.deep && (opts.elements ?? 0) > cliAboveElements) return this.serial(() => cli.inspect(opts));
     return this.serial(() => super.inspect(opts));
   }
 
