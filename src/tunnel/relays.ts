@@ -171,7 +171,7 @@ export class RelayManager {
         s.peerId = conn.remotePeer;
         s.connected = true;
         backoff.reset();
-        if (firstTime) { log.info({ peerId: conn.remotePeer.toString(), addr: s.addr }, 'connected to relay'); this.o.onChange?.(); }
+        if (firstTime) { log.info({ peerId: conn.remotePeer.toString(), addr: s.addr }, 'connected to relay'); this.o.onChange?.(); retry.reset(); }
         let wait = interval;
         try {
           await rendezvousCall(this.o.node, conn.remotePeer, { op: 'register', nodeName: this.o.nodeName, addrs: this.ownAddrs() });
