@@ -91,7 +91,7 @@ function closeOne(h: Held, t: Tally): Promise<void> {
     };
     const timer = setTimeout(() => finish('timeout'), FLOW_TIMEOUT_MS);
     h.sock.removeAllListeners('end').removeAllListeners('error').removeAllListeners('close');
-    h.sock.on('end', () => finish(sha(Buffer.concat(h.got)) === want ? undefined : 'corrupt'));
+    h.sock.on('end', () => { const got = Buffer.concat(h.got); finish(sha(got) === want ? undefined : (verdict(got, Buffer.concat([seeded(FIRST, h.seed), seeded(SECOND, h.seed + 1_000_000)])) ?? 'corrupt')); });
     h.sock.on('error', (e) => finish(codeOf(e)));
     h.sock.on('close', () => finish('closed'));
     h.sock.end(seeded(SECOND, h.seed + 1_000_000));
@@ -115,9 +115,20 @@ function tcpFlow(seed: number, t: Tally): Promise<void> {
     const timer = setTimeout(() => finish('timeout'), FLOW_TIMEOUT_MS);
     sock.on('connect', () => sock.end(body));
     sock.on('data', (d: Buffer) => got.push(d));
-    sock.on('end', () => finish(sha(Buffer.concat(got)) === sha(body) ? undefined : 'corrupt'));
+    sock.on('end', () => finish(verdict(Buffer.concat(got), body)));
     sock.on('error', (e) => finish(codeOf(e)));
   });
+}
+
+/**
+ * An echo that ended: right, refused (EOF before any byte: the connection was
+ * closed unanswered), truncated (a prefix of the right bytes, then FIN: bytes lost
+ * without a reset) or corrupt (different bytes).
+ */
+function verdict(got: Buffer, want: Buffer): string | undefined {
+  if (got.equals(want)) return undefined;
+  if (got.length === 0) return 'eof';
+  return got.length < want.length && want.subarray(0, got.length).equals(got) ? 'truncated' : 'corrupt';
 }
 
 function udpFlow(seed: number, t: Tally): Promise<void> {
