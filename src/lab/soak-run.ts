@@ -35,6 +35,8 @@ export interface SoakOptions {
   churnEveryMs: number;
   /** Flows of each kind per churn round. */
   churn: number;
+  /** How long a1's agent's CPU is sampled at the limit (default 10 s). */
+  atLimitMs?: number;
   /** Lower a1's agent's fd limit (soft and hard) with prlimit; undefined = the process default. */
   fdLimit?: number;
   /** fds above the baseline still counted as "back to baseline". */
@@ -207,7 +209,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     const past = await cmd<SoakReport['past']>(`open ${o.extra}`);
     log(`past: ${JSON.stringify(past)}`);
     // At the limit, nothing asked of the agent: it must idle, not spin on accept.
-    const atLimitMs = 10_000;
+    const atLimitMs = o.atLimitMs ?? 10_000;
     const c0 = sample('limit').cpuSeconds.a1;
     await new Promise((r) => setTimeout(r, atLimitMs));
     const atLimitCpu = (sample('limit').cpuSeconds.a1 - c0) / (atLimitMs / 1000);
