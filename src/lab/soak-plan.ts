@@ -50,9 +50,10 @@ export function soakConfig(h: SoakHost, dir: string, maxFlows: number): object {
     ...common,
     dataplane: { mode: 'nftables', minSyncIntervalMs: 50 },
     accelerator: { mode: 'auto' },
-    proxy: { connectTimeoutMs: 15_000, maxFlows: maxFlows + 1000 },
+    // Short UDP idle times: the churn's sessions are gone by the time the counts are compared.
+    proxy: { connectTimeoutMs: 15_000, maxFlows: maxFlows + 1000, udpSessionIdleMs: 2000 },
     tunnel: {
-      listenPort: PORT, directDialTimeoutMs: 1000, psk, maxFlows: maxFlows + 1000,
+      listenPort: PORT, directDialTimeoutMs: 1000, psk, maxFlows: maxFlows + 1000, udpIdleTimeoutMs: 2000,
       relayNodes: [{ nodeName: 'relay', advertiseAddress: [`${IP.relay}:${PORT}`] }],
     },
   };

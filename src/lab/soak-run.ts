@@ -231,11 +231,14 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     const recoveryMs = Date.now() - releasedAt;
     log(`recovery after ${recoveryRounds} round(s), ${recoveryMs} ms: ${JSON.stringify(recovery)}`);
 
-    // Settle: fds back within the tolerance (bounded wait), then the closing figures.
+    // Settle: fds within the tolerance and open streams / flows back to the baseline
+    // (bounded wait: idle UDP sessions and warm connections age out), then the closing figures.
     const settleStart = Date.now();
+    const open = (m: Metrics): number => (m.edgeway_tunnel_streams_open ?? 0) + (m.edgeway_proxy_active_flows ?? 0);
     while (Date.now() - settleStart < 90_000) {
       const s = sample('settle');
-      if (HOSTS.every((h) => s.fds[h] <= baseline.sample.fds[h] + o.fdTolerance)) break;
+      const [ma, mb] = [await scrape('a1'), await scrape('b1')];
+      if (HOSTS.every((h) => s.fds[h] <= baseline.sample.fds[h] + o.fdTolerance) && open(ma) <= open(baseline.metrics.a1) && open(mb) <= open(baseline.metrics.b1)) break;
       await new Promise((r) => setTimeout(r, 2000));
     }
     const after = { sample: sample('after'), metrics: { a1: await scrape('a1'), b1: await scrape('b1') }, settledMs: Date.now() - settleStart };
