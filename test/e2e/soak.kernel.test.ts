@@ -46,7 +46,8 @@ describe.skipIf(!!skip)('soak (CI size): held flows, past the fd limit, recovery
 
   it('holds every flow and finishes each with the right sha256', () => {
     expect(r.ramp.held, JSON.stringify(r.ramp)).toBe(FLOWS);
-    expect(r.release, JSON.stringify(r.release)).toMatchObject({ ok: FLOWS, failed: 0, bad: 0 });
+    // Flows past the limit that got through are held too, and released with the others.
+    expect(r.release, JSON.stringify(r.release)).toMatchObject({ ok: FLOWS + r.past.ok, failed: 0, bad: 0 });
     for (const m of [r.warmup, ...r.holdMix, r.recovery]) for (const t of [m.tcp, m.udp, m.http]) expect(t.bad).toBe(0);
     expect(r.past.bad).toBe(0);
   });

@@ -251,4 +251,13 @@ describe.each([{ psk: true, relayForwarder: 'auto' }, { psk: false, relayForward
     expect(await metric(regs.a!, 'edgeway_tunnel_channel_flows_total', { path: 'lan' })).toBe(lanBefore + 1);
     expect((await a.state()).peers.find((p) => p.nodeName === 'b')?.channel).toBe('lan');
   }, 60_000);
+
+  // Last: it stops a. Found by bench/soak (b warned "bad record stream: truncated" each time a stopped).
+  it('stopping an agent ends its warm channel connections with END: the peer counts no truncated record stream', async () => {
+    await until(async () => ((await a.state()).channels.find((c) => c.nodeName === 'b')?.warm ?? 0) > 0, 'warm connections to b');
+    const truncatedBefore = await metric(regs.b!, 'edgeway_tunnel_channel_record_errors_total', { reason: 'truncated' });
+    await a.stop();
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await metric(regs.b!, 'edgeway_tunnel_channel_record_errors_total', { reason: 'truncated' })).toBe(truncatedBefore);
+  }, 30_000);
 });
