@@ -52,9 +52,9 @@ export function soakConfig(h: SoakHost, dir: string, maxFlows: number): object {
     accelerator: { mode: 'auto' },
     // Short UDP idle times: the churn's sessions are gone by the time the counts are
     // compared. A flow refused at the fd limit is reset by the proxy after at most
-    // the connect timeout: well inside the load generator's 20 s, which counts a
-    // flow still unanswered then as a hang.
-    proxy: { connectTimeoutMs: 5000, maxFlows: maxFlows + 1000, udpSessionIdleMs: 2000 },
+    // the connect timeout (10 s: a busy box during the ramp): inside the load
+    // generator's 20 s, which counts a flow still unanswered then as a hang.
+    proxy: { connectTimeoutMs: 10_000, maxFlows: maxFlows + 1000, udpSessionIdleMs: 2000 },
     tunnel: {
       listenPort: PORT, directDialTimeoutMs: 1000, psk, maxFlows: maxFlows + 1000, udpIdleTimeoutMs: 2000,
       relayNodes: [{ nodeName: 'relay', advertiseAddress: [`${IP.relay}:${PORT}`] }],

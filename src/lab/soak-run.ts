@@ -144,7 +144,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     watch('relay', procs.relay);
     await procs.relay.waitFor(/^relay /, 120_000);
     await lab.spawn(ns.b1, process.execPath, [join(root, 'dist/lab/soak-backend.js'), '--host', IP.b1]).waitFor(/^listening/, 30_000);
-    for (const h of ['b1', 'a1'] as const) { procs[h] = lab.spawn(ns[h], process.execPath, [cli, 'agent', '--config', join(dir, `${h}.json`)]); watch(h, procs[h]); }
+    // Stacks with process warnings (a MaxListeners warning names its caller).
+    const env = { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --trace-warnings`.trim() };
+    for (const h of ['b1', 'a1'] as const) { procs[h] = lab.spawn(ns[h], process.execPath, [cli, 'agent', '--config', join(dir, `${h}.json`)], env); watch(h, procs[h]); }
     const pid = (h: SoakHost): number => procs[h]!.child.pid!;
     await waitReserved(dir, procs);
     const fdLimits = {} as Record<SoakHost, string>;
