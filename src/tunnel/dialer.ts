@@ -323,10 +323,17 @@ export class TunnelDialer implements RemoteDialer {
   }
 }
 
-/** `p`, or a rejection as soon as `signal` aborts (p keeps running for others). */
-function raceAbort<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+/**
+ * `p`, or a rejection as soon as `signal` aborts (p keeps running for others). A
+ * rejection of `p` nobody waits for any more is handled here: unhandled, it killed
+ * the agent (a peer lookup failing after its flow's connect timeout; found by the soak).
+ */
+export function raceAbort<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
   if (!signal) return p;
-  if (signal.aborted) return Promise.reject(abortReason(signal));
+  if (signal.aborted) {
+    p.catch(() => undefined);
+    return Promise.reject(abortReason(signal));
+  }
   return new Promise<T>((resolve, reject) => {
     const onAbort = (): void => reject(abortReason(signal));
     signal.addEventListener('abort', onAbort, { once: true });
