@@ -139,6 +139,22 @@ describe.each([{ psk: true, relayForwarder: 'auto' }, { psk: false, relayForward
     await until(async () => (await metric(relayReg, 'edgeway_relay_data_bytes_total', { path: kind })) > 2 * payload.length, `relay byte count (${kind}) after the pair closed`);
   }, 30_000);
 
+  it('a burst of flows on the relayed path: every one intact, and the peer joins many tokens at once without a MaxListeners warning', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => { warnings.push(`${w.name}: ${w.message}`); };
+    process.on('warning', onWarning);
+    try {
+      // 40 flows at once empty the warm pool: its refill asks the relay and b for one token per connection.
+      const payloads = Array.from({ length: 40 }, (_, i) => seeded(100 + i, 4096));
+      const got = await Promise.all(payloads.map(async (p) => roundTrip(await a.dialer!.dialStream(target()), p)));
+      got.forEach((g, i) => expect(sha(g)).toBe(sha(payloads[i]!)));
+      await new Promise((r) => setTimeout(r, 300));
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings.filter((w) => w.includes('MaxListeners'))).toEqual([]);
+  }, 60_000);
+
   it('half-close in both orders: client FIN first, then backend FIN first', async () => {
     // Client first: the echo answers after our FIN.
     const d = await a.dialer!.dialStream(target());
