@@ -268,7 +268,17 @@ export class TunnelDialer implements RemoteDialer {
     if (!ch || !this.running) return undefined;
     const { peerId } = await this.o.directory.resolve(target.nodeName);
     const id = peerId.toString();
-    const sock = await ch.open(target, proto, id);
+    // The flow's connect timeout holds while it waits for the channel too (a flow
+    // waiting for a pool refill at the fd limit hung past it; found by the soak): a
+    // connection that arrives after the flow gave up is closed.
+    const opening = ch.open(target, proto, id);
+    let sock: EwcSocket | undefined;
+    try {
+      sock = await raceAbort(opening, signal);
+    } catch (err) {
+      void opening.then((s) => s?.destroy(), () => undefined);
+      throw err;
+    }
     if (sock && signal?.aborted) { sock.destroy(); throw signal.reason instanceof Error ? signal.reason : new Error('aborted'); }
     this.o.metrics.channelFlows.inc({ path: sock ? ch.pathOf(id) ?? 'unknown' : 'libp2p' });
     if (sock) {
