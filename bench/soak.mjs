@@ -68,7 +68,7 @@ const md = [
   '',
   ...(r.problems.filter((p) => !p.expected).slice(0, 5).map((p) => `- ${p.who}: \`${p.line.slice(0, 240)}\``)),
   '',
-  `Command: \`SOAK_MIN=${minutes} FLOWS=${opts.flows} EXTRA=${opts.extra} npm run bench soak\`.`,
+  `Command: \`SOAK_MIN=${minutes} FLOWS=${opts.flows} EXTRA=${opts.extra}${opts.fdLimit ? ` FD_LIMIT=${opts.fdLimit}` : ''} CHURN=${opts.churn} npm run bench soak\`.`,
 ].join('\n');
 console.log(md);
 mkdirSync(join(root, 'bench/results'), { recursive: true });
