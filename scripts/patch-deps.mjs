@@ -22,6 +22,13 @@
 //    Maximum memory size exceeded` thrown from an event handler killed the agent
 //    mid-transfer. Fix: encrypt chunk by chunk (a stream cipher: same bytes).
 //    Regression: test/e2e/integrity.kernel.test.ts (PSK on, 16 flows; the agent died).
+// 4. @libp2p/utils getThinWaistAddresses() (every getMultiaddrs() of a node
+//    listening on 0.0.0.0: identify, the address manager, our relay gauges):
+//    os.networkInterfaces() opens a netlink socket, so at the fd limit it throws
+//    (uv_interface_addresses, EMFILE) from timers and event handlers, and the
+//    agent died of the uncaught exception (found by bench/soak). Fix: remember
+//    the last answer and use it while the call fails. Regression test:
+//    test/tunnel/netif-emfile.test.ts (a child at its fd limit).
 import { readFileSync, writeFileSync, readdirSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,6 +37,25 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const MARKER = 'edgeway-pipe-patch';
 export const BACKPRESSURE_MARKER = 'edgeway-relay-backpressure-patch';
 export const PNET_MARKER = 'edgeway-pnet-chunks-patch';
+export const NETIF_MARKER = 'edgeway-netif-emfile-patch';
+
+const ORIGINAL_NETIF = `function getNetworkAddrs(family) {
+    const addresses = [];
+    const networks = os.networkInterfaces();`;
+
+const PATCHED_NETIF = `// ${NETIF_MARKER}: the interfaces seen last, used while the call fails.
+let lastNetworks;
+function getNetworkAddrs(family) {
+    const addresses = [];
+    let networks;
+    try {
+        networks = lastNetworks = os.networkInterfaces();
+    }
+    catch {
+        // uv_interface_addresses needs a netlink socket: at the fd limit it throws
+        // (EMFILE), here inside timers and event handlers. The last answer stands.
+        networks = lastNetworks ?? {};
+    }`;
 
 const ORIGINAL_PNET = `    sendData(data) {
         return {
@@ -77,6 +103,7 @@ const PATCHED = `export function pipe(...input) {
 
 const STREAM_UTILS = join('@libp2p', 'utils', 'dist', 'src', 'stream-utils.js');
 const PNET_CRYPTO = join('@libp2p', 'pnet', 'dist', 'src', 'crypto.js');
+const THIN_WAIST = join('@libp2p', 'utils', 'dist', 'src', 'get-thin-waist-addresses.js');
 
 /** Every installed copy of `rel` (a file inside a package) under `dir`. */
 function findCopies(dir, rel = STREAM_UTILS, depth = 0, out = []) {
@@ -282,5 +309,10 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     let r;
     try { r = patchFile(f, [[PNET_MARKER, ORIGINAL_PNET, PATCHED_PNET]]); } catch (err) { r = `error: ${err.message}`; }
     console.log(`edgeway: @libp2p/pnet chunked encryption fix: ${r} (${f.slice(root.length + 1)})`);
+  }
+  for (const f of findCopies(join(root, 'node_modules'), THIN_WAIST)) {
+    let r;
+    try { r = patchFile(f, [[NETIF_MARKER, ORIGINAL_NETIF, PATCHED_NETIF]]); } catch (err) { r = `error: ${err.message}`; }
+    console.log(`edgeway: @libp2p/utils interface addresses at the fd limit: ${r} (${f.slice(root.length + 1)})`);
   }
 }

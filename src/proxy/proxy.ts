@@ -22,7 +22,7 @@ import { BufferPool } from './fast-read.js';
 import { ProxyMetrics } from './metrics.js';
 import { clusterAddrKey, type OriginalDstResolver } from './original-dst.js';
 import { endpointKey, isFdExhausted, ServiceRuntime } from './service.js';
-import { fdWarner, handleTcp, type FlowGate, type TcpSettings } from './tcp.js';
+import { fdProbe, fdWarner, handleTcp, type FlowGate, type TcpSettings } from './tcp.js';
 import { UdpListener, type UdpSettings } from './udp.js';
 
 export interface UserspaceProxyOptions {
@@ -115,6 +115,7 @@ export class UserspaceProxy {
   private shared: net.Server | undefined;
   private host: string;
   private lastEmfileLog = 0;
+  private readonly stopFdProbe: () => void;
   /** Aborted by close() once the drain deadline has passed: ends every TCP flow. */
   private readonly shutdown = new AbortController();
   private closing = false;
@@ -142,6 +143,12 @@ export class UserspaceProxy {
     this.flows = new Gate(opts.maxFlows ?? 9_000);
     this.udpSessions = new Gate(opts.maxUdpSessions ?? 4_096);
     this.host = opts.listenHost ?? '::';
+    // Out of fds, refused connections are invisible (libuv drops them): count the
+    // seconds at the limit instead, and warn (rate-limited) as a failed dial does.
+    this.stopFdProbe = fdProbe(() => {
+      this.metrics.fdExhausted.inc();
+      this.tcpSettings.warnFdExhausted?.('accept');
+    });
   }
 
   /** TCP flows open now (for tests and readiness). */
@@ -225,6 +232,7 @@ export class UserspaceProxy {
    */
   async close(deadlineMs = this.opts.closeDeadlineMs ?? 5_000): Promise<void> {
     this.closing = true;
+    this.stopFdProbe();
     for (const [k, e] of this.entries) this.closeEntry(k, e);
     if (this.shared) { this.shared.close(); this.shared = undefined; }
     this.metrics.listeners.set(0);

@@ -3,6 +3,7 @@
  * both ways (pump.ts). The client socket arrives paused (`pauseOnConnect`), so its
  * bytes stay in the kernel until an endpoint is connected.
  */
+import { closeSync, openSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../util/log.js';
@@ -85,6 +86,24 @@ export function fdWarner(log: Logger, everyMs = 10_000): (where: string) => void
     last = now;
     log.warn({ where, code: 'EMFILE' }, 'file descriptors exhausted; new flows are refused until some close');
   };
+}
+
+/**
+ * At the fd limit libuv accepts pending connections and closes them at once (its
+ * reserve-fd trick) without telling anyone: those refusals never reach JS, so no
+ * accept error counts them. A probe once a second (open and close /dev/null) finds
+ * the condition itself; `onExhausted` counts it. Returns the stop function.
+ */
+export function fdProbe(onExhausted: () => void, everyMs = 1000): () => void {
+  const t = setInterval(() => {
+    try {
+      closeSync(openSync('/dev/null', 'r'));
+    } catch (err) {
+      if (isFdExhausted(err)) onExhausted();
+    }
+  }, everyMs);
+  t.unref();
+  return () => clearInterval(t);
 }
 
 /** Admit a new flow against the limit (counted and reset when over it); on success the flow is active. */

@@ -268,7 +268,17 @@ export class TunnelDialer implements RemoteDialer {
     if (!ch || !this.running) return undefined;
     const { peerId } = await this.o.directory.resolve(target.nodeName);
     const id = peerId.toString();
-    const sock = await ch.open(target, proto, id);
+    // The flow's connect timeout holds while it waits for the channel too (a flow
+    // waiting for a pool refill at the fd limit hung past it; found by the soak): a
+    // connection that arrives after the flow gave up is closed.
+    const opening = ch.open(target, proto, id);
+    let sock: EwcSocket | undefined;
+    try {
+      sock = await raceAbort(opening, signal);
+    } catch (err) {
+      void opening.then((s) => s?.destroy(), () => undefined);
+      throw err;
+    }
     if (sock && signal?.aborted) { sock.destroy(); throw signal.reason instanceof Error ? signal.reason : new Error('aborted'); }
     this.o.metrics.channelFlows.inc({ path: sock ? ch.pathOf(id) ?? 'unknown' : 'libp2p' });
     if (sock) {
@@ -323,10 +333,17 @@ export class TunnelDialer implements RemoteDialer {
   }
 }
 
-/** `p`, or a rejection as soon as `signal` aborts (p keeps running for others). */
-function raceAbort<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+/**
+ * `p`, or a rejection as soon as `signal` aborts (p keeps running for others). A
+ * rejection of `p` nobody waits for any more is handled here: unhandled, it killed
+ * the agent (a peer lookup failing after its flow's connect timeout; found by the soak).
+ */
+export function raceAbort<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
   if (!signal) return p;
-  if (signal.aborted) return Promise.reject(abortReason(signal));
+  if (signal.aborted) {
+    p.catch(() => undefined);
+    return Promise.reject(abortReason(signal));
+  }
   return new Promise<T>((resolve, reject) => {
     const onAbort = (): void => reject(abortReason(signal));
     signal.addEventListener('abort', onAbort, { once: true });

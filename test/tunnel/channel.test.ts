@@ -139,6 +139,22 @@ describe.each([{ psk: true, relayForwarder: 'auto' }, { psk: false, relayForward
     await until(async () => (await metric(relayReg, 'edgeway_relay_data_bytes_total', { path: kind })) > 2 * payload.length, `relay byte count (${kind}) after the pair closed`);
   }, 30_000);
 
+  it('a burst of flows on the relayed path: every one intact, and the peer joins many tokens at once without a MaxListeners warning', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => { warnings.push(`${w.name}: ${w.message}`); };
+    process.on('warning', onWarning);
+    try {
+      // 40 flows at once empty the warm pool: its refill asks the relay and b for one token per connection.
+      const payloads = Array.from({ length: 40 }, (_, i) => seeded(100 + i, 4096));
+      const got = await Promise.all(payloads.map(async (p) => roundTrip(await a.dialer!.dialStream(target()), p)));
+      got.forEach((g, i) => expect(sha(g)).toBe(sha(payloads[i]!)));
+      await new Promise((r) => setTimeout(r, 300));
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings.filter((w) => w.includes('MaxListeners'))).toEqual([]);
+  }, 60_000);
+
   it('half-close in both orders: client FIN first, then backend FIN first', async () => {
     // Client first: the echo answers after our FIN.
     const d = await a.dialer!.dialStream(target());
@@ -251,4 +267,13 @@ describe.each([{ psk: true, relayForwarder: 'auto' }, { psk: false, relayForward
     expect(await metric(regs.a!, 'edgeway_tunnel_channel_flows_total', { path: 'lan' })).toBe(lanBefore + 1);
     expect((await a.state()).peers.find((p) => p.nodeName === 'b')?.channel).toBe('lan');
   }, 60_000);
+
+  // Last: it stops a. Found by bench/soak (b warned "bad record stream: truncated" each time a stopped).
+  it('stopping an agent ends its warm channel connections with END: the peer counts no truncated record stream', async () => {
+    await until(async () => ((await a.state()).channels.find((c) => c.nodeName === 'b')?.warm ?? 0) > 0, 'warm connections to b');
+    const truncatedBefore = await metric(regs.b!, 'edgeway_tunnel_channel_record_errors_total', { reason: 'truncated' });
+    await a.stop();
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await metric(regs.b!, 'edgeway_tunnel_channel_record_errors_total', { reason: 'truncated' })).toBe(truncatedBefore);
+  }, 30_000);
 });

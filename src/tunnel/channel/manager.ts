@@ -5,6 +5,7 @@
  * control plane and the fallback: `open()` answers undefined when no channel can
  * be had, and the dialer then uses a libp2p stream.
  */
+import { setMaxListeners } from 'node:events';
 import net from 'node:net';
 import type { Connection, Stream } from '@libp2p/interface';
 import type { Multiaddr } from '@multiformats/multiaddr';
@@ -362,6 +363,8 @@ export class ChannelManager {
       if (!host || !Number.isInteger(port) || port < 1 || port > 65535) { answer({ ok: false, reason: 'not connected to that relay' }); return; }
       answer({ ok: true });
       const signal = AbortSignal.timeout(CONTROL_TIMEOUT_MS * 2);
+      // One wait per token on this signal (up to MAX_TOKENS_PER_REQUEST): no MaxListeners warning.
+      setMaxListeners(MAX_TOKENS_PER_REQUEST + 1, signal);
       for (const t of tokens) joinRelay(host, port, t, signal).then((raw) => this.accept(raw, 'relayed'), (err: unknown) => this.o.logger.debug({ err: String(err) }, 'relay join failed'));
       return;
     }

@@ -269,7 +269,8 @@ export class PeerChannel {
     if (!this.dialer) return;
     this.o.logger.info({ peer: this.o.peerId, node: this.o.nodeName, path: this.dialer.path }, 'data channel down');
     this.dialer = undefined;
-    for (const w of this.pool.splice(0)) w.sock.destroy();
+    // END, not a bare FIN: the peer would count (and warn about) a truncated record stream.
+    for (const w of this.pool.splice(0)) retire(w.sock);
     this.retryAt = Date.now() + this.backoff.next();
     this.o.onChange();
   }
@@ -347,7 +348,8 @@ export class PeerChannel {
     this.closed = true;
     this.abort.abort(new Error('channel closed'));
     this.dialer = undefined;
-    for (const w of this.pool.splice(0)) w.sock.destroy();
+    // Unused warm connections close with END both ways (retire), also when the agent stops.
+    for (const w of this.pool.splice(0)) retire(w.sock);
   }
 }
 

@@ -13,11 +13,13 @@
  * own SYN to another port: the punch fails there (counted), the path stays relayed.
  */
 import type { Socket } from 'node:net';
+import { constants } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { PunchSockets } from './sockets.js';
 
 /** Pause after a refused/unreachable SYN before the next one (bounds the loop: ≤ 10/s per candidate). */
 const RETRY_PAUSE_MS = 100;
+const { errno } = constants;
 
 export interface Connected {
   socket: Socket;
@@ -65,6 +67,9 @@ export async function dialCandidates(o: DialOptions): Promise<Connected | undefi
         return;
       } catch (err) {
         if (!stop.signal.aborted) o.onError?.(host, err as Error);
+        // Out of fds: no retry can get a socket until flows close (the soak saw 140
+        // failed binds a second per punch); this candidate is done.
+        if (outOfFds(err)) return;
         // ECONNREFUSED (a NAT or the peer answered with a RST), EHOSTUNREACH,
         // EADDRNOTAVAIL (the peer's SYN reached our listener first and the tuple is
         // taken: `accepted` delivers that socket): try again until the deadline.
@@ -83,4 +88,10 @@ export async function dialCandidates(o: DialOptions): Promise<Connected | undefi
     return undefined;
   }
   return winner;
+}
+
+/** EMFILE/ENFILE: the addon's errors carry the number (`errno`), Node's the name (`code`). */
+function outOfFds(err: unknown): boolean {
+  const e = err as { code?: unknown; errno?: unknown };
+  return e.errno === errno.EMFILE || e.errno === errno.ENFILE || e.code === 'EMFILE' || e.code === 'ENFILE';
 }
