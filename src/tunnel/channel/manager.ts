@@ -138,6 +138,24 @@ export class ChannelManager {
     return [...this.channels.entries()].map(([peerId, { nodeName, ch }]) => ({ peerId, nodeName, ...(ch.path ? { path: ch.path } : {}), ...(ch.via ? { via: ch.via } : {}), warm: ch.warmCount }));
   }
 
+  /** Peers with a channel from here or warm connections from them here (idle close candidates). */
+  peers(): string[] {
+    return [...new Set([...this.channels.keys(), ...this.channelServer.waitingPeers()])];
+  }
+
+  /**
+   * An idle peer: drop this node's channel to it (its warm pool ends with END) and
+   * end its warm connections here. Flows running on either are left alone. Returns
+   * the warm connections closed; the next flow sets a channel up again.
+   */
+  closeIdlePeer(peerId: string): number {
+    const e = this.channels.get(peerId);
+    this.channels.delete(peerId);
+    const n = (e?.ch.retireAll() ?? 0) + this.channelServer.retireWaiting(peerId);
+    if (e) this.o.onChange?.();
+    return n;
+  }
+
   /** A socket punched at a peer's request: we are its EWC1 server, as on the LAN listener. */
   acceptPunched(raw: net.Socket): void {
     this.accept(raw, 'punched');

@@ -64,6 +64,7 @@ interface Warm {
   readonly path: ChannelPath;
   readonly born: number;
   readonly onIdle: () => void;
+  readonly onEnd: () => void;
 }
 
 export class PeerChannel {
@@ -178,17 +179,34 @@ export class PeerChannel {
   private add(sock: EwcSocket, path: ChannelPath): void {
     // An idle connection never receives data (the far side waits for a header):
     // reading keeps its close visible, and anything else is a broken peer.
-    // An end (the far side's idle timeout) closes it too: allowHalfOpen would keep it.
     const onIdle = (): void => { retire(sock); };
-    const w: Warm = { sock, path, born: Date.now(), onIdle };
+    // An END is the far side closing it on purpose (its warm timeout, or this peer
+    // closed as idle there): it is not replaced, and once the pool is empty that way
+    // the channel starts over (fresh key, paths) at the next flow — refilling would
+    // only reopen what the far side just closed, or fail on a key it dropped.
+    let farEnded = false;
+    const onEnd = (): void => { farEnded = true; retire(sock); };
+    const w: Warm = { sock, path, born: Date.now(), onIdle, onEnd };
     sock.on('error', () => undefined);
     sock.on('data', onIdle);
-    sock.on('end', onIdle);
+    sock.on('end', onEnd);
     sock.once('close', () => {
       const i = this.pool.indexOf(w);
-      if (i >= 0) { this.pool.splice(i, 1); this.refill(); }
+      if (i < 0) return;
+      this.pool.splice(i, 1);
+      if (!farEnded) this.refill();
+      else if (this.pool.length === 0 && this.dialer) this.reset();
     });
     this.pool.push(w);
+  }
+
+  /** The far side closed every warm connection: set up afresh at the next flow (no backoff: nothing failed). */
+  private reset(): void {
+    this.o.logger.debug({ peer: this.o.peerId, node: this.o.nodeName, path: this.dialer?.path }, 'data channel closed by the peer; set up again at the next flow');
+    this.dialer = undefined;
+    this.cred = undefined;
+    this.retryAt = 0;
+    this.o.onChange();
   }
 
   /**
@@ -230,7 +248,7 @@ export class PeerChannel {
       if (aged) this.target = Math.max(this.o.warm, this.target >> 1);
       if (aged || w.sock.destroyed || w.sock.readableEnded || w.path !== this.dialer?.path) { retire(w.sock); continue; }
       w.sock.off('data', w.onIdle);
-      w.sock.off('end', w.onIdle);
+      w.sock.off('end', w.onEnd);
       // Back to "not flowing, not paused": the flow's first reader starts it.
       w.sock.pause();
       return w.sock;
@@ -322,6 +340,20 @@ export class PeerChannel {
     this.abort.abort(new Error('channel closed'));
     this.dialer = undefined;
     for (const w of this.pool.splice(0)) w.sock.destroy();
+  }
+
+  /**
+   * Close for idleness: like close(), but the warm connections end with END so the
+   * far side sees an orderly close (a reset counts as a truncated record stream).
+   * Returns how many were open.
+   */
+  retireAll(): number {
+    this.closed = true;
+    this.abort.abort(new Error('channel closed (idle)'));
+    this.dialer = undefined;
+    const pool = this.pool.splice(0);
+    for (const w of pool) retire(w.sock);
+    return pool.length;
   }
 }
 
