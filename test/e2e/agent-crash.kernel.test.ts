@@ -1,7 +1,9 @@
 /**
  * `kill -9` of a real agent mid-traffic, and its restart on the same state dir:
- * `edgeway relay` in the cloud, `edgeway agent` on a1 (LAN A) and b1 (LAN B) in
- * nftables mode. A client on a1 runs back-to-back flows of seeded bytes (sha256
+ * `edgeway relay` in the cloud, `edgeway agent` on a1 (LAN A) and b1 (LAN B); b1
+ * in nftables mode, a1 in nftables mode and, in a second run, in ebpf mode
+ * (socket-LB programs attached to a test cgroup, pins in a per-run bpffs
+ * directory, the client in that cgroup). A client on a1 runs back-to-back flows of seeded bytes (sha256
  * checked) to a ClusterIP whose only endpoint is on b1. Each agent in turn is
  * killed with SIGKILL while the flows run and started again on its state dir:
  * - it comes up over what the killed process left (its nft table, the tunnel and
@@ -16,15 +18,21 @@
  * Service: web 10.96.0.30:80 → b1 10.2.0.2:8080 (echo).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, rmdirSync } from 'node:fs';
 import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Lab, kernelSkipReason, type NsProcess } from '../helpers/netns.js';
+import { Lab, kernelSkipReason, run, type NsProcess } from '../helpers/netns.js';
 import { buildTopology, IP, type Topology } from '../helpers/topology.js';
+import { requirement } from '../helpers/skip.js';
+import { findCgroup2Root } from '../../src/dataplane/ebpf/host.js';
+import { ensureObject } from '../ebpf/object.js';
 
-const skip = kernelSkipReason() ?? (existsSync('dist/cli/main.js') ? undefined : 'dist/ missing: run `npm run build` first');
-if (skip) console.warn(`skipping agent crash e2e: ${skip}`);
+const cgroupRoot = findCgroup2Root();
+const skip = requirement('agent crash e2e', kernelSkipReason(),
+  existsSync('dist/cli/main.js') ? undefined : 'dist/ missing: run `npm run build` first',
+  cgroupRoot ? undefined : 'no cgroup v2 hierarchy',
+  ensureObject());
 const node = process.execPath;
 const PORT = 20006;
 
@@ -56,8 +64,11 @@ interface TunnelState { peerId: string; relays: { reserved?: boolean }[]; peers:
 interface FlowLine { i: number; start: number; end: number; ok: boolean; err?: string }
 type Host = 'a1' | 'b1';
 
-describe.skipIf(!!skip)('agent kill -9 and restart on the same state dir', () => {
+describe.skipIf(!!skip).each(['nftables', 'ebpf'] as const)('agent kill -9 and restart on the same state dir (a1 in %s mode)', (a1Mode) => {
   const lab = new Lab();
+  const ebpf = a1Mode === 'ebpf';
+  const cgroup = join(cgroupRoot ?? '/nonexistent', `edgeway-crash-${lab.tag}`);
+  const pinDir = `/sys/fs/bpf/ewcrash${lab.tag}`;
   let topo: Topology;
   let relay: NsProcess | undefined;
   let dir = '';
@@ -76,7 +87,8 @@ describe.skipIf(!!skip)('agent kill -9 and restart on the same state dir', () =>
     }
   };
   const startAgent = (h: Host): NsProcess => {
-    const p = lab.spawn(topo.ns[h], node, ['bin/edgeway.js', 'agent', '--config', cfg(h)]);
+    // ebpf: the host's cgroup2 and bpffs, as a hostNetwork pod sees them (nsenter --net).
+    const p = lab.spawn(topo.ns[h], node, ['bin/edgeway.js', 'agent', '--config', cfg(h)], process.env, { hostMounts: h === 'a1' && ebpf });
     p.child.stderr?.on('data', (d: Buffer) => { for (const l of d.toString().split('\n')) if (l.trim()) logs[h].push(l); });
     agents[h] = p;
     return p;
@@ -86,15 +98,24 @@ describe.skipIf(!!skip)('agent kill -9 and restart on the same state dir', () =>
     p.child.once('exit', (code, signal) => resolve({ code, signal }));
   });
   const nftTables = async (h: Host): Promise<string[]> => (await lab.exec(topo.ns[h], 'nft', ['list', 'tables'])).stdout.split('\n').filter((l) => l.includes('edgeway'));
+  /** Programs attached to the test cgroup (ebpf mode), by attach type: a restart must not add a second set. */
+  const attached = async (): Promise<string[]> => {
+    const out = (await run('bpftool', ['-j', 'cgroup', 'show', cgroup])).stdout.trim() || '[]';
+    return (JSON.parse(out) as { attach_type: string }[]).map((p) => p.attach_type).sort();
+  };
   const reserved = async (h: Host): Promise<boolean> => (await state(h))?.relays[0]?.reserved === true;
 
   beforeAll(async () => {
     topo = await buildTopology(lab);
+    if (ebpf) mkdirSync(cgroup);
     dir = await mkdtemp(join(tmpdir(), 'ew-agent-crash-'));
     const base = (name: string): object => ({
       nodeName: name, stateDir: join(dir, name), log: { level: 'info' }, metrics: { listen: '' },
       sources: { kubernetes: { enabled: false }, static: { paths: [catalogFile(name as Host)], pollMs: 200 } },
-      dataplane: { mode: name === 'relay' ? 'none' : 'nftables', minSyncIntervalMs: 20 },
+      dataplane: {
+        mode: name === 'relay' ? 'none' : name === 'a1' ? a1Mode : 'nftables', minSyncIntervalMs: 20,
+        ...(name === 'a1' && ebpf ? { ebpf: { cgroupPath: cgroup, pinDir } } : {}),
+      },
       accelerator: { mode: 'node' },
       dns: { enabled: false },
       proxy: { connectTimeoutMs: 3000 },
@@ -111,13 +132,27 @@ describe.skipIf(!!skip)('agent kill -9 and restart on the same state dir', () =>
 
   afterAll(async () => {
     await lab.destroy();
+    if (ebpf) {
+      // Programs and pins go with `edgeway cleanup`, run in a fresh namespace (it also removes the nft table there).
+      const clean = new Lab();
+      try {
+        const ns = await clean.ns('c');
+        if (dir) await run('nsenter', [`--net=/run/netns/${ns}`, node, 'bin/edgeway.js', 'cleanup', '--config', cfg('a1')]).catch(() => undefined);
+      } finally {
+        await clean.destroy();
+      }
+      for (let i = 0; i < 20 && existsSync(cgroup); i++) {
+        try { rmdirSync(cgroup); } catch { await new Promise((r) => setTimeout(r, 100)); }
+      }
+    }
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   /** Run the flow loop on a1 around `event`; returns the flow lines. */
   const aroundEvent = async (seed: string, event: (flows: () => FlowLine[]) => Promise<void>): Promise<FlowLine[]> => {
     const stop = join(dir, `stop-${seed}`);
-    const loop = lab.spawn(topo.ns.a1, node, ['test/e2e/fixtures/flow-loop.mjs', '--host', '10.96.0.30', '--port', '80', '--bytes', String(256 * 1024), '--seed', seed, '--stop', stop, '--timeout-ms', '5000']);
+    // In the socket-LB cgroup in ebpf mode: its connects are translated by the agent's programs.
+    const loop = lab.spawn(topo.ns.a1, node, ['test/e2e/fixtures/flow-loop.mjs', '--host', '10.96.0.30', '--port', '80', '--bytes', String(256 * 1024), '--seed', seed, '--stop', stop, '--timeout-ms', '5000'], process.env, ebpf ? { cgroup } : {});
     const parsed = (): FlowLine[] => loop.lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as FlowLine);
     // Traffic flows before the event.
     await until(() => parsed().filter((f) => f.ok).length >= 3, 'three correct flows before the kill');
@@ -133,6 +168,11 @@ describe.skipIf(!!skip)('agent kill -9 and restart on the same state dir', () =>
     const before = await state(h);
     expect(before?.peerId).toBeTruthy();
     expect(await nftTables(h)).toHaveLength(1);
+    const progs = h === 'a1' && ebpf ? await attached() : [];
+    if (h === 'a1' && ebpf) {
+      expect(progs.length).toBeGreaterThan(0);
+      expect(existsSync(pinDir)).toBe(true);
+    }
     const victim = agents[h]!;
     let killedAt = 0;
     let restartedAt = 0;
@@ -141,8 +181,9 @@ describe.skipIf(!!skip)('agent kill -9 and restart on the same state dir', () =>
       process.kill(victim.child.pid!, 'SIGKILL');
       expect((await exitOf(victim)).signal).toBe('SIGKILL');
       await victim.stop();
-      // What the killed process left: its nft table is still in the kernel.
+      // What the killed process left: its nft table (and, in ebpf mode, its pinned, attached programs) stay in the kernel.
       expect(await nftTables(h)).toHaveLength(1);
+      if (h === 'a1' && ebpf) expect(await attached()).toEqual(progs);
       // The other agent notices: its connections to the dead peer go.
       await until(async () => !(await state(other))?.peers.some((p) => p.peerId === before!.peerId), `${other} dropping its connection to the killed ${h}`);
       // Its source cannot answer over the restart: only the persisted catalog can serve.
@@ -161,13 +202,15 @@ describe.skipIf(!!skip)('agent kill -9 and restart on the same state dir', () =>
     const after = await state(h);
     expect(after?.peerId).toBe(before!.peerId);
     expect(await nftTables(h)).toHaveLength(1);
+    // Reclaimed, not doubled: one program per attach point, as before the kill.
+    if (h === 'a1' && ebpf) expect(await attached()).toEqual(progs);
     expect(agents[h]!.child.exitCode).toBeNull();
     // Every flow either failed around the kill or came back intact; none after recovery failed with wrong bytes.
     expect(flows.filter((f) => f.err?.includes('sha256')), JSON.stringify(flows.filter((f) => !f.ok))).toEqual([]);
     const firstOk = flows.find((f) => f.ok && f.start >= killedAt);
     expect(firstOk, JSON.stringify(flows.slice(-10))).toBeDefined();
     const failed = flows.filter((f) => !f.ok && f.end >= killedAt).length;
-    console.log(`[agent-crash] kill -9 ${h}: first correct flow ${firstOk!.end - killedAt} ms after the kill (${firstOk!.end - restartedAt} ms after the restart began); ${failed} flows failed meanwhile; ${flows.filter((f) => f.ok && f.start >= firstOk!.start).length} correct flows after recovery (busy 2-core box)`);
+    console.log(`[agent-crash] (a1 ${a1Mode}) kill -9 ${h}: first correct flow ${firstOk!.end - killedAt} ms after the kill (${firstOk!.end - restartedAt} ms after the restart began); ${failed} flows failed meanwhile; ${flows.filter((f) => f.ok && f.start >= firstOk!.start).length} correct flows after recovery (busy 2-core box)`);
     // The other agent is connected to the restarted one again (same peer id).
     await until(async () => (await state(other))?.peers.some((p) => p.peerId === before!.peerId) === true, `${other} reconnected to ${h}`);
   }, 240_000);
