@@ -229,6 +229,19 @@ export class TunnelDialer implements RemoteDialer {
    */
   async openStream(target: RemoteTarget, proto: TunnelProto, signal?: AbortSignal): Promise<{ stream: Stream; rest: Uint8Array | undefined }> {
     const conn = await this.connection(target.nodeName, signal);
+    try {
+      return await this.openStreamOn(conn, target, proto, signal);
+    } catch (err) {
+      // The peer closed this connection (idle there, or it died) just as the flow
+      // took it. No byte of the flow went out yet (only its header), so one more
+      // try on a fresh connection is safe.
+      if (err instanceof TunnelRefusedError || signal?.aborted || conn.status === 'open') throw err;
+      this.o.logger.debug({ node: target.nodeName, err: String(err) }, 'connection closed under a new flow; dialling again');
+      return this.openStreamOn(await this.connection(target.nodeName, signal), target, proto, signal);
+    }
+  }
+
+  private async openStreamOn(conn: Connection, target: RemoteTarget, proto: TunnelProto, signal?: AbortSignal): Promise<{ stream: Stream; rest: Uint8Array | undefined }> {
     const stream = await conn.newStream(TUNNEL_PROTOCOL, {
       runOnLimitedConnection: true,
       // Send the protocol name with the header (one round trip less per flow); a

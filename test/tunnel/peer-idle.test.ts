@@ -1,8 +1,12 @@
 /**
  * Idle peer connections close (`tunnel.peerIdleMs`), with the real TunnelService:
- * a relay and two agents in one process on loopback. Agent a closes idle peers
- * after IDLE_MS; agent b never does (peerIdleMs 0), so everything b drops is what
- * a's close made it see. Byte paths carry seeded random data checked by sha256.
+ * a relay and two agents in one process on loopback; flows go from a to b. One
+ * agent (the closer) closes idle peers after IDLE_MS, the other never does
+ * (peerIdleMs 0), so everything the other drops is what the closer's close made
+ * it see. Closer a: the near side closes (its channel pool, its connection);
+ * closer b: the far side closes, and a's next flow must not be broken by it (no
+ * warm connection b closed is handed out; a connection b closed is dialled anew).
+ * Byte paths carry seeded random data checked by sha256.
  *
  * Per carrier: the data channel (with the addon's record pump carrying the held
  * flow on both sides when the addon is built; CI builds it) and libp2p streams
@@ -56,19 +60,23 @@ async function counter(reg: Registry, name: string): Promise<number> {
   return (await m.get()).values.reduce((n, v) => n + v.value, 0);
 }
 
-async function until(pred: () => boolean | Promise<boolean>, what: string, ms = 20_000): Promise<void> {
+async function until(pred: () => boolean | Promise<boolean>, what: string | (() => string), ms = 20_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
     if (await pred()) return;
     await sleep(50);
   }
-  throw new Error(`timed out waiting for ${what}`);
+  throw new Error(`timed out waiting for ${typeof what === 'string' ? what : what()}`);
 }
 
 describe.each([
-  { carrier: 'channel', channel: true },
-  { carrier: 'libp2p', channel: false },
-] as const)('idle peer connections close ($carrier)', ({ channel }) => {
+  { carrier: 'channel', channel: true, closer: 'a' },
+  { carrier: 'channel', channel: true, closer: 'b' },
+  { carrier: 'libp2p', channel: false, closer: 'a' },
+  { carrier: 'libp2p', channel: false, closer: 'b' },
+] as const)('idle peer connections close ($carrier, closed by $closer)', ({ channel, closer }) => {
+  const other = closer === 'a' ? 'b' : 'a';
+  const closes = (who: string): Promise<number> => counter(regs[who]!, 'edgeway_tunnel_peer_idle_closes_total');
   let dir: string;
   let relay: RelayServerHandle;
   let a: TunnelService;
@@ -120,8 +128,8 @@ describe.each([
       await s.start();
       return s;
     };
-    a = await agent('a', IDLE_MS);
-    b = await agent('b', 0);
+    a = await agent('a', closer === 'a' ? IDLE_MS : 0);
+    b = await agent('b', closer === 'b' ? IDLE_MS : 0);
     await until(async () => a.relays!.reservedRelays().length === 1 && b.relays!.reservedRelays().length === 1 && (await a.directory!.resolve('b').then(() => true, () => false)), 'reservations and rendezvous');
   }, 40_000);
 
@@ -134,15 +142,18 @@ describe.each([
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it('closes after idle: both sides let go (the far side sees it go), counted once, relays kept; a new flow dials again', async () => {
+  it('closes after idle: both sides let go (the other side sees it go), counted once, relays kept; a new flow dials again', async () => {
     await roundTrip(1, 256 * 1024);
     if (channel) await until(() => a.channel!.pathOf(bId()) !== undefined, 'the data channel up');
     expect(held().aConns).toBeGreaterThan(0);
-    const before = await counter(regs.a!, 'edgeway_tunnel_peer_idle_closes_total');
-    await until(released, 'a and b holding nothing for each other');
-    expect(await counter(regs.a!, 'edgeway_tunnel_peer_idle_closes_total')).toBe(before + 1);
-    // b never closes on its own (peerIdleMs 0): what it dropped, a's close made it drop.
-    expect(await counter(regs.b!, 'edgeway_tunnel_peer_idle_closes_total')).toBe(0);
+    const before = await closes(closer);
+    await until(released, () => `a and b holding nothing for each other: ${JSON.stringify(held())}`);
+    expect(await closes(closer)).toBe(before + 1);
+    // The other side never closes on its own (peerIdleMs 0): what it dropped, the closer's close made it drop.
+    expect(await closes(other)).toBe(0);
+    // Nothing dials back by itself.
+    await sleep(IDLE_MS);
+    expect(released()).toBe(true);
     for (const s of [a, b]) {
       const st = await s.state();
       expect(st.peers).toEqual([]);
@@ -157,15 +168,15 @@ describe.each([
     expect(held().aConns).toBeGreaterThan(0);
     if (channel) await until(() => a.channel!.pathOf(bId()) !== undefined, 'the data channel up again');
     await roundTrip(3, 64 * 1024);
-    await until(released, 'released again after the second idle period');
-    expect(await counter(regs.a!, 'edgeway_tunnel_peer_idle_closes_total')).toBe(before + 2);
+    await until(released, () => `released again after the second idle period: ${JSON.stringify(held())}`);
+    expect(await closes(closer)).toBe(before + 2);
   }, 60_000);
 
   it('a flow held open past peerIdleMs keeps the peer (bytes intact after), then it closes', async () => {
     // A first flow brings the carrier up (the first one of a channel may ride libp2p while it comes up).
     await roundTrip(4, 1024);
     if (channel) await until(() => a.channel!.pathOf(bId()) !== undefined, 'the data channel up');
-    const before = await counter(regs.a!, 'edgeway_tunnel_peer_idle_closes_total');
+    const before = await closes(closer);
     const payload = seededBytes(5, 2 * 1024 * 1024);
     const half = payload.length / 2;
     const d = await a.dialer!.dialStream(target());
@@ -185,11 +196,11 @@ describe.each([
     app.write(payload.subarray(0, half));
     await sleep(3 * IDLE_MS);
     expect(held().aConns).toBeGreaterThan(0);
-    expect(await counter(regs.a!, 'edgeway_tunnel_peer_idle_closes_total')).toBe(before);
+    expect(await closes(closer)).toBe(before);
     app.end(payload.subarray(half));
     expect(sha(await back)).toBe(sha(payload));
-    await until(released, 'released after the held flow ended');
-    expect(await counter(regs.a!, 'edgeway_tunnel_peer_idle_closes_total')).toBe(before + 1);
+    await until(released, () => `released after the held flow ended: ${JSON.stringify(held())}`);
+    expect(await closes(closer)).toBe(before + 1);
     for (const s of [a, b]) expect((await s.state()).streamsOpen).toEqual({ in: 0, out: 0 });
   }, 60_000);
 });

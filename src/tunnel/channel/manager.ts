@@ -207,13 +207,17 @@ export class ChannelManager {
   private channelFor(peerId: string, nodeName: string): PeerChannel {
     let e = this.channels.get(peerId);
     if (!e) {
-      const ch = new PeerChannel({
+      const ch: PeerChannel = new PeerChannel({
         peerId, nodeName, warm: this.o.warm, handshakeTimeoutMs: CONTROL_TIMEOUT_MS, maxIdleMs: WARM_IDLE_MS, logger: this.o.logger,
         hello: (signal) => this.hello(nodeName, signal),
         paths: (dataPort, signal) => this.paths(peerId, nodeName, dataPort, signal),
         lanPath: (dataPort) => this.lanPath(peerId, nodeName, dataPort),
         ...(this.o.puncher?.available ? { punchedPath: () => this.punchedPath(peerId, this.o.puncher!, true) } : {}),
         onChange: () => this.o.onChange?.(),
+        onClosedByPeer: () => {
+          if (this.channels.get(peerId)?.ch === ch) this.channels.delete(peerId);
+          this.o.onChange?.();
+        },
         onHandshake: (path, ok) => this.o.metrics.channelHandshakes.inc({ side: 'client', path, result: ok ? 'ok' : 'failed' }),
         hooks: this.hooks,
       });

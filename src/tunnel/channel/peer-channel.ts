@@ -54,6 +54,8 @@ export interface PeerChannelOptions {
   /** The hole-punch path, tried in the background while relayed (absent: no punching). */
   punchedPath?(): PathDialer;
   onChange(): void;
+  /** The far side closed every warm connection (END): this channel is done; the next flow makes a new one. */
+  onClosedByPeer?(): void;
   onHandshake(path: ChannelPath, ok: boolean): void;
   /** Handshake failures and rejected record streams (counted by the manager). */
   readonly hooks?: EwcHooks;
@@ -182,8 +184,8 @@ export class PeerChannel {
     const onIdle = (): void => { retire(sock); };
     // An END is the far side closing it on purpose (its warm timeout, or this peer
     // closed as idle there): it is not replaced, and once the pool is empty that way
-    // the channel starts over (fresh key, paths) at the next flow — refilling would
-    // only reopen what the far side just closed, or fail on a key it dropped.
+    // the channel is done and the next flow sets up a new one (fresh key, paths) —
+    // refilling would only reopen what the far side just closed.
     let farEnded = false;
     const onEnd = (): void => { farEnded = true; retire(sock); };
     const w: Warm = { sock, path, born: Date.now(), onIdle, onEnd };
@@ -195,18 +197,16 @@ export class PeerChannel {
       if (i < 0) return;
       this.pool.splice(i, 1);
       if (!farEnded) this.refill();
-      else if (this.pool.length === 0 && this.dialer) this.reset();
+      else if (this.pool.length === 0 && this.dialer) this.closedByPeer();
     });
     this.pool.push(w);
   }
 
-  /** The far side closed every warm connection: set up afresh at the next flow (no backoff: nothing failed). */
-  private reset(): void {
-    this.o.logger.debug({ peer: this.o.peerId, node: this.o.nodeName, path: this.dialer?.path }, 'data channel closed by the peer; set up again at the next flow');
-    this.dialer = undefined;
-    this.cred = undefined;
-    this.retryAt = 0;
-    this.o.onChange();
+  /** The far side closed every warm connection: this channel is done (nothing failed, so no backoff for the next one). */
+  private closedByPeer(): void {
+    this.o.logger.debug({ peer: this.o.peerId, node: this.o.nodeName, path: this.dialer?.path }, 'data channel closed by the peer; a new one at the next flow');
+    this.close();
+    this.o.onClosedByPeer?.();
   }
 
   /**
