@@ -24,6 +24,8 @@ export interface FleetProbeResult {
   warmResets: number;
   /** Last failure, if any. */
   error?: string;
+  /** What the first failed flow after the first success saw (with ms since the probe's start). */
+  warmError?: string;
 }
 
 const ATTEMPT_TIMEOUT_MS = 10_000;
@@ -73,6 +75,7 @@ async function probe(target: string, node: string, bytes: number, seed: number, 
     } catch (err) {
       r.warmResets++;
       r.error = `warm flow: ${(err as Error).message}`;
+      r.warmError ??= `${(err as Error).message} at ${new Date().toISOString()} (${Date.now() - start} ms into the probe)`;
       await new Promise((res) => setTimeout(res, 250));
     }
   }

@@ -31,6 +31,16 @@ export interface FleetRunOptions extends FleetOptions {
   probeConcurrency: number;
   /** Cut LAN 0's uplink for this long (ms), restore it and probe again; 0 = skip. */
   partitionMs: number;
+  /** Kill relay 0 with SIGKILL, restart it after this long (ms) and probe every pair again; undefined = skip. */
+  relayRestartMs?: number;
+  /** Kill one agent (node 1) with SIGKILL, restart it on its state dir and probe its pairs again. */
+  agentCrash?: boolean;
+  /**
+   * Agents started at once; the next batch starts when these have joined a relay
+   * (reservation held, from tunnel-state.json). Default: all at once. Start-up is
+   * 2.5–4 CPU-s per agent, so on a small box a batch keeps the load honest.
+   */
+  startBatch?: number;
   log?: (line: string) => void;
   /** Agents' and relays' log level (default warn) and a directory to keep their logs in. */
   logLevel?: string;
@@ -50,6 +60,8 @@ export interface FleetReport {
   warmMs: number[];
   /** Flows that failed after their pair had answered once (counted, then retried). */
   warmResets: number;
+  /** What those flows saw (first one per pair). */
+  warmErrors: string[];
   agents: ProcFigures[];
   relays: ProcFigures[];
   /** Peers per node with a direct / only a relayed connection (from tunnel-state.json). */
@@ -58,13 +70,41 @@ export interface FleetReport {
   /** libp2p peer connections per node (relays excluded) and the distinct peers that node's probes used. */
   connectionsPerNode: number[];
   peersUsedPerNode: number[];
-  partition?: { cutMs: number; pairs: number; pairsOk: number; recoveredMs: number; warmResets: number; failures: FleetProbeResult[] };
+  /** From the first agent spawned until the last one held a relay reservation (batched start only). */
+  allJoinedMs?: number;
+  /** Data channels by path (lan / punched / relayed) over all nodes, from tunnel-state.json. */
+  channelPaths: Record<string, number>;
+  partition?: StepReport & { cutMs: number };
+  relayRestart?: StepReport & { downMs: number };
+  agentCrash?: StepReport & { node: string; restartedMs: number };
   exitCodes: { agents: (number | null)[]; relays: (number | null)[] };
   /** Warn/error log lines of the agents and relays (first 40, by process). */
   problems: { who: string; line: string }[];
 }
 
-interface TunnelStateFile { peers?: { nodeName?: string; paths: string[] }[] }
+/** A disruption and the probing round after it: did every pair answer again, and by when. */
+export interface StepReport { pairs: number; pairsOk: number; recoveredMs: number; warmResets: number; failures: FleetProbeResult[] }
+
+interface TunnelStateFile { peers?: { nodeName?: string; paths: string[]; channel?: string }[]; relays?: { reserved: boolean }[] }
+
+async function readState(dir: string, node: string): Promise<TunnelStateFile | undefined> {
+  try { return JSON.parse(await readFile(join(dir, node, 'tunnel-state.json'), 'utf8')) as TunnelStateFile; } catch { return undefined; }
+}
+
+/** Wait (bounded) until every listed node holds a relay reservation. */
+async function joined(dir: string, nodes: readonly string[], timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  const waiting = new Set(nodes);
+  while (waiting.size > 0 && Date.now() < end) {
+    for (const n of [...waiting]) if ((await readState(dir, n))?.relays?.some((r) => r.reserved)) waiting.delete(n);
+    if (waiting.size > 0) await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+function stepReport(results: FleetProbeResult[]): StepReport {
+  const ok = results.filter((r) => r.ok);
+  return { pairs: results.length, pairsOk: ok.length, recoveredMs: Math.max(0, ...ok.map((r) => r.firstOkMs ?? 0)), warmResets: results.reduce((n, r) => n + r.warmResets, 0), failures: results.filter((r) => !r.ok) };
+}
 
 function procFigures(pid: number | undefined): ProcFigures | undefined {
   if (!pid) return undefined;
@@ -156,12 +196,21 @@ export async function runFleet(o: FleetRunOptions): Promise<FleetReport> {
     await Promise.all(relays.map((r) => r.waitFor(/^relay /, 120_000)));
     for (const [i, n] of plan.nodes.entries()) backends.push(lab.spawn(net.nodes[i]!, 'socat', backendArgs(n)));
 
-    log('starting agents');
+    const batch = Math.max(1, o.startBatch ?? plan.nodes.length);
+    log(`starting agents${batch < plan.nodes.length ? ` ${batch} at a time` : ''}`);
     const t0 = Date.now();
-    for (const [i, n] of plan.nodes.entries()) {
-      agents.push(lab.spawn(net.nodes[i]!, process.execPath, [cli, 'agent', '--config', join(dir, `${n.name}.json`)]));
-      collectProblems(agents.at(-1)!, n.name, problems, o.logDir);
+    const startAgent = (i: number, suffix = ''): NsProcess => {
+      const n = plan.nodes[i]!;
+      const p = lab.spawn(net.nodes[i]!, process.execPath, [cli, 'agent', '--config', join(dir, `${n.name}.json`)]);
+      collectProblems(p, `${n.name}${suffix}`, problems, o.logDir);
+      return p;
+    };
+    for (let i = 0; i < plan.nodes.length; i += batch) {
+      const names = plan.nodes.slice(i, i + batch).map((n) => n.name);
+      for (let k = i; k < i + names.length; k++) agents.push(startAgent(k));
+      if (batch < plan.nodes.length) await joined(dir, names, 120_000);
     }
+    const allJoinedMs = batch < plan.nodes.length ? Date.now() - t0 : undefined;
     const pairs = samplePairs(plan, o.pairsPerNode, 7);
     log(`probing ${pairs.length} cross-LAN pairs (${o.bytes} bytes each, sha256 checked)`);
     const probeStart = Date.now();
@@ -170,13 +219,13 @@ export async function runFleet(o: FleetRunOptions): Promise<FleetReport> {
     const meshServesMs = (probeStart - t0) + Math.max(0, ...okResults.map((r) => r.firstOkMs ?? 0));
     // Let state files catch up (written every second), then read them and /proc.
     await new Promise((r) => setTimeout(r, 2500));
-    const states = await Promise.all(plan.nodes.map(async (n) => {
-      try { return JSON.parse(await readFile(join(dir, n.name, 'tunnel-state.json'), 'utf8')) as TunnelStateFile; } catch { return {}; }
-    }));
+    const states = await Promise.all(plan.nodes.map(async (n) => (await readState(dir, n.name)) ?? {}));
+    const channelPaths: Record<string, number> = {};
+    for (const s of states) for (const p of s.peers ?? []) if (p.channel) channelPaths[p.channel] = (channelPaths[p.channel] ?? 0) + 1;
     const used = new Map<number, Set<number>>();
     for (const [from, to] of pairs) used.set(from, (used.get(from) ?? new Set()).add(to));
     const report: FleetReport = {
-      options: { nodes: o.nodes, lans: o.lans, relays: o.relays, pairsPerNode: o.pairsPerNode, bytes: o.bytes, deadlineMs: o.deadlineMs, probeConcurrency: o.probeConcurrency, partitionMs: o.partitionMs },
+      options: { nodes: o.nodes, lans: o.lans, relays: o.relays, pairsPerNode: o.pairsPerNode, bytes: o.bytes, deadlineMs: o.deadlineMs, probeConcurrency: o.probeConcurrency, partitionMs: o.partitionMs, ...(o.relayRestartMs !== undefined ? { relayRestartMs: o.relayRestartMs } : {}), ...(o.agentCrash ? { agentCrash: true } : {}), ...(o.startBatch ? { startBatch: o.startBatch } : {}) },
       pairs: pairs.length,
       pairsOk: okResults.length,
       failures: results.filter((r) => !r.ok),
@@ -184,11 +233,14 @@ export async function runFleet(o: FleetRunOptions): Promise<FleetReport> {
       firstOkMs: okResults.map((r) => r.firstOkMs ?? 0),
       warmMs: okResults.map((r) => r.warmMs ?? 0),
       warmResets: results.reduce((n, r) => n + r.warmResets, 0),
+      warmErrors: results.filter((r) => r.warmError).map((r) => `${r.node} via ${r.target}: ${r.warmError}`),
       agents: agents.map((a) => procFigures(a.child.pid)).filter((x): x is ProcFigures => !!x),
       relays: relays.map((r) => procFigures(r.child.pid)).filter((x): x is ProcFigures => !!x),
       peersDirect: states.map((s) => (s.peers ?? []).filter((p) => p.paths.includes('direct')).length),
       peersRelayed: states.map((s) => (s.peers ?? []).filter((p) => !p.paths.includes('direct')).length),
       connectionsPerNode: states.map((s) => (s.peers ?? []).length),
+      channelPaths,
+      ...(allJoinedMs !== undefined ? { allJoinedMs } : {}),
       // Inbound flows make peers too: a node's peers are the ones it dialled and the ones that dialled it.
       peersUsedPerNode: plan.nodes.map((n) => new Set([...(used.get(n.index) ?? [])].concat(pairs.filter(([, to]) => to === n.index).map(([from]) => from))).size),
       exitCodes: { agents: [], relays: [] },
@@ -201,9 +253,33 @@ export async function runFleet(o: FleetRunOptions): Promise<FleetReport> {
       await new Promise((r) => setTimeout(r, o.partitionMs));
       await setUplink(lab, net, 0, true);
       const cutPairs = pairs.filter(([from, to]) => plan.nodes[from]!.lan === 0 || plan.nodes[to]!.lan === 0);
-      const again = await probeAll(lab, plan, net, cutPairs, o, 100_000);
-      const ok = again.filter((r) => r.ok);
-      report.partition = { cutMs: o.partitionMs, pairs: cutPairs.length, pairsOk: ok.length, recoveredMs: Math.max(0, ...ok.map((r) => r.firstOkMs ?? 0)), warmResets: again.reduce((n, r) => n + r.warmResets, 0), failures: again.filter((r) => !r.ok) };
+      report.partition = { cutMs: o.partitionMs, ...stepReport(await probeAll(lab, plan, net, cutPairs, o, 100_000)) };
+    }
+
+    if (o.relayRestartMs !== undefined) {
+      // The relay dies without a goodbye; its reservations and blind pairs go with it.
+      log(`killing relay0 (SIGKILL), restarting it after ${o.relayRestartMs} ms`);
+      relays[0]!.child.kill('SIGKILL');
+      await new Promise((r) => relays[0]!.child.once('exit', r));
+      await new Promise((r) => setTimeout(r, o.relayRestartMs));
+      relays[0] = lab.spawn(net.relays[0]!, process.execPath, [cli, 'relay', '--config', join(dir, `${plan.relays[0]!.name}.json`)]);
+      collectProblems(relays[0], `${plan.relays[0]!.name}-restarted`, problems, o.logDir);
+      await relays[0].waitFor(/^relay /, 120_000);
+      report.relayRestart = { downMs: o.relayRestartMs, ...stepReport(await probeAll(lab, plan, net, pairs, o, 200_000)) };
+    }
+
+    if (o.agentCrash) {
+      // Node 1 dies mid-life (no cleanup: its nft table, sockets and state files stay
+      // as they were) and is started again on the same state dir.
+      const victim = plan.nodes[Math.min(1, plan.nodes.length - 1)]!;
+      log(`killing ${victim.name}'s agent (SIGKILL) and restarting it`);
+      const tk = Date.now();
+      agents[victim.index]!.child.kill('SIGKILL');
+      await new Promise((r) => agents[victim.index]!.child.once('exit', r));
+      agents[victim.index] = startAgent(victim.index, '-restarted');
+      const restartedMs = Date.now() - tk;
+      const itsPairs = pairs.filter(([from, to]) => from === victim.index || to === victim.index);
+      report.agentCrash = { node: victim.name, restartedMs, ...stepReport(await probeAll(lab, plan, net, itsPairs, o, 300_000)) };
     }
 
     log('stopping');

@@ -170,7 +170,7 @@ export class TunnelDialer implements RemoteDialer {
         lastErr = err;
       }
     }
-    this.o.directory.invalidate(nodeName, peerId.toString());
+    this.o.directory.expire(nodeName, peerId.toString());
     throw new DialFailedError(nodeName, { cause: lastErr });
   }
 
@@ -407,7 +407,11 @@ function abortReason(signal: AbortSignal): Error {
 
 function anySignal(signal: AbortSignal | undefined, timeoutMs: number): AbortSignal {
   const t = AbortSignal.timeout(timeoutMs);
-  return signal ? AbortSignal.any([signal, t]) : t;
+  const s = signal ? AbortSignal.any([signal, t]) : t;
+  // One dial's signal: libp2p's dial queue, transports and upgrader each listen on it
+  // (more than Node's leak warning threshold of 10 when several addresses are tried).
+  setMaxListeners(0, s);
+  return s;
 }
 
 /** Datagrams over one stream: u16-length framing; drops (counted) under backpressure, like UDP. */

@@ -23,6 +23,13 @@ import type { TunnelMetrics } from './metrics.js';
 
 const POSITIVE_TTL_MS = 30_000;
 const NEGATIVE_TTL_MS = 2_000;
+/**
+ * How long after its expiry a rendezvous answer still speaks for a peer when the
+ * rendezvous has no answer at all: a restarted relay knows nobody until the nodes
+ * register again, and a relay out of reach answers nothing — neither revokes a
+ * binding, so flows between known nodes go on. A different answer replaces it at once.
+ */
+const STALE_MS = 10 * 60_000;
 /** Node address types that can carry tunnel traffic (Hostname is not an address). */
 const ADDRESS_TYPES = new Set(['InternalIP', 'ExternalIP']);
 
@@ -34,6 +41,8 @@ export interface ResolvedPeer {
 interface CacheEntry {
   record?: PeerRecord;
   expires: number;
+  /** Until when `record` answers while the rendezvous answers nothing (STALE_MS). */
+  staleUntil?: number;
 }
 
 export interface PeerDirectoryOptions {
@@ -136,10 +145,23 @@ export class PeerDirectory {
     return [...out.values()];
   }
 
-  /** Forget cached rendezvous answers (e.g. after a peer changed identity). */
+  /** Forget cached rendezvous answers (a binding conflict: the answer is not to be used again). */
   invalidate(nodeName?: string, peerId?: string): void {
     if (nodeName) this.byName.delete(nodeName);
     if (peerId) this.byPeer.delete(peerId);
+  }
+
+  /**
+   * Ask the rendezvous again before the next use (a dial failed: the node may have
+   * changed identity or address). Unlike invalidate(), the answer stays as the
+   * stale fallback (STALE_MS) — a dial also fails while a relay restarts, and that
+   * must not make the node unknown to this agent.
+   */
+  expire(nodeName?: string, peerId?: string): void {
+    for (const [map, key] of [[this.byName, nodeName], [this.byPeer, peerId]] as const) {
+      const e = key ? map.get(key) : undefined;
+      if (e) e.expires = 0;
+    }
   }
 
   /** Lookups in flight, so a burst of flows from a new peer asks the relays once. */
@@ -160,13 +182,25 @@ export class PeerDirectory {
   private async fetchInto(map: Map<string, CacheEntry>, key: string, fetch: () => Promise<PeerRecord[]>): Promise<PeerRecord | undefined> {
     const recs = await fetch();
     const record = recs[0];
-    const expires = this.now() + (record ? POSITIVE_TTL_MS : NEGATIVE_TTL_MS);
-    map.set(key, record ? { record, expires } : { expires });
-    if (record) {
-      // Fill the other index as well.
-      this.byName.set(record.nodeName, { record, expires });
-      this.byPeer.set(record.peerId, { record, expires });
+    const now = this.now();
+    if (!record) {
+      const prev = map.get(key);
+      if (prev?.record && (prev.staleUntil ?? 0) > now) {
+        // No answer is not a revocation (STALE_MS): keep it, ask again soon.
+        map.set(key, { ...prev, expires: now + NEGATIVE_TTL_MS });
+        return prev.record;
+      }
+      map.set(key, { expires: now + NEGATIVE_TTL_MS });
+      return undefined;
     }
+    // A name now answered by another peer id: the old id no longer speaks for it.
+    const old = this.byName.get(record.nodeName)?.record;
+    if (old && old.peerId !== record.peerId) this.byPeer.delete(old.peerId);
+    const entry: CacheEntry = { record, expires: now + POSITIVE_TTL_MS, staleUntil: now + POSITIVE_TTL_MS + STALE_MS };
+    map.set(key, entry);
+    // Fill the other index as well.
+    this.byName.set(record.nodeName, entry);
+    this.byPeer.set(record.peerId, entry);
     return record;
   }
 }

@@ -177,6 +177,22 @@ describe('EWC1 record stream', () => {
   });
 });
 
+describe('EWC1 close before the first record', () => {
+  it('EOF before any record: closed, not counted as a bad record stream; one byte of a header is', async () => {
+    for (const [bytes, want] of [[Buffer.alloc(0), []], [Buffer.from([0]), ['truncated']]] as const) {
+      const [c, s] = await tcpPair();
+      const recErrors: RecordErrorReason[] = [];
+      const rx = new EwcSocket(s, { tx: { key: randomBytes(16), iv: randomBytes(12) }, rx: { key: randomBytes(16), iv: randomBytes(12) }, onRecordError: (r) => recErrors.push(r) });
+      const got = collect(rx);
+      c.end(bytes);
+      const { data, err } = await got;
+      expect(err).toBeInstanceOf(ChannelError);
+      expect(data.length).toBe(0);
+      expect(recErrors).toEqual(want);
+    }
+  });
+});
+
 describe('EWC1 handshake failures', () => {
   async function failing(run: (c: net.Socket, s: net.Socket, failures: HandshakeFailure[]) => Promise<unknown>[]): Promise<{ results: PromiseSettledResult<unknown>[]; failures: HandshakeFailure[] }> {
     const [c, s] = await tcpPair();

@@ -186,7 +186,11 @@ export class EwcSocket extends Duplex {
   }
 
   private readonly onRawEnd = (): void => {
-    if (!this.rxEnded && !this.detached) this.fail(new RecordError('truncated', 'connection ended without END'));
+    if (this.rxEnded || this.detached) return;
+    // Closed before its first record (a warm connection whose peer went away): no
+    // stream was cut and nothing was lost — a closed connection, not a bad record stream.
+    if (this.rxSeq === 0 && this.pending.length === 0) { this.destroy(new ChannelError('ERR_CHANNEL_CLOSED', 'channel connection closed before its first record')); return; }
+    this.fail(new RecordError('truncated', 'connection ended without END'));
   };
 
   private readonly onRawError = (err: Error): void => {

@@ -176,9 +176,10 @@ export class ChannelManager {
     // channel keeps coming up in the background for the next flows).
     const up = await Promise.race([ch.ensure(), new Promise<false>((r) => setTimeout(() => r(false), FIRST_FLOW_WAIT_MS).unref())]);
     if (!up) return undefined;
-    // A warm connection may have died unseen: try a few before falling back.
+    // A warm connection may have died unseen: try a few before falling back. With
+    // none at hand the flow waits FIRST_FLOW_WAIT_MS at most for the next one.
     for (let i = 0; i < 3; i++) {
-      const sock = await ch.take();
+      const sock = await ch.take(FIRST_FLOW_WAIT_MS);
       if (!sock) return undefined;
       try {
         await startFlow(sock, target, proto, this.o.statusTimeoutMs ?? 10_000);
@@ -212,7 +213,7 @@ export class ChannelManager {
         hello: (signal) => this.hello(nodeName, signal),
         paths: (dataPort, signal) => this.paths(peerId, nodeName, dataPort, signal),
         lanPath: (dataPort) => this.lanPath(peerId, nodeName, dataPort),
-        ...(this.o.puncher?.available ? { punchedPath: () => this.punchedPath(peerId, this.o.puncher!, true) } : {}),
+        ...(this.o.puncher?.available ? { punchedPath: () => this.punchedPath(peerId, nodeName, this.o.puncher!, true) } : {}),
         onChange: () => this.o.onChange?.(),
         onClosedByPeer: () => {
           if (this.channels.get(peerId)?.ch === ch) this.channels.delete(peerId);
@@ -248,7 +249,7 @@ export class ChannelManager {
     // Preference order LAN → punched → relayed. All are tried at once (PeerChannel):
     // the relayed path usually answers first and carries flows while the punch (a
     // few round trips, seconds when it fails) runs; a punched socket then takes over.
-    if (this.o.puncher?.available) out.push(this.punchedPath(peerId, this.o.puncher));
+    if (this.o.puncher?.available) out.push(this.punchedPath(peerId, nodeName, this.o.puncher));
     for (const relay of this.o.relays.reservedRelays()) out.push(this.relayedPath(peerId, nodeName, relay));
     return out;
   }
@@ -259,14 +260,20 @@ export class ChannelManager {
    * path (or a port forward) exists. `upgrade`: a background attempt, dropped when
    * the channel stopped being relayed meanwhile (e.g. the set-up's punch worked).
    */
-  private punchedPath(peerId: string, puncher: HolePuncher, upgrade = false): PathDialer {
+  private punchedPath(peerId: string, nodeName: string, puncher: HolePuncher, upgrade = false): PathDialer {
     const node = this.o.node;
+    const dial = this.o.connect.bind(this.o);
     const pathOf = (): ChannelPath | undefined => this.pathOf(peerId);
     const d = {
       path: 'punched' as const,
       via: 'hole punch',
       async connect(n: number, signal: AbortSignal): Promise<net.Socket[]> {
-        const conns = node.getConnections().filter((c) => c.remotePeer.toString() === peerId && c.status === 'open');
+        const open = (): Connection[] => node.getConnections().filter((c) => c.remotePeer.toString() === peerId && c.status === 'open');
+        // The punch is signalled over libp2p. That connection may be gone while the
+        // punched sockets still work (a relay restarted): connect again (through
+        // the relays) to punch the next ones, instead of giving the path up.
+        if (open().length === 0) await dial(nodeName, signal);
+        const conns = open();
         if (conns.length === 0 || conns.some((c) => connectionPath(c) === 'direct')) throw new ChannelError('ERR_CHANNEL_NO_PATH', 'no punching: the peer is not (only) relayed');
         if (upgrade) {
           await puncher.settled(peerId);

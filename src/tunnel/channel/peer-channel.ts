@@ -211,9 +211,14 @@ export class PeerChannel {
 
   /**
    * A connection for one flow: a warm one (no handshake) or, when the pool is
-   * empty, a fresh one. Undefined when the channel is down.
+   * empty, the next one a refill or a fresh dial brings — if it comes within
+   * `waitMs`. Undefined when the channel is down or slower than that: the flow
+   * takes libp2p instead (a punched connection needs a punch round, seconds on a
+   * loaded link, and the flow's own deadline would expire waiting for it); what
+   * arrives late joins the pool for the next flow.
    */
-  async take(): Promise<EwcSocket | undefined> {
+  async take(waitMs = Infinity): Promise<EwcSocket | undefined> {
+    const deadline = Date.now() + waitMs;
     let missed = false;
     for (;;) {
       const w = this.shiftWarm();
@@ -226,17 +231,37 @@ export class PeerChannel {
       }
       // A refill batch on its way is closer than a new connection (a relayed one costs several round trips).
       if (!this.refilling) break;
-      await new Promise<void>((r) => this.waiters.push(r));
+      const left = deadline - Date.now();
+      if (left <= 0) return undefined;
+      await new Promise<void>((r) => {
+        const t = Number.isFinite(left) ? setTimeout(r, left) : undefined;
+        this.waiters.push(() => { clearTimeout(t); r(); });
+      });
     }
     const d = this.dialer;
     if (!d) return undefined;
-    try {
-      const [s] = await this.handshakeAll(await d.connect(1, this.abort.signal), d.path);
-      if (s) return s;
-    } catch (err) {
-      this.o.logger.debug({ peer: this.o.peerId, err: String(err) }, 'channel connection failed');
-    }
-    this.down();
+    const fresh = (async () => {
+      try {
+        const [s] = await this.handshakeAll(await d.connect(1, this.abort.signal), d.path);
+        if (s) return s;
+      } catch (err) {
+        this.o.logger.debug({ peer: this.o.peerId, err: String(err) }, 'channel connection failed');
+      }
+      if (this.dialer === d) this.down();
+      return undefined;
+    })();
+    const left = deadline - Date.now();
+    if (!Number.isFinite(left)) return fresh;
+    let timer: NodeJS.Timeout | undefined;
+    const late = Symbol('late');
+    const got = await Promise.race([fresh, new Promise<typeof late>((r) => { timer = setTimeout(() => r(late), Math.max(0, left)); })]);
+    clearTimeout(timer);
+    if (got !== late) return got;
+    void fresh.then((s) => {
+      if (!s) return;
+      if (this.dialer === d && !this.closed) this.add(s, d.path);
+      else retire(s);
+    });
     return undefined;
   }
 
