@@ -308,20 +308,20 @@ export class TunnelDialer implements RemoteDialer {
     const { peerId } = await this.o.directory.resolve(target.nodeName);
     const id = peerId.toString();
     const sock = await ch.open(target, proto, id);
-    if (sock) holdUntilClosed(sock, release);
-    if (sock && signal?.aborted) { sock.destroy(); throw signal.reason instanceof Error ? signal.reason : new Error('aborted'); }
-    this.o.metrics.channelFlows.inc({ path: sock ? ch.pathOf(id) ?? 'unknown' : 'libp2p' });
     if (sock) {
       const m = this.o.metrics;
       m.streamsOpen.inc({ direction: 'out', proto });
-      sock.once('close', (hadError: boolean) => {
+      onFlowEnd(sock, (failed) => {
+        release();
         m.streamsOpen.dec({ direction: 'out', proto });
-        m.streams.inc({ direction: 'out', proto, result: hadError ? 'error' : 'ok' });
-        // Wire bytes (EWC1 records included): reading the payload here would take it from the flow.
+        m.streams.inc({ direction: 'out', proto, result: failed ? 'error' : 'ok' });
+        // Wire bytes (EWC1 records included; a pumped flow's bulk is counted by the manager's hand-over).
         m.bytes.inc({ direction: 'tx' }, sock.bytesWritten);
         m.bytes.inc({ direction: 'rx' }, sock.bytesRead);
       });
     }
+    if (sock && signal?.aborted) { sock.destroy(); throw signal.reason instanceof Error ? signal.reason : new Error('aborted'); }
+    this.o.metrics.channelFlows.inc({ path: sock ? ch.pathOf(id) ?? 'unknown' : 'libp2p' });
     return sock;
   }
 
@@ -370,21 +370,22 @@ export class TunnelDialer implements RemoteDialer {
 }
 
 /**
- * Release a flow's peer hold when its channel connection closes — or, for a flow
+ * `end` once, when a channel flow is over: its connection closed — or, for a flow
  * handed to the addon's record pump (the codec closes at the hand-off while the
- * pump carries the bytes on), when the pump is done.
+ * pump carries the bytes on), when the pump is done. The peer's hold and the open
+ * stream gauge end there, so a pumped flow keeps its peer and is counted open.
  */
-function holdUntilClosed(sock: EwcSocket, release: () => void): void {
+function onFlowEnd(sock: EwcSocket, end: (failed: boolean) => void): void {
   let pumped = false;
   const forward = sock.forwardNative;
   if (forward) {
     sock.forwardNative = (client, opts) => {
       const native = forward(client, opts);
-      if (native) { pumped = true; native.then(release, release); }
+      if (native) { pumped = true; native.then(() => end(false), () => end(true)); }
       return native;
     };
   }
-  sock.once('close', () => { if (!pumped) release(); });
+  sock.once('close', (hadError: boolean) => { if (!pumped) end(hadError); });
 }
 
 /** `p`, or a rejection as soon as `signal` aborts (p keeps running for others). */

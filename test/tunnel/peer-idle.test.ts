@@ -197,6 +197,9 @@ describe.each([
     await sleep(3 * IDLE_MS);
     expect(held().aConns).toBeGreaterThan(0);
     expect(await closes(closer)).toBe(before);
+    // Counted open on both sides while it runs (a pumped flow too: its codec closed at the hand-off).
+    expect((await a.state()).streamsOpen).toEqual({ in: 0, out: 1 });
+    expect((await b.state()).streamsOpen).toEqual({ in: 1, out: 0 });
     app.end(payload.subarray(half));
     expect(sha(await back)).toBe(sha(payload));
     await until(released, () => `released after the held flow ended: ${JSON.stringify(held())}`);
