@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // bench/dns: dnsperf against edgeway, dnsmasq and unbound serving the same records,
 // in one run on 127.0.0.1 high ports: queries/s at saturation (median of ROUNDS
-// interleaved runs) and latency p50/p99 at a fixed offered load, for cluster names
+// interleaved runs) and latency p50/p99 at a fixed offered load (bench/tools/
+// dnsprobe.c, a paced C client built here with cc), for cluster names
 // and for cached external names (each server forwards to the same upstream, a
 // separate dnsmasq, and is warmed first). edgeway runs twice: on the main thread
 // only (dns.workers 1) and with DNS_BENCH_WORKERS worker threads (default: one per
@@ -17,7 +18,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -26,6 +27,8 @@ const ROUNDS = Number(process.env.DNS_BENCH_ROUNDS ?? 3);
 const NAMES = Number(process.env.DNS_BENCH_NAMES ?? 1000);
 const RATES = (process.env.DNS_BENCH_RATES ?? '5000,20000').split(',').map(Number);
 const CLIENTS = 8;
+const LATENCY_SECONDS = Number(process.env.DNS_BENCH_LATENCY_SECONDS ?? 3);
+const PROBE = join(fileURLToPath(new URL('.', import.meta.url)), 'build/dnsprobe');
 const WORKERS = Number(process.env.DNS_BENCH_WORKERS ?? availableParallelism());
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const spread = (xs) => ({ min: Math.min(...xs), median: median(xs), max: Math.max(...xs) });
@@ -145,25 +148,30 @@ function throughput(port, file, pid) {
   return { qps, lost, okShare: completed ? noerror / completed : 0, perCpuSecond: cpu > 0 ? completed / cpu : 0, cpu };
 }
 
+/**
+ * Latency at a fixed offered load, from bench/tools/dnsprobe.c: queries paced on
+ * an absolute schedule, each timed with CLOCK_MONOTONIC from its send to its
+ * answer (dnsperf 2.10 prints no latency distribution, and its -v per-query
+ * lines are printed on its receive path).
+ */
 function latency(port, file, rate) {
-  const out = dnsperf(port, file, ['-l', '3', '-Q', String(rate), '-v']);
-  const lat = [];
-  let bad = 0;
-  for (const line of out.split('\n')) {
-    const m = /^> (\S+) \S+ \S+ ([\d.]+)$/.exec(line);
-    if (!m) continue;
-    if (m[1] !== 'NOERROR') bad++;
-    lat.push(Number(m[2]) * 1e6);
-  }
-  lat.sort((a, b) => a - b);
-  const pct = (p) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))] : NaN);
-  return { p50us: pct(50), p99us: pct(99), samples: lat.length, errors: bad };
+  const [cmd, args] = pinned(0, PROBE, ['127.0.0.1', String(port), String(rate), String(LATENCY_SECONDS), file, String(CLIENTS)]);
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`dnsprobe failed: ${r.stderr}`);
+  const o = JSON.parse(r.stdout.trim());
+  return { p50us: o.p50_us, p99us: o.p99_us, p999us: o.p999_us, maxUs: o.max_us, samples: o.answered, errors: o.errors + o.lost + o.mismatched, late: o.late, offered: o.rate };
 }
 
-
+/** Build the latency probe (a C file; `cc` is part of the bench's system deps). */
+function buildProbe() {
+  mkdirSync(dirname(PROBE), { recursive: true });
+  const r = spawnSync('cc', ['-O2', '-Wall', '-o', PROBE, join(here, 'tools/dnsprobe.c')], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`cannot build bench/tools/dnsprobe.c: ${r.error?.message ?? r.stderr}`);
+}
 
 async function main() {
-  for (const c of ['dnsperf', 'dig']) if (!have(c)) { console.error(`bench/dns needs ${c}`); process.exit(1); }
+  for (const c of ['dnsperf', 'dig', 'cc']) if (!have(c)) { console.error(`bench/dns needs ${c}`); process.exit(1); }
+  buildProbe();
   const dir = mkdtempSync(join(tmpdir(), 'ew-bench-dns-'));
   const procs = [];
   const base = 20000 + Math.floor(Math.random() * 20000);
@@ -246,7 +254,7 @@ async function main() {
           set, server: s.name, qps: Math.round(qps), qpsMin: qpsSpread.min, qpsMax: qpsSpread.max, ratio: qps / baseQps,
           unboundRatio: unboundQps ? qps / unboundQps : null, perCpuSecond: Math.round(perCpu), cpuRatio: perCpu / baseCpu,
           lost: ts.reduce((a, t) => a + t.lost, 0),
-          latency: latencies.map((l) => ({ rate: l.rate, p50us: Math.round(l.p50us), p99us: Math.round(l.p99us), samples: l.samples, errors: l.errors })),
+          latency: latencies.map((l) => ({ rate: l.rate, offered: l.offered, p50us: l.p50us, p99us: l.p99us, p999us: l.p999us, maxUs: l.maxUs, samples: l.samples, errors: l.errors, late: l.late })),
         });
       }
     }
@@ -255,13 +263,13 @@ async function main() {
       `# bench/dns — ${result.date}`,
       '',
       `dnsperf (${CLIENTS} clients, 1 thread), ${NAMES} names per set, QPS = median of ${ROUNDS} interleaved ${SECONDS}s runs at saturation;`,
-      `latency at fixed offered loads (${RATES.join(', ')} qps) for 3 s each. On 127.0.0.1${PIN ? ', servers pinned to CPU 1 (dnsperf on CPU 0)' : ', unpinned (dnsperf shares the cores)'}; \`edgeway-dgram\` = main thread on Node's dgram (the path before batching), \`edgeway\` = main thread with UDP batched through the addon (recvmmsg/sendmmsg; the agent's default), ${WORKERS > 1 ? `\`edgeway-${WORKERS}w\` = ${WORKERS} batched worker threads on SO_REUSEPORT sockets (dns.workers: ${WORKERS}), unbound with ${WORKERS} threads, ` : ''}dnsmasq single-threaded (it has no threads); external names forwarded to the same upstream (dnsmasq) and cached. Shared 2-core box: noisy.`,
+      `latency at fixed offered loads (${RATES.join(', ')} qps, ${LATENCY_SECONDS} s each) from bench/tools/dnsprobe.c (paced C client, ${CLIENTS} sockets, CLOCK_MONOTONIC per query; a cell is p50 / p99 µs, with ⚠ when the client sent > 1% of its queries over 1 ms late or > 0.1% went unanswered). On 127.0.0.1${PIN ? ', servers pinned to CPU 1 (dnsperf on CPU 0)' : ', unpinned (dnsperf shares the cores)'}; \`edgeway-dgram\` = main thread on Node's dgram (the path before batching), \`edgeway\` = main thread with UDP batched through the addon (recvmmsg/sendmmsg; the agent's default), ${WORKERS > 1 ? `\`edgeway-${WORKERS}w\` = ${WORKERS} batched worker threads on SO_REUSEPORT sockets (dns.workers: ${WORKERS}), unbound with ${WORKERS} threads, ` : ''}dnsmasq single-threaded (it has no threads); external names forwarded to the same upstream (dnsmasq) and cached. Shared 2-core box: noisy.`,
       '',
       'QPS/CPU-s = queries answered per CPU-second the server process used (utime+stime from /proc): what one dedicated core would sustain, and far less sensitive to other load on the box than raw QPS.',
       '',
       `| set | server | QPS (median) | min–max | × dnsmasq | × unbound | QPS/CPU-s | × dnsmasq | lost | ${RATES.map((r) => `p50/p99 µs @${r / 1000}k`).join(' | ')} |`,
       `|---|---|---:|---:|---:|---:|---:|---:|---:|${RATES.map(() => '---:').join('|')}|`,
-      ...rows.map((r) => `| ${r.set} | ${r.server} | ${r.qps} | ${r.qpsMin}–${r.qpsMax} | ${r.ratio.toFixed(2)} | ${r.unboundRatio === null ? '–' : r.unboundRatio.toFixed(2)} | ${r.perCpuSecond} | ${r.cpuRatio.toFixed(2)} | ${r.lost} | ${r.latency.map((l) => `${l.p50us} / ${l.p99us}`).join(' | ')} |`),
+      ...rows.map((r) => `| ${r.set} | ${r.server} | ${r.qps} | ${r.qpsMin}–${r.qpsMax} | ${r.ratio.toFixed(2)} | ${r.unboundRatio === null ? '–' : r.unboundRatio.toFixed(2)} | ${r.perCpuSecond} | ${r.cpuRatio.toFixed(2)} | ${r.lost} | ${r.latency.map((l) => `${l.p50us} / ${l.p99us}${l.late > l.samples / 100 || l.errors > l.samples / 1000 ? ' ⚠' : ''}`).join(' | ')} |`),
       '',
     ].join('\n');
     console.log('\n' + md);

@@ -25,7 +25,7 @@ import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { compile } from '../dist/dataplane/nftables/compile.js';
 import { diffTransaction, fullTransaction } from '../dist/dataplane/nftables/transaction.js';
-import { CliNftExecutor } from '../dist/dataplane/nftables/executor.js';
+import { CliNftExecutor, nftChildEnv } from '../dist/dataplane/nftables/executor.js';
 import { InProcessNftExecutor } from '../dist/dataplane/nftables/inprocess-executor.js';
 import { loadNftAddon } from '../dist/dataplane/nftables/native-nft.js';
 import { RulesetTracker } from '../dist/dataplane/nftables/incremental.js';
@@ -43,8 +43,8 @@ const ns = `ewbench${randomBytes(3).toString('hex')}`;
 // Baseline runs are capped: iptables-nft partial restores take minutes at 50k.
 const CAP_MS = 120_000;
 class Capped extends Error {}
-const inNs = (cmd, args, input, timeout = 0) => {
-  const r = spawnSync('nsenter', [`--net=/run/netns/${ns}`, cmd, ...args], { input, maxBuffer: 1 << 30, timeout, killSignal: 'SIGKILL' });
+const inNs = (cmd, args, input, timeout = 0, env = undefined) => {
+  const r = spawnSync('nsenter', [`--net=/run/netns/${ns}`, cmd, ...args], { input, maxBuffer: 1 << 30, timeout, killSignal: 'SIGKILL', ...(env ? { env } : {}) });
   if (/** @type {NodeJS.ErrnoException | undefined} */ (r.error)?.code === 'ETIMEDOUT' || r.signal === 'SIGKILL') throw new Capped(`${cmd} over ${timeout} ms`);
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
   return r.stdout.toString();
@@ -185,6 +185,8 @@ try {
   // nsenter, not `ip netns exec` (which remounts /sys on every call: ~10-30 ms here).
   // Deep listings at 50k take many seconds on a loaded box: no 60 s kill.
   const cli = new CliNftExecutor({ prefix: ['nsenter', `--net=/run/netns/${ns}`], timeoutMs: 900_000 });
+  // The CLI as it was before nft's malloc got huge pages (executor.ts hugePages).
+  const cli4k = new CliNftExecutor({ prefix: ['nsenter', `--net=/run/netns/${ns}`], timeoutMs: 900_000, hugePages: false });
   // Purely in-process (the agent's executor sends transactions above
   // CLI_ABOVE_ELEMENTS through the CLI; here both ways are measured apart).
   const loaded = loadNftAddon();
@@ -193,7 +195,7 @@ try {
     : { kind: 'cli', executor: cli };
   if (!('addon' in loaded)) console.error(`in-process path unavailable (${loaded.reason}): its rows repeat the CLI`);
   /** Full applies (fresh table each), one-change diffs, resync and drift checks through one executor. */
-  async function measure(ex, a, b) {
+  async function fullApplies(ex, a) {
     const full = [];
     for (let k = 0; k < 3; k++) {
       await ex.deleteTable();
@@ -201,6 +203,10 @@ try {
       await ex.run(fullTransaction(a));
       full.push(ms(t));
     }
+    return full;
+  }
+  async function measure(ex, a, b) {
+    const full = await fullApplies(ex, a);
     const one = [];
     let prev = a;
     for (let k = 0; k < 5; k++) {
@@ -232,6 +238,8 @@ try {
     const b = compile(plan(n, 2, true));
     const inP = await measure(inproc.executor, a, b);
     const viaCli = await measure(cli, a, b);
+    const cli4kFull = stats(await fullApplies(cli4k, a));
+    await cli4k.deleteTable();
     // Where a full apply goes: nft's own parse + evaluation (`nft -c`: no commit)
     // vs the kernel commit (the rest). Declarations first (the check needs the maps).
     const tx = fullTransaction(a);
@@ -241,7 +249,7 @@ try {
     const check = [];
     for (let k = 0; k < 3; k++) {
       const t = process.hrtime.bigint();
-      inNs('nft', ['-c', '-j', '-f', file]);
+      inNs('nft', ['-c', '-j', '-f', file], undefined, 0, nftChildEnv());
       check.push(ms(t));
     }
     spawnSync('rm', ['-f', file]);
@@ -249,7 +257,7 @@ try {
     const nftBackend = noIptables ? { full: null, one: null } : timeIptables('iptables-nft-restore', n);
     const legacy = noIptables ? { full: null, one: null } : timeIptables('iptables-legacy-restore', n);
     const staticEdit = noStatic ? null : await staticChange(n, inproc.executor);
-    const row = { services: n, endpoints: 2 * n, compileMs, nftPath: inproc.kind, nft: inP, nftCli: viaCli, nftCheckMs: stats(check), staticEdit, iptablesNft: nftBackend, iptablesLegacy: legacy };
+    const row = { services: n, endpoints: 2 * n, compileMs, nftPath: inproc.kind, nft: inP, nftCli: viaCli, nftCli4kFull: cli4kFull, nftCheckMs: stats(check), staticEdit, iptablesNft: nftBackend, iptablesLegacy: legacy };
     results.push(row);
     console.error(JSON.stringify(row));
   }
@@ -260,9 +268,9 @@ try {
 const f = (x) => (x === null ? `>${CAP_MS / 1000} s` : x >= 100 ? x.toFixed(0) : x.toFixed(1));
 const mmm = (x) => `${f(x.min)} / ${f(x.median)} / ${f(x.max)}`;
 const md = [
-  '| services | full apply in-process ms (min / median / max) | full apply `nft` CLI ms | one change in-process ms | one change `nft` CLI ms | `nft -c` of the full apply (nft + kernel validation, no commit) ms | compile ms | resync in-process / CLI ms | drift check deep / shallow ms | iptables-nft full / one change ms | iptables-legacy full / one change ms |',
-  '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
-  ...results.map((r) => `| ${r.services} | ${mmm(r.nft.full)} | ${mmm(r.nftCli.full)} | ${mmm(r.nft.one)} | ${mmm(r.nftCli.one)} | ${mmm(r.nftCheckMs)} | ${f(r.compileMs)} | ${f(r.nft.resyncMs)} / ${f(r.nftCli.resyncMs)} | ${f(r.nft.driftCheckDeepMs)} / ${f(r.nft.driftCheckShallowMs)} | ${noIptables ? 'not run' : `${f(r.iptablesNft.full)} / ${f(r.iptablesNft.one)}`} | ${noIptables ? 'not run' : `${f(r.iptablesLegacy.full)} / ${f(r.iptablesLegacy.one)}`} |`),
+  '| services | full apply in-process ms (min / median / max) | full apply `nft` CLI ms | full apply CLI, 4 KiB pages (before) ms | one change in-process ms | one change `nft` CLI ms | `nft -c` of the full apply (nft + kernel validation, no commit) ms | compile ms | resync in-process / CLI ms | drift check deep / shallow ms | iptables-nft full / one change ms | iptables-legacy full / one change ms |',
+  '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ...results.map((r) => `| ${r.services} | ${mmm(r.nft.full)} | ${mmm(r.nftCli.full)} | ${mmm(r.nftCli4kFull)} | ${mmm(r.nft.one)} | ${mmm(r.nftCli.one)} | ${mmm(r.nftCheckMs)} | ${f(r.compileMs)} | ${f(r.nft.resyncMs)} / ${f(r.nftCli.resyncMs)} | ${f(r.nft.driftCheckDeepMs)} / ${f(r.nft.driftCheckShallowMs)} | ${noIptables ? 'not run' : `${f(r.iptablesNft.full)} / ${f(r.iptablesNft.one)}`} | ${noIptables ? 'not run' : `${f(r.iptablesLegacy.full)} / ${f(r.iptablesLegacy.one)}`} |`),
   '',
   ...(noStatic ? [] : [
     'Static source, one edited endpoint in an N-service file, end to end (in-process apply; ms, min / median / max of 5):',

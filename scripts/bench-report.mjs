@@ -20,11 +20,17 @@ for (const r of dp?.rows ?? []) if (/bulk|new conns/.test(r.metric)) add('datapl
 const eb = res('ebpf');
 for (const r of eb?.rows ?? []) if (r.mode !== 'direct') add('ebpf', `new conns/s, ${r.mode}`, r.ratio, 'direct');
 const px = res('proxy')?.result;
+// Figures are { min, median, max } (older results: plain numbers).
+const pxv = (r, k) => (typeof r?.[k] === 'number' ? r[k] : r?.[k]?.median);
 if (px?.direct) {
-  for (const k of ['edgeway', 'haproxy', 'socat']) {
+  for (const [k, what, ref] of [['edgeway (addon)', 'the edgeway proxy (L4, addon)', 'haproxy'], ['edgeway', 'the edgeway proxy (L4)', 'haproxy'], ['haproxy', 'HAProxy mode tcp', undefined], ['socat', 'socat', undefined], ['edgeway http', 'the edgeway HTTP path (L7)', 'haproxy http'], ['haproxy http', 'HAProxy mode http', undefined]]) {
     if (!px[k]) continue;
-    add('proxy', `bulk through ${k === 'edgeway' ? 'the edgeway proxy' : k}`, px[k].gbps / px.direct.gbps, 'direct');
-    add('proxy', `new conns/s through ${k === 'edgeway' ? 'the edgeway proxy' : k}`, px[k].connPerSec / px.direct.connPerSec, 'direct');
+    if (pxv(px[k], 'gbps')) add('proxy', `bulk through ${what}`, pxv(px[k], 'gbps') / pxv(px.direct, 'gbps'), 'direct');
+    add('proxy', `new conns/s through ${what}`, pxv(px[k], 'connPerSec') / pxv(px.direct, 'connPerSec'), 'direct');
+    if (ref && px[ref]) {
+      add('proxy', `keep-alive req/s through ${what}`, pxv(px[k], 'keepAliveRps') / pxv(px[ref], 'keepAliveRps'), ref);
+      add('proxy', `new conns/s through ${what}`, pxv(px[k], 'connPerSec') / pxv(px[ref], 'connPerSec'), ref);
+    }
   }
 }
 const ac = res('accel');
@@ -38,9 +44,15 @@ if (tn?.ratios) {
   add('tunnel', 'cross-LAN bulk, tunnel direct', tn.ratios.directBulk, 'raw TCP');
   add('tunnel', 'cross-LAN bulk, tunnel relayed', tn.ratios.relayedBulk, 'raw TCP');
 }
+const msText = (x) => (x < 10 ? x.toFixed(1) : String(Math.round(x)));
 for (const r of res('nft-sync')?.results ?? []) {
-  const cli = r.nftCli ? ` (nft CLI: ${Math.round(r.nftCli.fullMs)} ms / ${Math.round(r.nftCli.oneChangeMs)} ms)` : '';
-  add('nft-sync', `${r.services} services: full apply / one change${r.nftCli ? ', in-process' : ''}`, undefined, '', `${Math.round(r.nft.fullMs)} ms / ${r.nft.oneChangeMs < 10 ? r.nft.oneChangeMs.toFixed(1) : Math.round(r.nft.oneChangeMs)} ms${cli}`);
+  if (r.nftCli4kFull) {
+    // The agent's way: full applies through the nft CLI (huge pages), changes in-process.
+    add('nft-sync', `${r.services} services: full apply (nft CLI) / one change (in-process)`, undefined, '', `${Math.round(r.nftCli.fullMs)} ms / ${msText(r.nft.oneChangeMs)} ms (full apply in-process: ${Math.round(r.nft.fullMs)} ms; CLI on 4 KiB pages: ${Math.round(r.nftCli4kFull.median)} ms)`);
+  } else {
+    const cli = r.nftCli ? ` (nft CLI: ${Math.round(r.nftCli.fullMs)} ms / ${Math.round(r.nftCli.oneChangeMs)} ms)` : '';
+    add('nft-sync', `${r.services} services: full apply / one change${r.nftCli ? ', in-process' : ''}`, undefined, '', `${Math.round(r.nft.fullMs)} ms / ${msText(r.nft.oneChangeMs)} ms${cli}`);
+  }
   if (r.staticEdit) add('nft-sync', `${r.services} services: one edit in a static file, end to end`, undefined, '', `${Math.round(r.staticEdit.total.median)} ms`);
 }
 for (const r of res('ebpf-apply')?.rows ?? []) add('ebpf-apply', `${r.services} services via ${r.backend}: fresh apply`, undefined, '', `${Math.round(r.freshMs)} ms`);

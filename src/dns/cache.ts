@@ -123,8 +123,12 @@ export class AnswerCache {
     return this.map.size;
   }
 
-  /** A body with TTLs counted down, or undefined (absent or expired). */
-  get(key: string): { entry: CacheEntry; body: Body } | undefined {
+  /**
+   * The entry, its `servedBody` with TTLs counted down; undefined when absent or
+   * expired. The entry itself, not a wrapper: a hit allocates nothing (the hot path
+   * of a cached external name).
+   */
+  get(key: string): CacheEntry | undefined {
     const e = this.map.get(key);
     if (!e) return undefined;
     const now = this.clock.now();
@@ -143,7 +147,7 @@ export class AnswerCache {
       e.servedElapsed = elapsed;
       e.servedBody = { an: e.body.an, ns: e.body.ns, ar: e.body.ar, bytes };
     }
-    return { entry: e, body: e.servedBody };
+    return e;
   }
 
   set(key: string, r: AnalyzedResponse): void {

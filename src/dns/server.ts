@@ -300,7 +300,7 @@ export class DnsServer {
       if (hit) {
         this.metrics.cacheHits++;
         this.metrics.query(q.qtype, hit.rcode, 'cache');
-        return this.prebuilt(msg, q, hit.rcode, false, hit.body, limit);
+        return this.prebuilt(msg, q, hit.rcode, false, hit.servedBody, limit);
       }
       this.metrics.cacheMisses++;
       // The query buffer may be reused by the caller (TCP framing): keep a copy.

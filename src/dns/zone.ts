@@ -257,7 +257,7 @@ export class Zone {
 
   /** Answer a question; `key` is the lower-cased wire name (see wire.ts). */
   lookup(key: string, qtype: number): ZoneResult {
-    const node = this.names.get(key) ?? this.node(key);
+    const node = this.node(key); // (node() tries the built names first)
     if (!node) return keyUnder(key, this.domainKey) ? (this.ents.has(key) ? this.nodata : this.nxdomain) : FORWARD;
     let r = node.memo?.get(qtype);
     if (!r) {

@@ -77,7 +77,7 @@ export interface FleetReport {
   partition?: StepReport & { cutMs: number };
   relayRestart?: StepReport & { downMs: number };
   agentCrash?: StepReport & { node: string; restartedMs: number };
-  exitCodes: { agents: (number | null)[]; relays: (number | null)[] };
+  exitCodes: { agents: (number | string)[]; relays: (number | string)[] };
   /** Warn/error log lines of the agents and relays (first 40, by process). */
   problems: { who: string; line: string }[];
 }
@@ -134,6 +134,8 @@ async function pool<T, R>(items: readonly T[], n: number, fn: (t: T) => Promise<
 function collectProblems(p: NsProcess, who: string, into: { who: string; line: string }[], logDir?: string): void {
   let buf = '';
   const file = logDir ? createWriteStream(join(logDir, `${who}.log`)) : undefined;
+  // An exit other than 0 (a crash, or the SIGKILL of a disruption step) is a problem line too, with its time.
+  p.child.once('exit', (code, signal) => { if (code !== 0) into.push({ who, line: `${new Date().toISOString()} exited: code ${code}, signal ${signal}` }); });
   p.child.stderr?.on('data', (d: Buffer) => {
     file?.write(d);
     buf += d.toString();
@@ -147,12 +149,17 @@ function collectProblems(p: NsProcess, who: string, into: { who: string; line: s
   });
 }
 
-function exitCode(p: NsProcess, timeoutMs: number): Promise<number | null> {
+/**
+ * Stop a process with SIGTERM: its exit code, or the signal that ended it (a crash,
+ * or one before the stop), or 'SIGKILL after Nms' when it had to be killed.
+ */
+function exitCode(p: NsProcess, timeoutMs: number): Promise<number | string> {
   const c = p.child;
-  if (c.exitCode !== null || c.signalCode !== null) return Promise.resolve(c.exitCode);
+  if (c.exitCode !== null || c.signalCode !== null) return Promise.resolve(c.exitCode ?? `died before the stop: ${c.signalCode}`);
   return new Promise((resolve) => {
-    const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
-    c.once('exit', (code) => { clearTimeout(t); resolve(code); });
+    let killed = false;
+    const t = setTimeout(() => { killed = true; c.kill('SIGKILL'); }, timeoutMs);
+    c.once('exit', (code, signal) => { clearTimeout(t); resolve(code ?? (killed ? `SIGKILL after ${timeoutMs} ms` : String(signal))); });
     c.kill('SIGTERM');
   });
 }

@@ -15,25 +15,59 @@ import type { Logger } from '../util/log.js';
 import type { PlannedEndpoint, PlannedPolicy } from '../plan/types.js';
 import { pump } from './pump.js';
 import { endpointAgent } from './agent.js';
-import { clientIpOf, endpointKey, openStream, type ServiceRuntime } from './service.js';
+import { endpointKey, openStream, type ServiceRuntime } from './service.js';
 import { admit, failureOf, onShutdown, type FlowGate, type TcpSettings } from './tcp.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded. */
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 
-/** Raw header list minus hop-by-hop ones and those the Connection header names. */
+/**
+ * Raw header list minus hop-by-hop ones and those the Connection header names;
+ * `raw` itself when nothing is removed (read-only: copy before adding to it).
+ */
 export function forwardHeaders(raw: readonly string[]): string[] {
-  const named = new Set<string>();
-  for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.toLowerCase() === 'connection') for (const t of raw[i + 1]!.split(',')) named.add(t.trim().toLowerCase());
-  }
-  const out: string[] = [];
+  return scanRequestHead(raw, undefined).headers;
+}
+
+/** What the proxy needs from a request head, read in one pass over the raw header list. */
+export interface RequestHead {
+  /** Headers to forward (hop-by-hop ones and those Connection names removed); may be the raw list itself. */
+  readonly headers: string[];
+  /** No body (no Transfer-Encoding, Content-Length absent or 0): safe to send again to another endpoint. */
+  readonly replayable: boolean;
+  /** Values of the header named by `hashHeader` (lower case), in order; undefined when absent. */
+  readonly hashValues: string[] | undefined;
+}
+
+/**
+ * One pass over `raw` (name, value, name, value…): the forwarded headers, whether
+ * the request can be replayed, and the values of `hashHeader`. Node builds
+ * `req.headers` lazily; reading the raw list instead spares that object per request.
+ */
+export function scanRequestHead(raw: readonly string[], hashHeader: string | undefined): RequestHead {
+  let named: Set<string> | undefined;
+  let replayable = true;
+  let hashValues: string[] | undefined;
+  let hop = false;
   for (let i = 0; i < raw.length; i += 2) {
     const k = raw[i]!.toLowerCase();
-    if (HOP.has(k) || named.has(k)) continue;
-    out.push(raw[i]!, raw[i + 1]!);
+    if (k === 'connection') {
+      named ??= new Set();
+      for (const t of raw[i + 1]!.split(',')) named.add(t.trim().toLowerCase());
+    } else if (k === 'transfer-encoding') replayable = false;
+    else if (k === 'content-length' && raw[i + 1]!.trim() !== '0') replayable = false;
+    if (k === hashHeader) (hashValues ??= []).push(raw[i + 1]!);
+    if (HOP.has(k)) hop = true;
   }
-  return out;
+  // Common case: nothing to strip, the raw list goes out as is.
+  if (!hop && !named) return { headers: raw as string[], replayable, hashValues };
+  const headers: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i]!.toLowerCase();
+    if (HOP.has(k) || named?.has(k)) continue;
+    headers.push(raw[i]!, raw[i + 1]!);
+  }
+  return { headers, replayable, hashValues };
 }
 
 /** Value of cookie `name` in a Cookie header, or undefined. */
@@ -128,46 +162,62 @@ export class HttpPath {
     return requestHashKey(rt.sp.policy, req.headers);
   }
 
+  /**
+   * The hash key from the scanned head; a header seen more than once goes through
+   * `req.headers` so that duplicates combine exactly as in the gateway.
+   */
+  private keyOfHead(rt: ServiceRuntime, req: http.IncomingMessage, head: RequestHead): { hashKey?: string; setCookie?: string } {
+    const p = rt.sp.policy;
+    if (p.kind !== 'consistentHash' || p.key.type === 'sourceIp') return {};
+    const v = head.hashValues;
+    if (v === undefined) return p.key.type === 'header' ? {} : requestHashKey(p, {});
+    if (v.length > 1) return this.keyOf(rt, req);
+    return p.key.type === 'header' ? { hashKey: v[0]! } : requestHashKey(p, { cookie: v[0]! });
+  }
+
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const rt = this.rt();
     const m = rt.metrics;
     const bal = rt.balancer;
-    const { hashKey, setCookie } = this.keyOf(rt, req);
-    const input = rt.input(clientIpOf(req.socket.remoteAddress), hashKey);
+    const p = rt.sp.policy;
+    const hashHeader = p.kind === 'consistentHash' ? (p.key.type === 'header' ? p.key.name.toLowerCase() : p.key.type === 'cookie' ? 'cookie' : undefined) : undefined;
+    const head = scanRequestHead(req.rawHeaders, hashHeader);
+    const { hashKey, setCookie } = this.keyOfHead(rt, req, head);
+    const input = rt.inputFor(req.socket, hashKey);
     // Without a body the request can be sent again to another endpoint when a connect fails.
-    const replayable = !req.headers['transfer-encoding'] && (req.headers['content-length'] ?? '0') === '0';
-    const headers = forwardHeaders(req.rawHeaders);
-    const tried = new Set<string>();
+    const { replayable, headers } = head;
+    // Endpoints tried by this request; made on the first retry only.
+    let tried: Set<string> | undefined;
     const attempt = (): void => {
-      const idx = bal.pick(tried.size ? { ...input, exclude: tried } : input);
+      const idx = bal.pick(tried ? { ...input, exclude: tried } : input);
       const ep = idx === undefined ? undefined : rt.sp.endpoints[idx];
       if (!ep) {
-        m.result(tried.size ? 'connect_failed' : 'no_endpoints');
-        m.drop(tried.size ? 'connect_failed' : 'no_endpoints');
+        m.result(tried ? 'connect_failed' : 'no_endpoints');
+        m.drop(tried ? 'connect_failed' : 'no_endpoints');
         if (!res.headersSent) { res.writeHead(503, { 'content-length': '0' }); res.end(); }
         return;
       }
       const key = endpointKey(ep);
-      if (tried.size) m.retry();
-      tried.add(key);
+      if (tried) m.retry();
+      (tried ??= new Set()).add(key);
       bal.acquire(key);
       let released = false;
       const release = (): void => { if (!released) { released = true; bal.release(key); } };
-      const t0 = performance.now();
       const up = http.request({
         host: ep.ip, port: ep.port, method: req.method, path: req.url, headers, agent: this.agentFor(rt, ep, key), setHost: false,
       });
       let connectTimer: NodeJS.Timeout | undefined;
+      // Only a new upstream connection is timed and observed: a pooled one has no connect.
       up.once('socket', (s: Socket) => {
-        const connected = (): void => { if (connectTimer) clearTimeout(connectTimer); m.connected((performance.now() - t0) / 1000); };
-        if ((s as { connecting?: boolean }).connecting) {
-          connectTimer = setTimeout(() => up.destroy(new Error('connect timeout')), this.settings.connectTimeoutMs);
-          s.once('connect', connected);
-        } else connected();
+        if (!(s as { connecting?: boolean }).connecting) return;
+        const t0 = performance.now();
+        connectTimer = setTimeout(() => up.destroy(new Error('connect timeout')), this.settings.connectTimeoutMs);
+        s.once('connect', () => { clearTimeout(connectTimer); m.connected((performance.now() - t0) / 1000); });
       });
       up.on('response', (ur) => {
-        const out = forwardHeaders(ur.rawHeaders);
-        if (setCookie) out.push('Set-Cookie', setCookie);
+        // forwardHeaders may hand back rawHeaders itself: never push into it.
+        const kept = forwardHeaders(ur.rawHeaders);
+        const out = setCookie ? [...kept, 'Set-Cookie', setCookie] : kept;
         res.writeHead(ur.statusCode ?? 502, ur.statusMessage, out);
         ur.pipe(res);
         ur.once('end', () => { release(); m.result('ok'); });
@@ -177,7 +227,7 @@ export class HttpPath {
         if (connectTimer) clearTimeout(connectTimer);
         release();
         // A failed connect, or a pooled connection the endpoint had closed: safe to resend without a body.
-        if (!res.headersSent && replayable && tried.size < this.settings.maxConnectAttempts) return attempt();
+        if (!res.headersSent && replayable && tried!.size < this.settings.maxConnectAttempts) return attempt();
         const f = failureOf(err);
         m.result('http_error');
         m.drop(f.drop);
@@ -196,7 +246,7 @@ export class HttpPath {
     const rt = this.rt();
     const m = rt.metrics;
     const { hashKey } = this.keyOf(rt, req);
-    rt.dial(rt.input(clientIpOf(client.remoteAddress), hashKey), this.settings, (ep, signal) => openStream(ep, rt.sp, this.settings.remoteDialer, signal)).then(
+    rt.dial(rt.inputFor(client, hashKey), this.settings, (ep, signal) => openStream(ep, rt.sp, this.settings.remoteDialer, signal)).then(
       (d) => {
         m.result('ok');
         let text = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`;

@@ -80,8 +80,13 @@ export class ServiceMetrics {
     this.toClient = 0;
   }
 
+  /** Bound children by result: `labels()` hashes its label values on every call. */
+  private readonly results = new Map<ConnectionResult, { inc(): void }>();
+
   result(r: ConnectionResult): void {
-    this.m.connections.labels(this.service, this.protocol, r).inc();
+    let c = this.results.get(r);
+    if (!c) { c = this.m.connections.labels(this.service, this.protocol, r); this.results.set(r, c); }
+    c.inc();
   }
 
   drop(reason: DropReason): void {

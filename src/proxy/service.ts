@@ -104,6 +104,21 @@ export class ServiceRuntime {
     throw new ProxyError('ERR_PROXY_NO_ENDPOINTS', `service ${this.sp.id} has no endpoint`);
   }
 
+  /**
+   * Whether the policy reads the client's address (ClientIP affinity, source-IP hash).
+   * Other policies never ask for it: `remoteAddress` costs a getpeername(2) per
+   * connection on the new-connection hot path.
+   */
+  get needsClientIp(): boolean {
+    const p = this.sp.policy;
+    return p.kind === 'clientIp' || (p.kind === 'consistentHash' && p.key.type === 'sourceIp');
+  }
+
+  /** Pick input for a connection from `peer` (its address read only when the policy uses it). */
+  inputFor(peer: { readonly remoteAddress?: string | undefined }, hashKey?: string): PickInput {
+    return this.input(this.needsClientIp ? clientIpOf(peer.remoteAddress) : '', hashKey);
+  }
+
   /** Pick input for a client: the source IP is also the hash key of a source-IP hash policy. */
   input(clientIp: string, hashKey?: string): PickInput {
     const p = this.sp.policy;

@@ -10,7 +10,7 @@ import { ProxyError } from './errors.js';
 import type { ConnectionResult, DropReason, ServiceMetrics } from './metrics.js';
 import { pump } from './pump.js';
 import { adoptWithBuffer, ReadSink, type BufferPool } from './fast-read.js';
-import { clientIpOf, connectTcp, isFdExhausted, openStream, type DialSettings, type ServiceRuntime } from './service.js';
+import { connectTcp, isFdExhausted, openStream, type DialSettings, type ServiceRuntime } from './service.js';
 import type { Forwarder } from '../native/forwarder.js';
 import type { NativeForwardable } from './remote-dialer.js';
 
@@ -31,16 +31,31 @@ export interface TcpSettings extends DialSettings {
   readonly warnFdExhausted?: (where: string) => void;
 }
 
+/** Per shutdown signal: the flows to end when it aborts (one abort listener per signal, not per flow). */
+const shutdownSets = new WeakMap<AbortSignal, Set<() => void>>();
+
 /**
  * Run `end` once `s.shutdown` aborts (at once when it already has). Returns the
- * unregister, to call when the flow is over or `end` no longer applies.
+ * unregister, to call when the flow is over or `end` no longer applies. Flows
+ * register in a Set behind one listener per signal: an EventTarget listener added
+ * and removed per connection is a measurable share of a short flow's cost.
  */
 export function onShutdown(s: Pick<TcpSettings, 'shutdown'>, end: () => void): () => void {
   const sig = s.shutdown;
   if (!sig) return () => undefined;
   if (sig.aborted) { queueMicrotask(end); return () => undefined; }
-  sig.addEventListener('abort', end, { once: true });
-  return () => sig.removeEventListener('abort', end);
+  let set = shutdownSets.get(sig);
+  if (!set) {
+    const flows = new Set<() => void>();
+    shutdownSets.set(sig, flows);
+    sig.addEventListener('abort', () => { for (const f of [...flows]) f(); flows.clear(); }, { once: true });
+    set = flows;
+  }
+  // A wrapper per registration: the same `end` may be registered by two flows.
+  const entry = (): void => end();
+  set.add(entry);
+  const flows = set;
+  return () => { flows.delete(entry); };
 }
 
 /** Admission of flows against the proxy-wide limit. */
@@ -115,7 +130,7 @@ export function handleTcp(rt: ServiceRuntime, accepted: Socket, s: TcpSettings, 
   const early = (): void => { client.destroy(); };
   client.on('error', early);
   const sp = rt.sp;
-  rt.dial(rt.input(clientIpOf(client.remoteAddress)), s, async (ep, signal) => {
+  rt.dial(rt.inputFor(client), s, async (ep, signal) => {
     // Remote endpoints are tunnel streams: no onread there, the endpoint side uses stream reads.
     const st = await openStream(ep, sp, s.remoteDialer, signal, ep.class === 'remote' ? undefined : upstreamOnread);
     if (ep.class !== 'remote') upstreamRef = st as Socket;
@@ -175,7 +190,7 @@ function handleForwarded(rt: ServiceRuntime, client: Socket, s: TcpSettings, for
     m.activeFlows.dec();
     if (err && log.isLevelEnabled('debug')) log.debug({ service: sp.id, err: err.message }, 'flow ended with error');
   };
-  rt.dial<Duplex>(rt.input(clientIpOf(client.remoteAddress)), s, (ep, signal) => (ep.class === 'remote'
+  rt.dial<Duplex>(rt.inputFor(client), s, (ep, signal) => (ep.class === 'remote'
     ? openStream(ep, sp, s.remoteDialer, signal)
     : connectTcp(ep.ip, ep.port, signal, undefined, true))).then(
     (d) => {

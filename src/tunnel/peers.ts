@@ -43,6 +43,8 @@ interface CacheEntry {
   expires: number;
   /** Until when `record` answers while the rendezvous answers nothing (STALE_MS). */
   staleUntil?: number;
+  /** `record` is such a fallback: the rendezvous did not confirm it on the last ask. */
+  stale?: boolean;
 }
 
 export interface PeerDirectoryOptions {
@@ -90,7 +92,8 @@ export class PeerDirectory {
       this.lastConflictLog = now;
       this.o.logger?.warn({ node: nodeName, claimedBy: peerId, boundTo: b.bindings.get(nodeName), file: b.file }, 'a peer claims a node name bound to another peer id: refused (remove the entry from the file if the node really changed identity)');
     }
-    this.invalidate(nodeName, peerId);
+    // Forget only what the impostor's answer brought; the bound peer's entry stays.
+    if (this.byPeer.get(peerId)?.record?.nodeName === nodeName) this.byPeer.delete(peerId);
     return false;
   }
 
@@ -99,8 +102,15 @@ export class PeerDirectory {
     const snap = this.o.snapshot();
     const byAnnotation = snap.nodes.find((n) => n.peerId === peerId);
     if (byAnnotation) return byAnnotation.name;
-    const rec = await this.cached(this.byPeer, peerId, () => this.o.relays.lookup({ peerId }));
+    const got = await this.cachedEntry(this.byPeer, peerId, () => this.o.relays.lookup({ peerId }));
+    const rec = got?.record;
     if (!rec) return undefined;
+    if (got.stale) {
+      // An unconfirmed answer by peer id speaks for the node only while the node's name
+      // does not now answer another id (the node changed identity: the old id is out).
+      const byName = await this.cachedEntry(this.byName, rec.nodeName, () => this.o.relays.lookup({ nodeName: rec.nodeName }));
+      if (byName?.record?.peerId !== peerId) return undefined;
+    }
     const node = snap.nodes.find((n) => n.name === rec.nodeName);
     // A node whose annotation names another id cannot be claimed through the rendezvous.
     if (!node || (node.peerId && node.peerId !== peerId)) return undefined;
@@ -165,11 +175,15 @@ export class PeerDirectory {
   }
 
   /** Lookups in flight, so a burst of flows from a new peer asks the relays once. */
-  private readonly inflight = new Map<string, Promise<PeerRecord | undefined>>();
+  private readonly inflight = new Map<string, Promise<CacheEntry | undefined>>();
 
   private async cached(map: Map<string, CacheEntry>, key: string, fetch: () => Promise<PeerRecord[]>): Promise<PeerRecord | undefined> {
+    return (await this.cachedEntry(map, key, fetch))?.record;
+  }
+
+  private cachedEntry(map: Map<string, CacheEntry>, key: string, fetch: () => Promise<PeerRecord[]>): Promise<CacheEntry | undefined> {
     const hit = map.get(key);
-    if (hit && hit.expires > this.now()) return hit.record;
+    if (hit && hit.expires > this.now()) return Promise.resolve(hit);
     const k = `${map === this.byName ? 'name' : 'peer'}:${key}`;
     let p = this.inflight.get(k);
     if (!p) {
@@ -179,28 +193,43 @@ export class PeerDirectory {
     return p;
   }
 
-  private async fetchInto(map: Map<string, CacheEntry>, key: string, fetch: () => Promise<PeerRecord[]>): Promise<PeerRecord | undefined> {
+  /** Does a first-use binding (no PSK) tie this record's name to another peer id? */
+  private conflicts(record: PeerRecord): boolean {
+    const bound = this.o.bindings?.bindings.get(record.nodeName);
+    return bound !== undefined && bound !== record.peerId;
+  }
+
+  private async fetchInto(map: Map<string, CacheEntry>, key: string, fetch: () => Promise<PeerRecord[]>): Promise<CacheEntry | undefined> {
     const recs = await fetch();
-    const record = recs[0];
+    let record = recs[0];
     const now = this.now();
+    if (record && this.conflicts(record)) {
+      // Counted and logged by bound(); an answer the binding refuses changes nothing here.
+      this.bound(record.nodeName, record.peerId);
+      record = undefined;
+    }
     if (!record) {
       const prev = map.get(key);
       if (prev?.record && (prev.staleUntil ?? 0) > now) {
         // No answer is not a revocation (STALE_MS): keep it, ask again soon.
-        map.set(key, { ...prev, expires: now + NEGATIVE_TTL_MS });
-        return prev.record;
+        const e: CacheEntry = { ...prev, expires: now + NEGATIVE_TTL_MS, stale: true };
+        map.set(key, e);
+        return e;
       }
-      map.set(key, { expires: now + NEGATIVE_TTL_MS });
-      return undefined;
+      const e: CacheEntry = { expires: now + NEGATIVE_TTL_MS };
+      map.set(key, e);
+      return e;
     }
     // A name now answered by another peer id: the old id no longer speaks for it.
     const old = this.byName.get(record.nodeName)?.record;
     if (old && old.peerId !== record.peerId) this.byPeer.delete(old.peerId);
+    // A peer id now answering another name: its old name no longer resolves to it.
+    for (const [name, e] of this.byName) if (name !== record.nodeName && e.record?.peerId === record.peerId) this.byName.delete(name);
     const entry: CacheEntry = { record, expires: now + POSITIVE_TTL_MS, staleUntil: now + POSITIVE_TTL_MS + STALE_MS };
     map.set(key, entry);
     // Fill the other index as well.
     this.byName.set(record.nodeName, entry);
     this.byPeer.set(record.peerId, entry);
-    return record;
+    return entry;
   }
 }

@@ -160,6 +160,10 @@ export class RelayManager {
     const signal = this.abort.signal;
     const backoff = new Backoff(this.o.minBackoffMs ?? 500, this.o.maxBackoffMs ?? 15_000);
     const log = this.o.logger.child({ relay: s.config.nodeName });
+    // A failed registration is retried soon, not at the next interval: until it
+    // lands, other agents cannot tell who this node is and refuse its flows.
+    const interval = this.o.registerIntervalMs ?? 60_000;
+    const retry = new Backoff(Math.min(1000, interval), interval);
     while (!signal.aborted) {
       try {
         const conn = await this.connect(s, signal);
@@ -167,16 +171,19 @@ export class RelayManager {
         s.peerId = conn.remotePeer;
         s.connected = true;
         backoff.reset();
-        if (firstTime) { log.info({ peerId: conn.remotePeer.toString(), addr: s.addr }, 'connected to relay'); this.o.onChange?.(); }
+        if (firstTime) { log.info({ peerId: conn.remotePeer.toString(), addr: s.addr }, 'connected to relay'); this.o.onChange?.(); retry.reset(); }
+        let wait = interval;
         try {
           await rendezvousCall(this.o.node, conn.remotePeer, { op: 'register', nodeName: this.o.nodeName, addrs: this.ownAddrs() });
           s.registeredAt = Date.now();
           this.o.metrics?.rendezvous.inc({ op: 'register', result: 'ok' });
+          retry.reset();
         } catch (err) {
           this.o.metrics?.rendezvous.inc({ op: 'register', result: 'error' });
-          log.warn({ err: String(err) }, 'rendezvous registration failed');
+          wait = retry.next();
+          log.warn({ err: String(err), retryInMs: wait }, 'rendezvous registration failed');
         }
-        await this.waitClosed(conn, this.o.registerIntervalMs ?? 60_000, signal);
+        await this.waitClosed(conn, wait, signal);
         if (conn.status !== 'open') {
           s.connected = false;
           log.warn('relay connection lost; reconnecting');

@@ -76,4 +76,22 @@ describe('InProcessNftExecutor routing', () => {
     const sent = inProcess ? ctx.calls.join('') : JSON.stringify(cli.history);
     expect(sent).toContain(`10.244.0.${n - 1}`);
   });
+
+  it.each([
+    { name: 'deep, a large table: the CLI', deep: true, elements: 11, inProcess: false },
+    { name: 'deep, a small table: in-process', deep: true, elements: 10, inProcess: true },
+    { name: 'deep, size unknown: in-process', deep: true, elements: undefined, inProcess: true },
+    { name: 'shallow, a large table: in-process', deep: false, elements: 11, inProcess: true },
+  ])('inspect $name', async ({ deep, elements, inProcess }) => {
+    // The addon answers every listing with an empty ruleset; the CLI side is a
+    // model that holds three elements, so the answer says which way was taken.
+    const calls: string[] = [];
+    const ctx: NativeNftContext = { run: async (c) => { calls.push(c); return { ok: true, output: '{"nftables":[]}', error: '' }; }, close: () => undefined };
+    const cli = new FakeNftExecutor();
+    await cli.run(tx(3));
+    const ex = new InProcessNftExecutor(ctx, { cli, cliAboveElements: 10 });
+    const got = await ex.inspect({ deep, ...(elements === undefined ? {} : { elements }) });
+    expect(calls.length > 0).toBe(inProcess);
+    expect(got?.elements.get('hairpin4')).toBe(inProcess ? undefined : 3);
+  });
 });

@@ -42,8 +42,8 @@ describe('answer cache', () => {
       const hit = c.get('k');
       if (!hit) return undefined;
       // The body is compressed against the question: decode it behind header + question.
-      const header = Buffer.from([0, 1, 0x81, 0x80, 0, 1, 0, hit.body.an, 0, 0, 0, 0]);
-      return (dnsPacket.decode(Buffer.concat([header, questionOf('k.example'), hit.body.bytes])).answers?.[0] as { ttl: number }).ttl;
+      const header = Buffer.from([0, 1, 0x81, 0x80, 0, 1, 0, hit.servedBody.an, 0, 0, 0, 0]);
+      return (dnsPacket.decode(Buffer.concat([header, questionOf('k.example'), hit.servedBody.bytes])).answers?.[0] as { ttl: number }).ttl;
     };
     expect(ttl()).toBe(10);
     clock.t = 3_500;

@@ -79,6 +79,20 @@ describe.each(UDP_MODES)('forwarding, UDP $udp', ({ batch }) => {
     expect(up.log).toHaveLength(2);
   });
 
+  it('caches A and AAAA of one name apart (A/IN is keyed by the bare wire name), both counting down', async () => {
+    up.records.set('dual.example', [A('dual.example', '192.0.2.40', 100), { name: 'dual.example', type: 'AAAA', ttl: 200, data: '2001:db8::40' }]);
+    r = await rig([up]);
+    const data = (p: Awaited<ReturnType<typeof ask>>): string[] => (p.answers ?? []).map((a) => `${a.type} ${(a as { data: string }).data}`);
+    expect(data(await ask(r.port, 'dual.example', 'AAAA'))).toEqual(['AAAA 2001:db8::40']);
+    expect(data(await ask(r.port, 'Dual.Example', 'A'))).toEqual(['A 192.0.2.40']);
+    r.clock.advance(10);
+    const a = await ask(r.port, 'dual.example', 'A');
+    const aaaa = await ask(r.port, 'dual.example', 'AAAA');
+    expect([data(a), ttlsOf(a), data(aaaa), ttlsOf(aaaa)]).toEqual([['A 192.0.2.40'], [90], ['AAAA 2001:db8::40'], [190]]);
+    expect(up.log).toEqual(['dual.example AAAA udp', 'dual.example A udp']);
+    expect(r.metrics.snapshot().cacheHits).toBe(2);
+  });
+
   it('caches NXDOMAIN for min(SOA TTL, SOA MINIMUM) and not without an SOA', async () => {
     r = await rig([up]);
     const nx = await ask(r.port, 'missing.example');

@@ -1,6 +1,6 @@
 // The HTTP-aware path on loopback: in-process HTTP backends that answer with their
 // identity (and speak a minimal WebSocket echo), the proxy in front of them.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import http from 'node:http';
 import net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
@@ -11,8 +11,7 @@ import { UserspaceProxy } from '../../src/proxy/proxy.js';
 import { ConsistentHashBalancer } from '../../src/proxy/balancer.js';
 import { forwardHeaders, readCookie } from '../../src/proxy/http.js';
 import { silentLogger } from '../../src/util/log.js';
-import type { PlannedPolicy } from '../../src/plan/types.js';
-import { ep, freePort, servicePort } from './util.js';
+import { ep, freePort, servicePort, useHttpBackends } from './util.js';
 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
@@ -42,19 +41,8 @@ function backend(id: string): Promise<{ srv: http.Server; port: number }> {
   return new Promise((resolve) => srv.listen(0, '127.0.0.1', () => resolve({ srv, port: (srv.address() as net.AddressInfo).port })));
 }
 
-let backends: { srv: http.Server; port: number }[] = [];
-const proxies: UserspaceProxy[] = [];
-beforeAll(async () => { backends = await Promise.all(['a', 'b', 'c'].map(backend)); });
-afterAll(() => { for (const b of backends) { b.srv.closeAllConnections(); b.srv.close(); } });
-afterEach(async () => { for (const p of proxies.splice(0)) await p.close(); });
-
-async function httpProxy(policy: PlannedPolicy) {
-  const proxy = new UserspaceProxy({ logger: silentLogger(), registry: new Registry(), listenHost: '127.0.0.1' });
-  proxies.push(proxy);
-  const port = await freePort();
-  await proxy.apply([servicePort({ userspacePort: port, policy, endpoints: backends.map((b) => ep('127.0.0.1', b.port)) })]);
-  return port;
-}
+const fx = useHttpBackends(backend);
+const httpProxy = fx.httpProxy;
 
 function get(port: number, agent: http.Agent, headers: Record<string, string> = {}): Promise<{ body: { id: string; xUser: string | null; conn: string | null }; headers: http.IncomingHttpHeaders; reused: boolean }> {
   return new Promise((resolve, reject) => {
@@ -73,7 +61,7 @@ describe('HTTP-aware path', () => {
     const port = await httpProxy({ kind: 'consistentHash', key: { type: 'header', name: 'X-User' } });
     // Find two keys the ring puts on different endpoints (endpoint ports are random).
     const ring = new ConsistentHashBalancer({});
-    ring.setEndpoints(backends.map((b) => `127.0.0.1:${b.port}`));
+    ring.setEndpoints(fx.list.map((b) => `127.0.0.1:${b.port}`));
     const where = (k: string): string => ['a', 'b', 'c'][ring.pick({ clientIp: '', hashKey: k })!]!;
     const k1 = 'alice';
     let k2 = 'bob';
@@ -169,13 +157,13 @@ describe('HTTP-aware path', () => {
     const tunnel: RemoteDialer = {
       dialStream: () => new Promise<Duplex>((resolve, reject) => {
         dialed++;
-        const s = net.connect(backends[1]!.port, '127.0.0.1', () => resolve(Duplex.from({ readable: s, writable: s })));
+        const s = net.connect(fx.list[1]!.port, '127.0.0.1', () => resolve(Duplex.from({ readable: s, writable: s })));
         s.once('error', reject);
       }),
       openDatagramSession: () => Promise.reject(new Error('unused')),
     };
     const proxy = new UserspaceProxy({ logger: silentLogger(), registry: new Registry(), listenHost: '127.0.0.1', remoteDialer: tunnel });
-    proxies.push(proxy);
+    fx.proxies.push(proxy);
     const port = await freePort();
     await proxy.apply([servicePort({ userspacePort: port, policy: { kind: 'consistentHash', key: { type: 'header', name: 'X-User' } }, endpoints: [ep('10.244.9.9', 80, { class: 'remote', nodeName: 'far' })] })]);
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });

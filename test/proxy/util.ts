@@ -12,6 +12,11 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import type { PlannedEndpoint, PlannedPolicy, PlannedServicePort } from '../../src/plan/types.js';
 import type { Protocol } from '../../src/catalog/types.js';
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import type http from 'node:http';
+import { Registry } from 'prom-client';
+import { UserspaceProxy } from '../../src/proxy/proxy.js';
+import { silentLogger } from '../../src/util/log.js';
 
 export const ECHO = new URL('../helpers/fixtures/echo-server.mjs', import.meta.url).pathname;
 
@@ -149,4 +154,34 @@ export function roundTrip(sock: net.Socket, payload: Buffer): Promise<Buffer> {
     sock.once('error', reject);
     sock.write(payload);
   });
+}
+
+/**
+ * A proxy on 127.0.0.1 serving one service port with `policy` over backends on
+ * 127.0.0.1 at `ports`; pushed to `proxies` for the caller's afterEach to close.
+ */
+export async function proxyOver(proxies: UserspaceProxy[], ports: readonly number[], policy: PlannedPolicy): Promise<number> {
+  const proxy = new UserspaceProxy({ logger: silentLogger(), registry: new Registry(), listenHost: '127.0.0.1' });
+  proxies.push(proxy);
+  const port = await freePort();
+  await proxy.apply([servicePort({ userspacePort: port, policy, endpoints: ports.map((p) => ep('127.0.0.1', p)) })]);
+  return port;
+}
+
+/**
+ * In-process HTTP backends `a`, `b`, `c` made by `make`, started before the file's
+ * tests and closed after; `httpProxy(policy)` puts a proxy in front of them (closed
+ * after each test, as are those pushed to `proxies`).
+ */
+export function useHttpBackends(make: (id: string) => Promise<{ srv: http.Server; port: number }>): { list: { srv: http.Server; port: number }[]; proxies: UserspaceProxy[]; httpProxy(policy: PlannedPolicy): Promise<number> } {
+  const proxies: UserspaceProxy[] = [];
+  const fx = {
+    proxies,
+    list: [] as { srv: http.Server; port: number }[],
+    httpProxy: (policy: PlannedPolicy) => proxyOver(proxies, fx.list.map((b) => b.port), policy),
+  };
+  beforeAll(async () => { fx.list = await Promise.all(['a', 'b', 'c'].map(make)); });
+  afterAll(() => { for (const b of fx.list) { b.srv.closeAllConnections(); b.srv.close(); } });
+  afterEach(async () => { for (const p of proxies.splice(0)) await p.close(); });
+  return fx;
 }

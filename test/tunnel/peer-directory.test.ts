@@ -11,12 +11,16 @@ import { PeerDirectory } from '../../src/tunnel/peers.js';
 import type { RelayManager } from '../../src/tunnel/relays.js';
 import type { PeerRecord } from '../../src/tunnel/rendezvous.js';
 import type { TunnelLibp2p } from '../../src/tunnel/node.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BindingStore } from '../../src/tunnel/bindings.js';
 import { snapshot } from './helpers.js';
 
 const P1 = '12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo';
 const P2 = '12D3KooWHFrmLWTTDD4NodngtRMEVYgxrsDMp4F9gLM3ynxVhXmo';
 
-function directory(): { dir: PeerDirectory; answers: Map<string, PeerRecord>; clock: { now: number }; asked: string[] } {
+function directory(nodes: string[] = ['b'], bindings?: BindingStore): { dir: PeerDirectory; answers: Map<string, PeerRecord>; clock: { now: number }; asked: string[] } {
   const answers = new Map<string, PeerRecord>();
   const clock = { now: 1_000_000 };
   const asked: string[] = [];
@@ -28,8 +32,8 @@ function directory(): { dir: PeerDirectory; answers: Map<string, PeerRecord>; cl
       return r ? [r] : [];
     },
   } as unknown as RelayManager;
-  const snap = snapshot([], [{ name: 'b', addresses: [{ type: 'InternalIP', address: '10.1.0.2' }], ready: true }]);
-  const dir = new PeerDirectory({ node: undefined as unknown as TunnelLibp2p, nodeName: 'a', listenPort: 1, snapshot: () => snap, relays, now: () => clock.now });
+  const snap = snapshot([], nodes.map((name) => ({ name, addresses: [{ type: 'InternalIP' as const, address: '10.1.0.2' }], ready: true })));
+  const dir = new PeerDirectory({ node: undefined as unknown as TunnelLibp2p, nodeName: 'a', listenPort: 1, snapshot: () => snap, relays, now: () => clock.now, ...(bindings ? { bindings } : {}) });
   return { dir, answers, clock, asked };
 }
 
@@ -41,7 +45,8 @@ describe('peer directory: rendezvous answers and their lifetime', () => {
     answers.clear(); // the relay restarted: it knows nobody yet
     clock.now += 31_000; // past the positive TTL: asked again, no answer
     expect(await dir.authorise(P1)).toBe(true);
-    expect(asked).toEqual([P1, P1]);
+    // Asked by peer id (no answer), then by name to confirm the fallback (no answer either).
+    expect(asked).toEqual([P1, P1, 'b']);
     clock.now += 9 * 60_000; // still within the stale window
     expect(await dir.authorise(P1)).toBe(true);
     clock.now += 2 * 60_000; // past it: no longer vouched for
@@ -78,5 +83,49 @@ describe('peer directory: a failed dial', () => {
     // A binding conflict forgets it for good.
     dir.invalidate('b', P1);
     await expect(dir.resolve('b')).rejects.toThrow(/no rendezvous record/);
+  });
+});
+
+describe('peer directory: identity changes with only inbound traffic', () => {
+  it('a node that came back with a new id: its old id is refused once the name answers the new one', async () => {
+    const { dir, answers, clock } = directory();
+    answers.set('b', { nodeName: 'b', peerId: P1, addrs: [] });
+    expect(await dir.authorise(P1)).toBe(true);
+    answers.set('b', { nodeName: 'b', peerId: P2, addrs: [] }); // re-registered as P2; the rendezvous forgot P1
+    clock.now += 31_000;
+    expect(await dir.authorise(P1)).toBe(false);
+    clock.now += 5 * 60_000;
+    expect(await dir.authorise(P1)).toBe(false);
+    expect(await dir.authorise(P2)).toBe(true);
+  });
+
+  it('a peer that now answers another name no longer resolves as its old name', async () => {
+    const { dir, answers, clock } = directory(['b', 'c']);
+    answers.set('b', { nodeName: 'b', peerId: P1, addrs: [] });
+    expect((await dir.resolve('b')).peerId.toString()).toBe(P1);
+    answers.clear();
+    answers.set('c', { nodeName: 'c', peerId: P1, addrs: [] });
+    clock.now += 31_000;
+    expect(await dir.nodeNameOf(P1)).toBe('c');
+    await expect(dir.resolve('b')).rejects.toThrow(/no rendezvous record/);
+  });
+
+  it('without a PSK, an answer the first-use binding refuses leaves the bound peer known', async () => {
+    const tmp = await mkdtemp(join(tmpdir(), 'ew-pd-'));
+    try {
+      const bindings = await BindingStore.open(tmp, 'b.json');
+      const { dir, answers, clock } = directory(['b'], bindings);
+      answers.set('b', { nodeName: 'b', peerId: P1, addrs: [] });
+      expect((await dir.resolve('b')).peerId.toString()).toBe(P1); // binds b → P1
+      answers.set('b', { nodeName: 'b', peerId: P2, addrs: [] }); // an impostor's registration
+      clock.now += 31_000;
+      expect((await dir.resolve('b')).peerId.toString()).toBe(P1);
+      expect(await dir.authorise(P2)).toBe(false);
+      answers.clear(); // then the relay restarts
+      clock.now += 31_000;
+      expect(await dir.authorise(P1)).toBe(true);
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
   });
 });

@@ -9,19 +9,23 @@
  */
 import type { Logger } from '../../util/log.js';
 import { nftFailure, NftError } from './errors.js';
-import { CliNftExecutor, NftCommandExecutor, type NftExecutor } from './executor.js';
+import { CliNftExecutor, NftCommandExecutor, type InspectOptions, type NftExecutor } from './executor.js';
 import { loadNftAddon, type NativeNftContext } from './native-nft.js';
 import type { Transaction } from './transaction.js';
 import type { TableSummary } from './compile.js';
 
 /**
- * Transactions with more elements than this go through the `nft` CLI: at 50k
- * services (150k elements) the CLI measured faster, interleaved on the same box
- * (5.1–7.2 s vs 6.1–7.8 s; at 10k in-process was faster: 0.9–1.5 s vs 1.2–2.3 s),
- * and nft's transient heap (~3 KB per element, 450 MB at 50k) then lives and dies
- * in its own process instead of the agent.
+ * Transactions with more elements than this (full syncs above ~1k services) go
+ * through the `nft` CLI, whose malloc gets transparent huge pages (executor.ts
+ * hugePages), which the agent's own heap cannot have. Measured here, the same full
+ * apply cost nft 2–3× less CPU that way (1k services: 30 vs 79 ms; 10k: 200 vs
+ * 555 ms; 50k: wall 2.2 s vs 7.6 s) and the CLI was as fast in wall time from
+ * ~2k services on, its process start included. Small transactions (endpoint
+ * changes: a few elements) stay in-process, where they cost no process start.
+ * nft's transient heap (~3 KB per element) then also lives and dies in its own
+ * process instead of the agent.
  */
-export const CLI_ABOVE_ELEMENTS = 60_000;
+export const CLI_ABOVE_ELEMENTS = 3_000;
 
 export interface InProcessOptions {
   /** Where large transactions go (see CLI_ABOVE_ELEMENTS); none: everything in-process. */
@@ -60,7 +64,15 @@ export class InProcessNftExecutor extends NftCommandExecutor {
     return this.serial(() => super.run(tx));
   }
 
-  override inspect(opts: { deep?: boolean } = {}): Promise<TableSummary | undefined> {
+  /**
+   * A deep listing of a large table goes through the CLI too: nft builds the whole
+   * listing in its heap, which huge pages make cheaper there (50k services: 20 s
+   * vs 27 s in-process on the busy box, bench/results/nft-sync.json) and which then
+   * never lands in the agent's heap.
+   */
+  override inspect(opts: InspectOptions = {}): Promise<TableSummary | undefined> {
+    const { cli, cliAboveElements = CLI_ABOVE_ELEMENTS } = this.opts;
+    if (cli && opts.deep && (opts.elements ?? 0) > cliAboveElements) return this.serial(() => cli.inspect(opts));
     return this.serial(() => super.inspect(opts));
   }
 

@@ -178,7 +178,7 @@ export class NftSyncer {
     const deep = opts.deep ?? (elements < (this.opts.deepBelowElements ?? 20_000) || this.driftChecks % (this.opts.deepCheckEvery ?? 10) === 0);
     this.driftChecks++;
     const generation = this.generation;
-    const got = await this.opts.executor.inspect({ deep });
+    const got = await this.opts.executor.inspect({ deep, elements });
     // A sync that ran meanwhile makes this listing stale: judge it next time.
     if (generation !== this.generation || this.running || this.needFull) return [];
     const diff = summaryDrift(want, got);

@@ -28,6 +28,7 @@ import { connectMany, PeerChannel, type ChannelPath, type PathDialer } from './p
 import { ewcServer, type EwcHooks, type PskCredential } from './ewc-handshake.js';
 import type { EwcSocket } from './ewc-codec.js';
 import { tryHandOver, type AeadSource } from './handover.js';
+import { Backoff } from '../../util/backoff.js';
 import { newToken, MAX_TOKENS_PER_REQUEST } from './relay-pairing.js';
 import { CHANNEL_PROTOCOL, field, PAIRED, readJson, readSocketPrefix, RELAY_PAIR_PROTOCOL, requestJson, sendJson, tokensField } from './wire.js';
 
@@ -264,6 +265,9 @@ export class ChannelManager {
     const node = this.o.node;
     const dial = this.o.connect.bind(this.o);
     const pathOf = (): ChannelPath | undefined => this.pathOf(peerId);
+    // Reconnecting libp2p to punch again backs off while it fails (a relay down).
+    const redial = new Backoff(1000, 30_000);
+    let redialAt = 0;
     const d = {
       path: 'punched' as const,
       via: 'hole punch',
@@ -272,7 +276,16 @@ export class ChannelManager {
         // The punch is signalled over libp2p. That connection may be gone while the
         // punched sockets still work (a relay restarted): connect again (through
         // the relays) to punch the next ones, instead of giving the path up.
-        if (open().length === 0) await dial(nodeName, signal);
+        if (open().length === 0) {
+          if (Date.now() < redialAt) throw new ChannelError('ERR_CHANNEL_NO_PATH', 'no punching: no libp2p connection to the peer (reconnect backing off)');
+          try {
+            await dial(nodeName, signal);
+            redial.reset();
+          } catch (err) {
+            redialAt = Date.now() + redial.next();
+            throw err;
+          }
+        }
         const conns = open();
         if (conns.length === 0 || conns.some((c) => connectionPath(c) === 'direct')) throw new ChannelError('ERR_CHANNEL_NO_PATH', 'no punching: the peer is not (only) relayed');
         if (upgrade) {

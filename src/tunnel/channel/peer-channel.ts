@@ -234,7 +234,7 @@ export class PeerChannel {
       const left = deadline - Date.now();
       if (left <= 0) return undefined;
       await new Promise<void>((r) => {
-        const t = Number.isFinite(left) ? setTimeout(r, left) : undefined;
+        const t = Number.isFinite(left) ? setTimeout(r, left).unref() : undefined;
         this.waiters.push(() => { clearTimeout(t); r(); });
       });
     }
@@ -247,20 +247,21 @@ export class PeerChannel {
       } catch (err) {
         this.o.logger.debug({ peer: this.o.peerId, err: String(err) }, 'channel connection failed');
       }
-      if (this.dialer === d) this.down();
+      // Warm connections a refill brought meanwhile keep the path up.
+      if (this.dialer === d && this.pool.length === 0) this.down();
       return undefined;
     })();
     const left = deadline - Date.now();
     if (!Number.isFinite(left)) return fresh;
     let timer: NodeJS.Timeout | undefined;
     const late = Symbol('late');
-    const got = await Promise.race([fresh, new Promise<typeof late>((r) => { timer = setTimeout(() => r(late), Math.max(0, left)); })]);
+    const got = await Promise.race([fresh, new Promise<typeof late>((r) => { timer = setTimeout(() => r(late), Math.max(0, left)).unref(); })]);
     clearTimeout(timer);
     if (got !== late) return got;
     void fresh.then((s) => {
       if (!s) return;
-      if (this.dialer === d && !this.closed) this.add(s, d.path);
-      else retire(s);
+      // Late: it joins the pool (within its bound) for the next flow.
+      if (this.dialer === d && !this.closed && this.pool.length < Math.min(MAX_WARM, this.target)) { this.add(s, d.path); this.wake(); } else retire(s);
     });
     return undefined;
   }
