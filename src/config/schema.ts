@@ -108,6 +108,12 @@ export const tunnelSchema = z
     directDialTimeoutMs: z.number().int().min(50).default(1500),
     /** A UDP session through the tunnel with no datagram for this long is closed (its stream too). */
     udpIdleTimeoutMs: z.number().int().min(100).default(60_000),
+    /**
+     * A peer connection (libp2p connections and the data channel's warm pool; not
+     * relays) with no open flow for this long is closed; the next flow dials again.
+     * 0 = never.
+     */
+    peerIdleMs: z.number().int().min(0).default(300_000),
     /** Inbound tunnel flows at once. */
     maxFlows: z.number().int().min(1).default(8192),
     /** Write `tunnel-state.json` (peers by path, relays, counters) under stateDir. */

@@ -20,6 +20,23 @@ export interface PumpHooks {
   done(err: Error | undefined, reason: 'closed' | 'idle_timeout' | 'error'): void;
 }
 
+/**
+ * Tear a side down so its peer sees the flow failed: a TCP socket is reset (RST).
+ * A plain destroy() sends FIN when every received byte was read, and the client
+ * then sees a clean end with the rest of the answer missing — e.g. when the far
+ * agent died mid-flow (kill -9). Other streams are destroyed.
+ */
+export function resetSide(side: Duplex): void {
+  if (side.destroyed) return;
+  const reset = (side as Partial<Socket>).resetAndDestroy;
+  if (typeof reset === 'function') {
+    // Without a TCP handle Node throws, or destroys with an error: the side is going anyway.
+    side.on('error', () => undefined);
+    try { reset.call(side); return; } catch { /* not TCP: destroy below */ }
+  }
+  side.destroy();
+}
+
 /** One direction: src → dst. Returns nothing; listeners live as long as the streams. */
 function forward(src: Duplex, dst: Duplex, count: (n: number) => void, sink?: ReadSink): void {
   src.on('end', () => dst.end());
@@ -44,9 +61,10 @@ export function pump(client: Socket, endpoint: Duplex, hooks: PumpHooks, idleMs 
   let firstErr: Error | undefined;
   let reason: 'closed' | 'idle_timeout' | 'error' = 'closed';
   let open = 2;
+  // Only on failure (error, reset, idle timeout): a clean close never gets here.
   const destroyBoth = (): void => {
-    client.destroy();
-    endpoint.destroy();
+    resetSide(client);
+    resetSide(endpoint);
   };
   const onError = (e: Error): void => {
     firstErr ??= e;

@@ -30,6 +30,7 @@ import { abortQuietly, bridgeSocket, closeQuietly, DatagramWriter, readPrefix, S
 import { DialFailedError, NotRunningError, TunnelRefusedError } from './errors.js';
 import { isUsableRemote } from './addrs.js';
 import { connectionPath } from './path.js';
+import type { PeerActivity } from './peer-activity.js';
 
 export { connectionPath };
 
@@ -56,6 +57,8 @@ export interface TunnelDialerOptions {
   dialBudgetMs?: number;
   /** Time for the far agent to answer (it dials the backend in between). */
   statusTimeoutMs?: number;
+  /** Open flows per peer (idle peer connections close on it): every flow holds its peer from setup to end. */
+  activity?: PeerActivity;
   upgradeMinBackoffMs?: number;
   upgradeMaxBackoffMs?: number;
   onPathChange?: () => void;
@@ -226,6 +229,19 @@ export class TunnelDialer implements RemoteDialer {
    */
   async openStream(target: RemoteTarget, proto: TunnelProto, signal?: AbortSignal): Promise<{ stream: Stream; rest: Uint8Array | undefined }> {
     const conn = await this.connection(target.nodeName, signal);
+    try {
+      return await this.openStreamOn(conn, target, proto, signal);
+    } catch (err) {
+      // The peer closed this connection (idle there, or it died) just as the flow
+      // took it. No byte of the flow went out yet (only its header), so one more
+      // try on a fresh connection is safe.
+      if (err instanceof TunnelRefusedError || signal?.aborted || conn.status === 'open') throw err;
+      this.o.logger.debug({ node: target.nodeName, err: String(err) }, 'connection closed under a new flow; dialling again');
+      return this.openStreamOn(await this.connection(target.nodeName, signal), target, proto, signal);
+    }
+  }
+
+  private async openStreamOn(conn: Connection, target: RemoteTarget, proto: TunnelProto, signal?: AbortSignal): Promise<{ stream: Stream; rest: Uint8Array | undefined }> {
     const stream = await conn.newStream(TUNNEL_PROTOCOL, {
       runOnLimitedConnection: true,
       // Send the protocol name with the header (one round trip less per flow); a
@@ -253,17 +269,40 @@ export class TunnelDialer implements RemoteDialer {
     }
   }
 
-  private track(proto: TunnelProto, stream: Stream): void {
+  private track(proto: TunnelProto, stream: Stream, release: () => void): void {
     const m = this.o.metrics;
     m.streamsOpen.inc({ direction: 'out', proto });
     stream.addEventListener('close', (evt) => {
+      release();
       m.streamsOpen.dec({ direction: 'out', proto });
       m.streams.inc({ direction: 'out', proto, result: evt.error ? 'error' : 'ok' });
     }, { once: true });
   }
 
+  /**
+   * Hold the target's peer from the flow's setup on (an idle close must not take
+   * the connection a flow is being set up on); the carrier releases it at its end.
+   */
+  private async holdPeer(target: RemoteTarget): Promise<() => void> {
+    const a = this.o.activity;
+    if (!a) return () => undefined;
+    const { peerId } = await this.o.directory.resolve(target.nodeName);
+    return a.hold(peerId.toString());
+  }
+
+  /** Run a flow's setup under a hold of its peer; a failed setup releases it. */
+  private async withHold<T>(target: RemoteTarget, setup: (release: () => void) => Promise<T>): Promise<T> {
+    const release = await this.holdPeer(target);
+    try {
+      return await setup(release);
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+
   /** A started flow on the data channel, or undefined (no channel: use libp2p). Counted by carrier. */
-  private async viaChannel(target: RemoteTarget, proto: TunnelProto, signal?: AbortSignal): Promise<EwcSocket | undefined> {
+  private async viaChannel(target: RemoteTarget, proto: TunnelProto, release: () => void, signal?: AbortSignal): Promise<EwcSocket | undefined> {
     const ch = this.channel;
     if (!ch || !this.running) return undefined;
     const { peerId } = await this.o.directory.resolve(target.nodeName);
@@ -279,58 +318,84 @@ export class TunnelDialer implements RemoteDialer {
       void opening.then((s) => s?.destroy(), () => undefined);
       throw err;
     }
-    if (sock && signal?.aborted) { sock.destroy(); throw signal.reason instanceof Error ? signal.reason : new Error('aborted'); }
-    this.o.metrics.channelFlows.inc({ path: sock ? ch.pathOf(id) ?? 'unknown' : 'libp2p' });
     if (sock) {
       const m = this.o.metrics;
       m.streamsOpen.inc({ direction: 'out', proto });
-      sock.once('close', (hadError: boolean) => {
+      onFlowEnd(sock, (failed) => {
+        release();
         m.streamsOpen.dec({ direction: 'out', proto });
-        m.streams.inc({ direction: 'out', proto, result: hadError ? 'error' : 'ok' });
-        // Wire bytes (EWC1 records included): reading the payload here would take it from the flow.
+        m.streams.inc({ direction: 'out', proto, result: failed ? 'error' : 'ok' });
+        // Wire bytes (EWC1 records included; a pumped flow's bulk is counted by the manager's hand-over).
         m.bytes.inc({ direction: 'tx' }, sock.bytesWritten);
         m.bytes.inc({ direction: 'rx' }, sock.bytesRead);
       });
     }
+    if (sock && signal?.aborted) { sock.destroy(); throw signal.reason instanceof Error ? signal.reason : new Error('aborted'); }
+    this.o.metrics.channelFlows.inc({ path: sock ? ch.pathOf(id) ?? 'unknown' : 'libp2p' });
     return sock;
   }
 
   /** RemoteDialer: a byte stream to a TCP endpoint on another node. */
   async dialStream(target: RemoteTarget, signal?: AbortSignal): Promise<Duplex> {
-    const ch = await this.viaChannel(target, 'tcp', signal);
-    if (ch) return ch;
-    const { stream, rest } = await this.openStream(target, 'tcp', signal);
-    this.track('tcp', stream);
-    const m = this.o.metrics;
-    const dup = new StreamDuplex(stream, rest);
-    dup.on('data', (c: Buffer) => m.bytes.inc({ direction: 'rx' }, c.length));
-    return dup;
+    return this.withHold(target, async (release) => {
+      const ch = await this.viaChannel(target, 'tcp', release, signal);
+      if (ch) return ch;
+      const { stream, rest } = await this.openStream(target, 'tcp', signal);
+      this.track('tcp', stream, release);
+      const m = this.o.metrics;
+      const dup = new StreamDuplex(stream, rest);
+      dup.on('data', (c: Buffer) => m.bytes.inc({ direction: 'rx' }, c.length));
+      return dup;
+    });
   }
 
   /** Faster than dialStream for a socket: joins it to the stream without a Duplex in between. */
   async bridge(socket: Socket, target: RemoteTarget, signal?: AbortSignal): Promise<void> {
-    const ch = await this.viaChannel(target, 'tcp', signal);
-    if (ch) {
-      pump(socket, ch, { toEndpoint: () => undefined, toClient: () => undefined, done: () => undefined });
-      // A client that sent FIN before we got here already emitted 'end' (Node does
-      // so from its initial read even without a reader): carry it now.
-      if (socket.readableEnded) ch.end();
-      return;
-    }
-    const { stream, rest } = await this.openStream(target, 'tcp', signal);
-    this.track('tcp', stream);
-    const m = this.o.metrics;
-    bridgeSocket(socket, stream, rest, { onBytes: (tx, rx) => { m.bytes.inc({ direction: 'tx' }, tx); m.bytes.inc({ direction: 'rx' }, rx); } });
+    await this.withHold(target, async (release) => {
+      const ch = await this.viaChannel(target, 'tcp', release, signal);
+      if (ch) {
+        pump(socket, ch, { toEndpoint: () => undefined, toClient: () => undefined, done: () => undefined });
+        // A client that sent FIN before we got here already emitted 'end' (Node does
+        // so from its initial read even without a reader): carry it now.
+        if (socket.readableEnded) ch.end();
+        return;
+      }
+      const { stream, rest } = await this.openStream(target, 'tcp', signal);
+      this.track('tcp', stream, release);
+      const m = this.o.metrics;
+      bridgeSocket(socket, stream, rest, { onBytes: (tx, rx) => { m.bytes.inc({ direction: 'tx' }, tx); m.bytes.inc({ direction: 'rx' }, rx); } });
+    });
   }
 
   /** RemoteDialer: a datagram session to a UDP endpoint on another node (one stream per session). */
   async openDatagramSession(target: RemoteTarget, signal?: AbortSignal): Promise<DatagramSession> {
-    const ch = await this.viaChannel(target, 'udp', signal);
-    if (ch) return new ChannelDatagramSession(ch, this.o.metrics);
-    const { stream, rest } = await this.openStream(target, 'udp', signal);
-    this.track('udp', stream);
-    return new StreamDatagramSession(stream, rest, this.o.metrics);
+    return this.withHold(target, async (release) => {
+      const ch = await this.viaChannel(target, 'udp', release, signal);
+      if (ch) return new ChannelDatagramSession(ch, this.o.metrics);
+      const { stream, rest } = await this.openStream(target, 'udp', signal);
+      this.track('udp', stream, release);
+      return new StreamDatagramSession(stream, rest, this.o.metrics);
+    });
   }
+}
+
+/**
+ * `end` once, when a channel flow is over: its connection closed — or, for a flow
+ * handed to the addon's record pump (the codec closes at the hand-off while the
+ * pump carries the bytes on), when the pump is done. The peer's hold and the open
+ * stream gauge end there, so a pumped flow keeps its peer and is counted open.
+ */
+function onFlowEnd(sock: EwcSocket, end: (failed: boolean) => void): void {
+  let pumped = false;
+  const forward = sock.forwardNative;
+  if (forward) {
+    sock.forwardNative = (client, opts) => {
+      const native = forward(client, opts);
+      if (native) { pumped = true; native.then(() => end(false), () => end(true)); }
+      return native;
+    };
+  }
+  sock.once('close', (hadError: boolean) => { if (!pumped) end(hadError); });
 }
 
 /**

@@ -23,6 +23,8 @@ export interface TunnelMetrics {
   readonly channelHandshakeFailures: Counter<'reason'>;
   readonly channelRecordErrors: Counter<'reason'>;
   readonly channelHandovers: Counter<'side' | 'result'>;
+  /** Peer connections closed for idleness (`tunnel.peerIdleMs`). */
+  readonly peerIdleCloses: Counter;
   /** Rendezvous answers refused because the name is bound to another peer (first-use binding). */
   readonly bindingConflicts: Counter;
 }
@@ -48,6 +50,7 @@ export function createTunnelMetrics(registry: Registry): TunnelMetrics {
     channelHandshakeFailures: new Counter({ name: 'edgeway_tunnel_channel_handshake_failures_total', help: 'Data channel EWC1 handshakes that failed, by reason (timeout, closed, garbled, unknown-id, bad-confirm, bad-key)', labelNames: ['reason'], registers: r }),
     channelRecordErrors: new Counter({ name: 'edgeway_tunnel_channel_record_errors_total', help: 'Data channel connections reset for a bad record stream, by reason (length, tag, truncated, after-end)', labelNames: ['reason'], registers: r }),
     channelHandovers: new Counter({ name: 'edgeway_tunnel_channel_handovers_total', help: 'Channel flows offered to the native EWC1 record pump, by side (client, server) and result (native, declined: the flow stayed on the JS codec)', labelNames: ['side', 'result'], registers: r }),
+    peerIdleCloses: new Counter({ name: 'edgeway_tunnel_peer_idle_closes_total', help: 'Peer connections (libp2p connections and warm data channel connections) closed after tunnel.peerIdleMs without a flow', registers: r }),
     bindingConflicts: new Counter({ name: 'edgeway_tunnel_binding_conflicts_total', help: 'Peers claiming a node name bound to another peer id (refused)', registers: r }),
   };
 }

@@ -16,6 +16,7 @@ import { MAX_STREAMS_PER_CONNECTION } from './node.js';
 import { chunksOf, decodeRequest, DatagramDecoder, encodeStatus, frameDatagram, MAX_HEADER_BYTES, Status, UDP_MAX_QUEUED_BYTES, UDP_RECV_BUFFER_BYTES, TUNNEL_PROTOCOL, type TunnelRequest, type TunnelProto } from './protocol.js';
 import { abortQuietly, bridgeSocket, closeQuietly, DatagramWriter, readPrefix } from './stream-io.js';
 import type { RefusalReason, TunnelMetrics } from './metrics.js';
+import type { PeerActivity } from './peer-activity.js';
 
 /**
  * Is `req` an endpoint of `req.serviceKey` that the plan places on `nodeName`, on
@@ -40,6 +41,8 @@ export interface TunnelServerOptions {
   maxFlows?: number;
   /** SOCKS5 node access (node-access.ts): a request this accepts is served though it names no endpoint. */
   nodeAccess?: (req: TunnelRequest) => boolean;
+  /** Open flows per peer (idle peer connections close on it). */
+  activity?: PeerActivity;
 }
 
 /** Bytes from the dialer kept while the backend connects; past it the flow is refused (counted). */
@@ -100,15 +103,17 @@ export class TunnelServer {
     return undefined;
   }
 
-  /** Count an admitted inbound flow; the returned function ends it (once). */
-  enter(proto: TunnelProto): (result: string) => void {
+  /** Count an admitted inbound flow from `peer` (it keeps the peer from idling); the returned function ends it (once). */
+  enter(proto: TunnelProto, peer: string): (result: string) => void {
     const m = this.o.metrics;
+    const release = this.o.activity?.hold(peer);
     this.flows++;
     m.streamsOpen.inc({ direction: 'in', proto });
     let counted = false;
     return (result: string): void => {
       if (counted) return;
       counted = true;
+      release?.();
       this.flows--;
       m.streamsOpen.dec({ direction: 'in', proto });
       m.streams.inc({ direction: 'in', proto, result });
@@ -144,7 +149,7 @@ export class TunnelServer {
       this.refuse(stream, refusal.reason, refusal.code, refusal.detail, req.proto);
       return;
     }
-    const done = this.enter(req.proto);
+    const done = this.enter(req.proto, peer);
     if (req.proto === 'tcp') this.serveTcp(stream, req, header.rest, done);
     else this.serveUdp(stream, req, header.rest, done);
   }

@@ -29,6 +29,8 @@ export function dataPortOf(t: Config['tunnel']): number {
   return t.dataPort || t.listenPort + 1;
 }
 import { BindingStore } from './bindings.js';
+import { PeerActivity } from './peer-activity.js';
+import { PeerIdleReaper, type IdleCloseResult } from './peer-idle.js';
 
 export const STATE_FILE = 'tunnel-state.json';
 
@@ -82,6 +84,9 @@ export class TunnelService {
   private peerId = '';
   /** Peers that had a relayed connection at some point (tests prove LAN peers never do). */
   private readonly everRelayed = new Set<string>();
+  /** Open flows and last use per peer: the one input of idle peer closes. */
+  readonly activity = new PeerActivity();
+  private reaper?: PeerIdleReaper;
 
   constructor(private readonly o: TunnelServiceOptions) {
     this.metrics = createTunnelMetrics(o.registry);
@@ -117,15 +122,20 @@ export class TunnelService {
       nodeAccess: (req) => isNodeAccess(req, config.nodeName, config.socks5, this.o.snapshot()),
       // The dialing side gives up after its proxy connect timeout; so does the backend connect here.
       connectTimeoutMs: config.proxy.connectTimeoutMs,
+      activity: this.activity,
     });
     // Derived from the proxy's connect timeout: a flow never waits longer than that.
     this.dialer = new TunnelDialer({
       node, nodeName: config.nodeName, directory, relays: this.relays, metrics: this.metrics, logger,
       directDialTimeoutMs: t.directDialTimeoutMs, dialBudgetMs: config.proxy.connectTimeoutMs, onPathChange: onChange,
+      activity: this.activity,
     });
     node.addEventListener('connection:close', onChange);
     node.addEventListener('connection:open', (evt) => {
-      if (connectionPath(evt.detail) === 'relayed') this.everRelayed.add(evt.detail.remotePeer.toString());
+      const peer = evt.detail.remotePeer.toString();
+      if (connectionPath(evt.detail) === 'relayed') this.everRelayed.add(peer);
+      // A connection that never carries a flow (the far side dialled, then did nothing) idles from now.
+      this.activity.seen(peer);
     });
     node.addEventListener('self:peer:update', onChange);
     await this.server.start();
@@ -152,6 +162,12 @@ export class TunnelService {
       this.dialer.channel = this.channel;
     }
     this.relays.start();
+    this.reaper = new PeerIdleReaper({
+      idleMs: t.peerIdleMs, activity: this.activity, closes: this.metrics.peerIdleCloses, logger,
+      candidates: () => this.idleCandidates(), close: (peer) => this.closeIdlePeer(peer),
+      nodeNameOf: (peer) => this.directory?.knownNodeName(peer),
+    });
+    this.reaper.start();
     this.metrics.peers.reset();
     this.stateTimer = setInterval(() => { this.refreshGauges(); void this.writeState(); }, 1000);
     this.stateTimer.unref();
@@ -173,8 +189,30 @@ export class TunnelService {
       : 'tunnel has no PSK and no Node annotations: a node name is bound to the first peer id seen for it (first-use bindings); an impostor that claims a name before the real node ever did holds it; set tunnel.psk.path');
   }
 
+  /** Peers holding a libp2p connection, a channel or warm connections here; relays never. */
+  private idleCandidates(): string[] {
+    const relays = new Set(this.relays?.relayIds().map(String) ?? []);
+    const peers = new Set(this.node?.getConnections().map((c) => c.remotePeer.toString()) ?? []);
+    for (const p of this.channel?.peers() ?? []) peers.add(p);
+    return [...peers].filter((p) => !relays.has(p));
+  }
+
+  /**
+   * Close everything held for an idle peer: the channel's warm pools both ways
+   * (END, an orderly close the far side does not count as an error) and the libp2p
+   * connections (the far side sees them go and dials again for its next flow).
+   */
+  private async closeIdlePeer(peer: string): Promise<IdleCloseResult> {
+    const warm = this.channel?.closeIdlePeer(peer) ?? 0;
+    const conns = this.node?.getConnections().filter((c) => c.remotePeer.toString() === peer) ?? [];
+    await Promise.all(conns.map((c) => c.close().catch((err: unknown) => c.abort(err instanceof Error ? err : new Error(String(err))))));
+    if (conns.length > 0) this.stateDirty = true;
+    return { connections: conns.length, warm };
+  }
+
   async stop(): Promise<void> {
     clearInterval(this.stateTimer);
+    await this.reaper?.stop();
     this.dialer?.stop();
     // Punches in flight first: the channel's background upgrades wait on them, and a
     // punch through a symmetric NAT would otherwise run all its attempts (~13 s).

@@ -26,6 +26,7 @@ import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface';
 import { chunksOf } from './protocol.js';
+import { resetSide } from '../proxy/pump.js';
 
 /** Every byte handed to `send()` has left this stream's write buffer (it may take more). */
 export function sentOut(stream: Stream): boolean {
@@ -167,7 +168,7 @@ export function bridgeSocket(socket: Socket, stream: Stream, initial: Uint8Array
   const fail = (err: Error): void => {
     firstError ??= err;
     abortQuietly(stream, err);
-    socket.destroy();
+    resetSide(socket);
   };
 
   const writeToSocket = (c: Uint8Array): boolean => {
@@ -193,7 +194,8 @@ export function bridgeSocket(socket: Socket, stream: Stream, initial: Uint8Array
   };
   const onClose = (evt: StreamCloseEvent): void => {
     streamClosed = true;
-    if (evt.error) { firstError ??= evt.error; socket.destroy(); } else if (stream.readableEnded) onEnd();
+    // A failed stream resets the socket: a FIN would tell the client the answer was complete.
+    if (evt.error) { firstError ??= evt.error; resetSide(socket); } else if (stream.readableEnded) onEnd();
     // else: unread bytes are still buffered in the stream; `end` follows them.
     maybeDone();
   };

@@ -34,7 +34,24 @@ export interface ChannelServerOptions {
 const UDP_MAX_BUFFERED = 512 * 1024;
 
 export class ChannelServer {
+  /** Connections waiting for their flow's header (a peer's warm pool here), by peer. */
+  private readonly waiting = new Map<string, Set<EwcSocket>>();
+
   constructor(private readonly o: ChannelServerOptions) {}
+
+  /** Peers with warm connections waiting here. */
+  waitingPeers(): string[] {
+    return [...this.waiting.keys()];
+  }
+
+  /** Close `peer`'s warm connections here with END (an idle peer); returns how many. Flows are left alone. */
+  retireWaiting(peer: string): number {
+    const set = this.waiting.get(peer);
+    if (!set) return 0;
+    this.waiting.delete(peer);
+    for (const s of set) retire(s);
+    return set.size;
+  }
 
   /** Serve one authenticated channel connection from `peer`. Never throws. */
   serve(sock: EwcSocket, peer: string): void {
@@ -47,6 +64,9 @@ export class ChannelServer {
 
   private async serveInner(sock: EwcSocket, peer: string): Promise<void> {
     let req: TunnelRequest;
+    let set = this.waiting.get(peer);
+    if (!set) this.waiting.set(peer, (set = new Set()));
+    set.add(sock);
     try {
       req = await readSocketPrefix(sock, (b) => {
         const r = decodeRequest(b);
@@ -58,10 +78,13 @@ export class ChannelServer {
       if (sock.readableEnded) { retire(sock); return; }
       this.refuse(sock, 'bad-request', Status.badRequest, (err as Error).message, 'unknown');
       return;
+    } finally {
+      set.delete(sock);
+      if (set.size === 0 && this.waiting.get(peer) === set) this.waiting.delete(peer);
     }
     const refusal = await this.o.server.check(peer, req);
     if (refusal) { this.refuse(sock, refusal.reason, refusal.code, refusal.detail, req.proto); return; }
-    const done = this.o.server.enter(req.proto);
+    const done = this.o.server.enter(req.proto, peer);
     if (req.proto === 'tcp') this.serveTcp(sock, req, done);
     else this.serveUdp(sock, req, done);
   }

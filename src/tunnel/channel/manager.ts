@@ -140,6 +140,24 @@ export class ChannelManager {
     return [...this.channels.entries()].map(([peerId, { nodeName, ch }]) => ({ peerId, nodeName, ...(ch.path ? { path: ch.path } : {}), ...(ch.via ? { via: ch.via } : {}), warm: ch.warmCount }));
   }
 
+  /** Peers with a channel from here or warm connections from them here (idle close candidates). */
+  peers(): string[] {
+    return [...new Set([...this.channels.keys(), ...this.channelServer.waitingPeers()])];
+  }
+
+  /**
+   * An idle peer: drop this node's channel to it (its warm pool ends with END) and
+   * end its warm connections here. Flows running on either are left alone. Returns
+   * the warm connections closed; the next flow sets a channel up again.
+   */
+  closeIdlePeer(peerId: string): number {
+    const e = this.channels.get(peerId);
+    this.channels.delete(peerId);
+    const n = (e?.ch.retireAll() ?? 0) + this.channelServer.retireWaiting(peerId);
+    if (e) this.o.onChange?.();
+    return n;
+  }
+
   /** A socket punched at a peer's request: we are its EWC1 server, as on the LAN listener. */
   acceptPunched(raw: net.Socket): void {
     this.accept(raw, 'punched');
@@ -192,13 +210,17 @@ export class ChannelManager {
   private channelFor(peerId: string, nodeName: string): PeerChannel {
     let e = this.channels.get(peerId);
     if (!e) {
-      const ch = new PeerChannel({
+      const ch: PeerChannel = new PeerChannel({
         peerId, nodeName, warm: this.o.warm, handshakeTimeoutMs: CONTROL_TIMEOUT_MS, maxIdleMs: WARM_IDLE_MS, logger: this.o.logger,
         hello: (signal) => this.hello(nodeName, signal),
         paths: (dataPort, signal) => this.paths(peerId, nodeName, dataPort, signal),
         lanPath: (dataPort) => this.lanPath(peerId, nodeName, dataPort),
         ...(this.o.puncher?.available ? { punchedPath: () => this.punchedPath(peerId, nodeName, this.o.puncher!, true) } : {}),
         onChange: () => this.o.onChange?.(),
+        onClosedByPeer: () => {
+          if (this.channels.get(peerId)?.ch === ch) this.channels.delete(peerId);
+          this.o.onChange?.();
+        },
         onHandshake: (path, ok) => this.o.metrics.channelHandshakes.inc({ side: 'client', path, result: ok ? 'ok' : 'failed' }),
         hooks: this.hooks,
       });

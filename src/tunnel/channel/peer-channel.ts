@@ -54,6 +54,8 @@ export interface PeerChannelOptions {
   /** The hole-punch path, tried in the background while relayed (absent: no punching). */
   punchedPath?(): PathDialer;
   onChange(): void;
+  /** The far side closed every warm connection (END): this channel is done; the next flow makes a new one. */
+  onClosedByPeer?(): void;
   onHandshake(path: ChannelPath, ok: boolean): void;
   /** Handshake failures and rejected record streams (counted by the manager). */
   readonly hooks?: EwcHooks;
@@ -64,6 +66,7 @@ interface Warm {
   readonly path: ChannelPath;
   readonly born: number;
   readonly onIdle: () => void;
+  readonly onEnd: () => void;
 }
 
 export class PeerChannel {
@@ -178,17 +181,32 @@ export class PeerChannel {
   private add(sock: EwcSocket, path: ChannelPath): void {
     // An idle connection never receives data (the far side waits for a header):
     // reading keeps its close visible, and anything else is a broken peer.
-    // An end (the far side's idle timeout) closes it too: allowHalfOpen would keep it.
     const onIdle = (): void => { retire(sock); };
-    const w: Warm = { sock, path, born: Date.now(), onIdle };
+    // An END is the far side closing it on purpose (its warm timeout, or this peer
+    // closed as idle there): it is not replaced, and once the pool is empty that way
+    // the channel is done and the next flow sets up a new one (fresh key, paths) —
+    // refilling would only reopen what the far side just closed.
+    let farEnded = false;
+    const onEnd = (): void => { farEnded = true; retire(sock); };
+    const w: Warm = { sock, path, born: Date.now(), onIdle, onEnd };
     sock.on('error', () => undefined);
     sock.on('data', onIdle);
-    sock.on('end', onIdle);
+    sock.on('end', onEnd);
     sock.once('close', () => {
       const i = this.pool.indexOf(w);
-      if (i >= 0) { this.pool.splice(i, 1); this.refill(); }
+      if (i < 0) return;
+      this.pool.splice(i, 1);
+      if (!farEnded) this.refill();
+      else if (this.pool.length === 0 && this.dialer) this.closedByPeer();
     });
     this.pool.push(w);
+  }
+
+  /** The far side closed every warm connection: this channel is done (nothing failed, so no backoff for the next one). */
+  private closedByPeer(): void {
+    this.o.logger.debug({ peer: this.o.peerId, node: this.o.nodeName, path: this.dialer?.path }, 'data channel closed by the peer; a new one at the next flow');
+    this.close();
+    this.o.onClosedByPeer?.();
   }
 
   /**
@@ -256,7 +274,7 @@ export class PeerChannel {
       if (aged) this.target = Math.max(this.o.warm, this.target >> 1);
       if (aged || w.sock.destroyed || w.sock.readableEnded || w.path !== this.dialer?.path) { retire(w.sock); continue; }
       w.sock.off('data', w.onIdle);
-      w.sock.off('end', w.onIdle);
+      w.sock.off('end', w.onEnd);
       // Back to "not flowing, not paused": the flow's first reader starts it.
       w.sock.pause();
       return w.sock;
@@ -350,6 +368,20 @@ export class PeerChannel {
     this.dialer = undefined;
     // Unused warm connections close with END both ways (retire), also when the agent stops.
     for (const w of this.pool.splice(0)) retire(w.sock);
+  }
+
+  /**
+   * Close for idleness: like close(), but the warm connections end with END so the
+   * far side sees an orderly close (a reset counts as a truncated record stream).
+   * Returns how many were open.
+   */
+  retireAll(): number {
+    this.closed = true;
+    this.abort.abort(new Error('channel closed (idle)'));
+    this.dialer = undefined;
+    const pool = this.pool.splice(0);
+    for (const w of pool) retire(w.sock);
+    return pool.length;
   }
 }
 
