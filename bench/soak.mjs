@@ -9,7 +9,9 @@
 // `npm run build`, root). Env: SOAK_MIN (20; total minutes, 3 for a short run),
 // FLOWS (9000), EXTRA (2500), CHURN (20 flows per kind per round), FD_LIMIT (unset:
 // the agent's own limit), SOAK_LOGS (a directory for every process's log; level
-// SOAK_LOG_LEVEL, default info). Writes bench/results/soak.{json,md}.
+// SOAK_LOG_LEVEL, default info), ACCEL=off (the agents forward in Node: 2 fds per flow
+// on a1 instead of the addon's 4, so 9,000 flows fit under 20,000). Writes
+// bench/results/soak.{json,md}.
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -25,6 +27,7 @@ const opts = {
   // Ramp, limit, release and settle take a few minutes; the hold gets the rest.
   holdMs: Math.max(30_000, (minutes - 2.5) * 60_000), fdTolerance: 150,
   ...(process.env.FD_LIMIT ? { fdLimit: Number(process.env.FD_LIMIT) } : {}),
+  ...(process.env.ACCEL === 'off' ? { accelerator: 'off' } : {}),
   ...(process.env.SOAK_LOGS ? { logDir: process.env.SOAK_LOGS, logLevel: process.env.SOAK_LOG_LEVEL ?? 'info' } : {}),
 };
 const load = loadavg().map((x) => x.toFixed(2)).join(' ');
@@ -68,7 +71,7 @@ const md = [
   '',
   ...(r.problems.filter((p) => !p.expected).slice(0, 5).map((p) => `- ${p.who}: \`${p.line.slice(0, 240)}\``)),
   '',
-  `Command: \`SOAK_MIN=${minutes} FLOWS=${opts.flows} EXTRA=${opts.extra}${opts.fdLimit ? ` FD_LIMIT=${opts.fdLimit}` : ''} CHURN=${opts.churn} npm run bench soak\`.`,
+  `Command: \`SOAK_MIN=${minutes} FLOWS=${opts.flows} EXTRA=${opts.extra}${opts.fdLimit ? ` FD_LIMIT=${opts.fdLimit}` : ''}${opts.accelerator ? ` ACCEL=${opts.accelerator}` : ''} CHURN=${opts.churn} npm run bench soak\`.`,
 ].join('\n');
 console.log(md);
 mkdirSync(join(root, 'bench/results'), { recursive: true });

@@ -35,7 +35,7 @@ status: { addresses: [{ type: InternalIP, address: ${ip} }] }`;
  * raised above `maxFlows` so that the fd limit, not a configured cap, is what the
  * flows past the hold meet.
  */
-export function soakConfig(h: SoakHost, dir: string, maxFlows: number): object {
+export function soakConfig(h: SoakHost, dir: string, maxFlows: number, accelerator: 'auto' | 'off' = 'auto'): object {
   const common = {
     nodeName: h,
     stateDir: join(dir, h),
@@ -49,7 +49,7 @@ export function soakConfig(h: SoakHost, dir: string, maxFlows: number): object {
   return {
     ...common,
     dataplane: { mode: 'nftables', minSyncIntervalMs: 50 },
-    accelerator: { mode: 'auto' },
+    accelerator: { mode: accelerator },
     // Short UDP idle times: the churn's sessions are gone by the time the counts are
     // compared. A flow refused at the fd limit is reset by the proxy after at most
     // the connect timeout (10 s: a busy box during the ramp): inside the load

@@ -37,6 +37,12 @@ export interface SoakOptions {
   churn: number;
   /** How long a1's agent's CPU is sampled at the limit (default 10 s). */
   atLimitMs?: number;
+  /**
+   * The agents' accelerator (default auto). A flow the addon forwards holds 4 fds on
+   * a1 (the pool dup()s both sockets; src/native/README.md), a Node-forwarded one 2:
+   * 9,000 flows fit under a 20,000 fd limit only with `off`.
+   */
+  accelerator?: 'auto' | 'off';
   /** Lower a1's agent's fd limit (soft and hard) with prlimit; undefined = the process default. */
   fdLimit?: number;
   /** fds above the baseline still counted as "back to baseline". */
@@ -125,7 +131,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     const ns: Record<SoakHost, string> = { a1: topo.ns.a1, b1: topo.ns.b1, relay: topo.ns.relay };
     await writeFile(join(dir, 'swarm.key'), `/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
     await writeFile(join(dir, 'catalog.yaml'), soakCatalog());
-    for (const h of HOSTS) await writeFile(join(dir, `${h}.json`), JSON.stringify({ ...soakConfig(h, dir, o.flows + o.extra), log: { level: o.logLevel ?? 'warn' } }));
+    for (const h of HOSTS) await writeFile(join(dir, `${h}.json`), JSON.stringify({ ...soakConfig(h, dir, o.flows + o.extra, o.accelerator), log: { level: o.logLevel ?? 'warn' } }));
     const watch = (h: SoakHost, p: NsProcess): void => {
       let buf = '';
       const file = o.logDir ? createWriteStream(join(o.logDir, `${h}.log`)) : undefined;
