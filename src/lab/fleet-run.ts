@@ -164,6 +164,13 @@ function exitCode(p: NsProcess, timeoutMs: number): Promise<number | string> {
   });
 }
 
+/** SIGKILL a process and wait for its exit (at once when it is already gone, e.g. it crashed). */
+function killNow(p: NsProcess): Promise<void> {
+  const c = p.child;
+  if (c.exitCode !== null || c.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => { c.once('exit', () => resolve()); c.kill('SIGKILL'); });
+}
+
 async function probeAll(lab: Lab, plan: FleetPlan, net: FleetNet, pairs: [number, number][], o: FleetRunOptions, seed: number): Promise<FleetProbeResult[]> {
   const bySource = new Map<number, number[]>();
   for (const [from, to] of pairs) bySource.set(from, [...(bySource.get(from) ?? []), to]);
@@ -266,8 +273,7 @@ export async function runFleet(o: FleetRunOptions): Promise<FleetReport> {
     if (o.relayRestartMs !== undefined) {
       // The relay dies without a goodbye; its reservations and blind pairs go with it.
       log(`killing relay0 (SIGKILL), restarting it after ${o.relayRestartMs} ms`);
-      relays[0]!.child.kill('SIGKILL');
-      await new Promise((r) => relays[0]!.child.once('exit', r));
+      await killNow(relays[0]!);
       await new Promise((r) => setTimeout(r, o.relayRestartMs));
       relays[0] = lab.spawn(net.relays[0]!, process.execPath, [cli, 'relay', '--config', join(dir, `${plan.relays[0]!.name}.json`)]);
       collectProblems(relays[0], `${plan.relays[0]!.name}-restarted`, problems, o.logDir);
@@ -281,8 +287,7 @@ export async function runFleet(o: FleetRunOptions): Promise<FleetReport> {
       const victim = plan.nodes[Math.min(1, plan.nodes.length - 1)]!;
       log(`killing ${victim.name}'s agent (SIGKILL) and restarting it`);
       const tk = Date.now();
-      agents[victim.index]!.child.kill('SIGKILL');
-      await new Promise((r) => agents[victim.index]!.child.once('exit', r));
+      await killNow(agents[victim.index]!);
       agents[victim.index] = startAgent(victim.index, '-restarted');
       const restartedMs = Date.now() - tk;
       const itsPairs = pairs.filter(([from, to]) => from === victim.index || to === victim.index);
