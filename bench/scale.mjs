@@ -11,7 +11,8 @@
 // kills node 1's agent (SIGKILL), restarts it on its state dir and probes its pairs.
 // Env: NODES (100), LANS (10), RELAYS (1), PAIRS (3), PARTITION_S (30), RELAY_DOWN_S (10;
 // -1 = skip), AGENT_CRASH (1), START_BATCH (agents started at once; default 10 when
-// NODES > 30, else all: 2.5–4 CPU-s start-up each would otherwise swamp a small box).
+// NODES > 30, else all: 2.5–4 CPU-s start-up each would otherwise swamp a small box),
+// LOG_DIR (keep every agent's and relay's stderr there, at warn level).
 // Writes bench/results/scale.{json,md}.
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -28,7 +29,7 @@ const opts = {
   startBatch: env('START_BATCH', env('NODES', 100) > 30 ? 10 : env('NODES', 100)),
 };
 const load = loadavg().map((x) => x.toFixed(2)).join(' ');
-const r = await runFleet({ ...opts, log: (l) => console.error(`  ${new Date().toISOString().slice(11, 19)} ${l}`) });
+const r = await runFleet({ ...opts, ...(process.env.LOG_DIR ? { logDir: process.env.LOG_DIR } : {}), log: (l) => console.error(`  ${new Date().toISOString().slice(11, 19)} ${l}`) });
 
 const f = (s, d = 1) => `${s.median.toFixed(d)} (${s.min.toFixed(d)}–${s.max.toFixed(d)})`;
 const sum = (xs) => xs.reduce((a, b) => a + b, 0);
