@@ -27,7 +27,7 @@ const opts = {
   // Ramp, limit, release and settle take a few minutes; the hold gets the rest.
   holdMs: Math.max(30_000, (minutes - 2.5) * 60_000), fdTolerance: 150,
   ...(process.env.FD_LIMIT ? { fdLimit: Number(process.env.FD_LIMIT) } : {}),
-  ...(process.env.ACCEL === 'off' ? { accelerator: 'off' } : {}),
+  ...(process.env.ACCEL === 'off' ? { accelerator: /** @type {const} */ ('off') } : {}),
   ...(process.env.SOAK_LOGS ? { logDir: process.env.SOAK_LOGS, logLevel: process.env.SOAK_LOG_LEVEL ?? 'info' } : {}),
 };
 const load = loadavg().map((x) => x.toFixed(2)).join(' ');
