@@ -9,6 +9,11 @@ const LINGER_MS = 5000;
 
 function finish(code) {
   process.exitCode = code;
+  // Everything is stopped and the event loop has drained: exit now. Node's own teardown
+  // after this point (FreeEnvironment → CleanupHandles) was seen to spin forever in a
+  // few agents of a 30-node fleet (docs/scale.md, known defects); the addon's pools are
+  // already stopped by the command's own stop, so nothing is left for its cleanup hooks.
+  process.once('beforeExit', () => process.exit(code));
   setTimeout(() => {
     process.stderr.write(`edgeway: handles still open ${LINGER_MS} ms after the command returned; exiting with ${code}\n`);
     process.exit(code);

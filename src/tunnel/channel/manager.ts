@@ -36,6 +36,12 @@ import { CHANNEL_PROTOCOL, field, PAIRED, readJson, readSocketPrefix, RELAY_PAIR
 const CONTROL_TIMEOUT_MS = 10_000;
 /** How long a flow waits for a channel being set up before it takes the libp2p path. */
 const FIRST_FLOW_WAIT_MS = 500;
+/**
+ * How long a flow waits for a warm connection when the pool is empty (a refill is
+ * on its way: a relay pairing or a hole punch) before it takes libp2p — well inside
+ * the proxy's connect timeout (3 s by default), which would reset the client.
+ */
+const TAKE_WAIT_MS = 2000;
 /** Idle warm connections: the client replaces them after IDLE, the server drops them after 2×IDLE. */
 const WARM_IDLE_MS = 120_000;
 /** Rate limit of warnings about bad handshakes and records (the counters have every case). */
@@ -179,9 +185,9 @@ export class ChannelManager {
     const up = await Promise.race([ch.ensure(), new Promise<false>((r) => setTimeout(() => r(false), FIRST_FLOW_WAIT_MS).unref())]);
     if (!up) return undefined;
     // A warm connection may have died unseen: try a few before falling back. With
-    // none at hand the flow waits FIRST_FLOW_WAIT_MS at most for the next one.
+    // none at hand the flow waits TAKE_WAIT_MS at most for the next one.
     for (let i = 0; i < 3; i++) {
-      const sock = await ch.take(FIRST_FLOW_WAIT_MS);
+      const sock = await ch.take(TAKE_WAIT_MS);
       if (!sock) return undefined;
       try {
         await startFlow(sock, target, proto, this.o.statusTimeoutMs ?? 10_000);
