@@ -43,6 +43,8 @@ export interface RelayManagerOptions {
   minBackoffMs?: number;
   maxBackoffMs?: number;
   onChange?: () => void;
+  /** This node's addresses (default: asked of libp2p on every call; the agent passes its cache). */
+  listenAddrs?: () => Multiaddr[];
 }
 
 export class RelayManager {
@@ -74,6 +76,10 @@ export class RelayManager {
     return this.states.flatMap((s) => (s.peerId ? [s.peerId] : []));
   }
 
+  private addrs(): Multiaddr[] {
+    return this.o.listenAddrs?.() ?? this.o.node.getMultiaddrs();
+  }
+
   isRelay(peerId: string): boolean {
     return this.states.some((s) => s.peerId?.toString() === peerId);
   }
@@ -86,7 +92,7 @@ export class RelayManager {
   /** Relays we currently hold a reservation on (our circuit listen addresses). */
   reservedRelays(): string[] {
     const ids = new Set<string>();
-    for (const ma of this.o.node.getMultiaddrs()) {
+    for (const ma of this.addrs()) {
       const s = ma.toString();
       const m = /\/p2p\/([^/]+)\/p2p-circuit/.exec(s);
       if (m) ids.add(m[1]!);
@@ -122,7 +128,7 @@ export class RelayManager {
 
   /** This node's own direct addresses, as announced to the rendezvous. */
   ownAddrs(): string[] {
-    return [...new Set(this.o.node.getMultiaddrs().filter((m) => !isCircuit(m) && isUsableRemote(m)).map((m) => withoutPeer(m)))];
+    return [...new Set(this.addrs().filter((m) => !isCircuit(m) && isUsableRemote(m)).map((m) => withoutPeer(m)))];
   }
 
   private async connect(s: RelayState, signal: AbortSignal): Promise<Connection> {

@@ -31,6 +31,7 @@ export function dataPortOf(t: Config['tunnel']): number {
 import { BindingStore } from './bindings.js';
 import { PeerActivity } from './peer-activity.js';
 import { PeerIdleReaper, type IdleCloseResult } from './peer-idle.js';
+import { ListenAddrs } from './listen-addrs.js';
 
 export const STATE_FILE = 'tunnel-state.json';
 
@@ -87,6 +88,7 @@ export class TunnelService {
   /** Open flows and last use per peer: the one input of idle peer closes. */
   readonly activity = new PeerActivity();
   private reaper?: PeerIdleReaper;
+  private addrs?: ListenAddrs;
 
   constructor(private readonly o: TunnelServiceOptions) {
     this.metrics = createTunnelMetrics(o.registry);
@@ -106,8 +108,10 @@ export class TunnelService {
       relayReservations: t.relayNodes.length,
     });
     this.node = node;
+    const addrs = new ListenAddrs(node);
+    this.addrs = addrs;
     const onChange = (): void => { this.stateDirty = true; };
-    this.relays = new RelayManager({ node, nodeName: config.nodeName, relays: t.relayNodes, defaultPort: t.listenPort, logger, metrics: this.metrics, onChange });
+    this.relays = new RelayManager({ node, nodeName: config.nodeName, relays: t.relayNodes, defaultPort: t.listenPort, logger, metrics: this.metrics, onChange, listenAddrs: () => addrs.get() });
     const bindings = psk ? undefined : await BindingStore.open(config.stateDir, PEER_BINDINGS_FILE);
     this.bindings = bindings;
     this.directory = new PeerDirectory({
@@ -221,6 +225,7 @@ export class TunnelService {
     await this.relays?.stop();
     await this.server?.stop();
     await this.node?.stop();
+    this.addrs?.close();
     await this.writing;
     await this.bindings?.flush();
   }
@@ -266,7 +271,7 @@ export class TunnelService {
     return {
       nodeName: this.o.config.nodeName,
       peerId: this.peerId,
-      listen: this.node?.getMultiaddrs().map(String) ?? [],
+      listen: this.addrs?.get().map(String) ?? [],
       relays: this.relays?.status() ?? [],
       peers: this.peers(),
       channels: this.channel?.status() ?? [],
