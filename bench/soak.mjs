@@ -41,6 +41,7 @@ const sumT = (ts) => ts.reduce((a, t) => ({ ok: a.ok + t.ok, failed: a.failed + 
 const t = (x) => `${x.ok} ok, ${x.failed} failed${x.bad ? `, ${x.bad} CORRUPT` : ''}${x.errors && Object.keys(x.errors).length ? ` (${Object.entries(x.errors).map(([k, n]) => `${k} ${n}`).join(', ')})` : ''}`;
 const hold = r.samples.filter((s) => s.phase === 'hold');
 const m = (h, k) => `${r.baseline.metrics[h][k] ?? 0} → ${r.after.metrics[h][k] ?? 0}`;
+const mib = (h, k) => `${((r.baseline.metrics[h][k] ?? 0) / 2 ** 20).toFixed(0)} → ${((r.after.metrics[h][k] ?? 0) / 2 ** 20).toFixed(0)}`;
 const resKeys = [...new Set([...Object.keys(r.baseline.metrics.a1), ...Object.keys(r.after.metrics.a1)].filter((k) => k.startsWith('resources:')))];
 const md = [
   `# bench/soak (${new Date().toISOString()}; load ${load}${Number(load.split(' ')[0]) > 0.5 ? '; busy shared 2-core box' : ''})`,
@@ -62,6 +63,7 @@ const md = [
   `| fds a1 during hold (min / median / max) | ${f(hold.map((s) => s.fds.a1), 0)} |`,
   `| RSS MiB a1 / b1 / relay: baseline → after | ${r.baseline.sample.rssMiB.a1.toFixed(0)} → ${r.after.sample.rssMiB.a1.toFixed(0)} / ${r.baseline.sample.rssMiB.b1.toFixed(0)} → ${r.after.sample.rssMiB.b1.toFixed(0)} / ${r.baseline.sample.rssMiB.relay.toFixed(0)} → ${r.after.sample.rssMiB.relay.toFixed(0)} |`,
   `| RSS MiB a1 during hold (min / median / max) | ${f(hold.map((s) => s.rssMiB.a1))} |`,
+  `| a1 JS heap used / heap total / external MiB: baseline → after | ${mib('a1', 'edgeway_process_nodejs_heap_size_used_bytes')} / ${mib('a1', 'edgeway_process_nodejs_heap_size_total_bytes')} / ${mib('a1', 'edgeway_process_nodejs_external_memory_bytes')} |`,
   `| tunnel streams open a1 / b1: baseline → after | ${m('a1', 'edgeway_tunnel_streams_open')} / ${m('b1', 'edgeway_tunnel_streams_open')} |`,
   `| channel warm connections a1 / b1: baseline → after | ${m('a1', 'edgeway_tunnel_channel_warm_connections')} / ${m('b1', 'edgeway_tunnel_channel_warm_connections')} |`,
   `| proxy active flows a1: baseline → after | ${m('a1', 'edgeway_proxy_active_flows')} |`,

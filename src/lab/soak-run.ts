@@ -109,7 +109,9 @@ export function pickMetrics(text: string): Metrics {
     const v = Number(line.split(' ').at(-1));
     if (name === 'edgeway_process_nodejs_active_resources') add(`resources:${/type="([^"]*)"/.exec(line)?.[1] ?? ''}`, v);
     else if (name === 'edgeway_tunnel_streams_open' || name === 'edgeway_tunnel_channel_warm_connections' || name === 'edgeway_proxy_active_flows'
-      || name === 'edgeway_process_open_fds' || name === 'edgeway_process_nodejs_active_handles' || name === 'edgeway_tunnel_peers') add(name, v);
+      || name === 'edgeway_process_open_fds' || name === 'edgeway_process_nodejs_active_handles' || name === 'edgeway_tunnel_peers'
+      // Where RSS went: live JS heap vs buffers outside it (a grown RSS with both back is the allocator keeping pages).
+      || name === 'edgeway_process_nodejs_heap_size_used_bytes' || name === 'edgeway_process_nodejs_heap_size_total_bytes' || name === 'edgeway_process_nodejs_external_memory_bytes') add(name, v);
     else if (name === 'edgeway_proxy_fd_exhausted_seconds_total') add(name, v);
     else if (name === 'edgeway_proxy_accept_errors_total') add(`${name}:${/code="([^"]*)"/.exec(line)?.[1] ?? ''}`, v);
     else if (name === 'edgeway_proxy_drops_total' || name === 'edgeway_proxy_connections_total') add(`${name}:${/(?:reason|result)="([^"]*)"/.exec(line)?.[1] ?? ''}`, v);
