@@ -39,8 +39,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { once } from 'node:events';
-import { Lab, kernelSkipReason, type NsProcess } from '../helpers/netns.js';
+import { Lab, kernelSkipReason, type ExitResult, type NsProcess } from '../helpers/netns.js';
 import { buildTopology, IP, type Topology } from '../helpers/topology.js';
 import { labCatalogYaml } from '../helpers/lab-catalog.js';
 
@@ -90,17 +89,8 @@ interface TcpResult { flows: number; ok: number; failures: { flow: number; kind:
 interface UdpResult { sent: number; received: number; lost: number; corrupted: number; reordered: number; duplicated: number }
 interface TunnelState { peerId: string; relays: { reserved?: boolean }[]; peers: { peerId: string; nodeName?: string; paths: string[]; everRelayed: boolean }[]; channels?: { peerId: string; nodeName: string; path?: string }[] }
 
-/** SIGTERM a process we started and return its exit code (SIGKILL after 15 s → fails the check). */
-async function stopExitCode(p: NsProcess): Promise<number | string> {
-  const c = p.child;
-  if (c.exitCode !== null) return c.exitCode;
-  const exited = once(c, 'exit') as Promise<[number | null, string | null]>;
-  c.kill('SIGTERM');
-  const t = setTimeout(() => c.kill('SIGKILL'), 15_000);
-  const [code, signal] = await exited;
-  clearTimeout(t);
-  return code ?? `signal ${signal}`;
-}
+/** SIGTERM a process we started: how it ended (SIGKILL after 15 s → names the signal, fails the check). */
+const stopExitCode = (p: NsProcess): Promise<ExitResult> => p.exit(15_000);
 
 describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($name)', (transport) => {
   const lab = new Lab();
