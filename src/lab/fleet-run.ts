@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Lab, type NsProcess } from './netns.js';
+import { Lab, type ExitResult, type NsProcess } from './netns.js';
 import { backendArgs, buildFleet, fleetCatalogYaml, fleetConfig, planFleet, samplePairs, setUplink, type FleetNet, type FleetOptions, type FleetPlan } from './fleet.js';
 import type { FleetProbeResult } from './fleet-probe.js';
 
@@ -77,7 +77,7 @@ export interface FleetReport {
   partition?: StepReport & { cutMs: number };
   relayRestart?: StepReport & { downMs: number };
   agentCrash?: StepReport & { node: string; restartedMs: number };
-  exitCodes: { agents: (number | string)[]; relays: (number | string)[] };
+  exitCodes: { agents: ExitResult[]; relays: ExitResult[] };
   /** Warn/error log lines of the agents and relays (first 40, by process). */
   problems: { who: string; line: string }[];
 }
@@ -147,28 +147,6 @@ function collectProblems(p: NsProcess, who: string, into: { who: string; line: s
       if ((level === undefined || Number(level) >= 40) && line.trim() && into.length < 40) into.push({ who, line: line.slice(0, 400) });
     }
   });
-}
-
-/**
- * Stop a process with SIGTERM: its exit code, or the signal that ended it (a crash,
- * or one before the stop), or 'SIGKILL after Nms' when it had to be killed.
- */
-function exitCode(p: NsProcess, timeoutMs: number): Promise<number | string> {
-  const c = p.child;
-  if (c.exitCode !== null || c.signalCode !== null) return Promise.resolve(c.exitCode ?? `died before the stop: ${c.signalCode}`);
-  return new Promise((resolve) => {
-    let killed = false;
-    const t = setTimeout(() => { killed = true; c.kill('SIGKILL'); }, timeoutMs);
-    c.once('exit', (code, signal) => { clearTimeout(t); resolve(code ?? (killed ? `SIGKILL after ${timeoutMs} ms` : String(signal))); });
-    c.kill('SIGTERM');
-  });
-}
-
-/** SIGKILL a process and wait for its exit (at once when it is already gone, e.g. it crashed). */
-function killNow(p: NsProcess): Promise<void> {
-  const c = p.child;
-  if (c.exitCode !== null || c.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => { c.once('exit', () => resolve()); c.kill('SIGKILL'); });
 }
 
 async function probeAll(lab: Lab, plan: FleetPlan, net: FleetNet, pairs: [number, number][], o: FleetRunOptions, seed: number): Promise<FleetProbeResult[]> {
@@ -273,7 +251,7 @@ export async function runFleet(o: FleetRunOptions): Promise<FleetReport> {
     if (o.relayRestartMs !== undefined) {
       // The relay dies without a goodbye; its reservations and blind pairs go with it.
       log(`killing relay0 (SIGKILL), restarting it after ${o.relayRestartMs} ms`);
-      await killNow(relays[0]!);
+      await relays[0]!.kill();
       await new Promise((r) => setTimeout(r, o.relayRestartMs));
       relays[0] = lab.spawn(net.relays[0]!, process.execPath, [cli, 'relay', '--config', join(dir, `${plan.relays[0]!.name}.json`)]);
       collectProblems(relays[0], `${plan.relays[0]!.name}-restarted`, problems, o.logDir);
@@ -287,7 +265,7 @@ export async function runFleet(o: FleetRunOptions): Promise<FleetReport> {
       const victim = plan.nodes[Math.min(1, plan.nodes.length - 1)]!;
       log(`killing ${victim.name}'s agent (SIGKILL) and restarting it`);
       const tk = Date.now();
-      await killNow(agents[victim.index]!);
+      await agents[victim.index]!.kill();
       agents[victim.index] = startAgent(victim.index, '-restarted');
       const restartedMs = Date.now() - tk;
       const itsPairs = pairs.filter(([from, to]) => from === victim.index || to === victim.index);
@@ -295,8 +273,8 @@ export async function runFleet(o: FleetRunOptions): Promise<FleetReport> {
     }
 
     log('stopping');
-    report.exitCodes.agents = await Promise.all(agents.map((a) => exitCode(a, 15_000)));
-    report.exitCodes.relays = await Promise.all(relays.map((r) => exitCode(r, 15_000)));
+    report.exitCodes.agents = await Promise.all(agents.map((a) => a.exit(15_000)));
+    report.exitCodes.relays = await Promise.all(relays.map((r) => r.exit(15_000)));
     return report;
   } finally {
     await lab.destroy();

@@ -65,8 +65,20 @@ export interface NsProcess {
   readonly lines: string[];
   /** Resolve when a stdout line matches (or reject after timeoutMs). */
   waitFor(re: RegExp, timeoutMs?: number): Promise<string>;
+  /** SIGTERM, SIGKILL after 3 s. */
   stop(): Promise<void>;
+  /** SIGTERM, SIGKILL after `killAfterMs`: how it ended (see {@link stopChild}). */
+  exit(killAfterMs: number): Promise<ExitResult>;
+  /** SIGKILL now and wait for the exit (at once when it is already gone). */
+  kill(): Promise<void>;
 }
+
+/**
+ * How a stopped process ended: its exit code, or what ended it by a signal —
+ * `SIGKILL after N ms` (it ignored SIGTERM), `died before the stop: SIGSEGV`, or
+ * the signal's name.
+ */
+export type ExitResult = number | string;
 
 export class Lab {
   /** Per-run tag, part of every name (namespace names stay ≤ 15 chars for veths). */
@@ -164,6 +176,8 @@ export class Lab {
         });
       },
       stop: () => stopChild(child).then(() => { this.procs.delete(proc); }),
+      exit: (killAfterMs) => stopChild(child, { killAfterMs }).then((r) => { this.procs.delete(proc); return r; }),
+      kill: () => stopChild(child, { signal: 'SIGKILL' }).then(() => { this.procs.delete(proc); }),
     };
     this.procs.add(proc);
     return proc;
@@ -193,11 +207,20 @@ function inNs(ns: string, cmd: string, args: readonly string[], cgroup?: string)
   return ['sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec ip netns exec "$@"', cgroup, ns, cmd, ...args]];
 }
 
-function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+/**
+ * Send `signal` (SIGTERM) to a child and wait for its exit, SIGKILL after
+ * `killAfterMs`. A child that has already exited resolves at once: its 'exit' was
+ * emitted before, and waiting for it would hang. The result names signals, so a
+ * crash or a stop that needed SIGKILL never reads as a clean exit.
+ */
+export function stopChild(child: ChildProcess, o: { signal?: NodeJS.Signals; killAfterMs?: number } = {}): Promise<ExitResult> {
+  if (child.exitCode !== null) return Promise.resolve(child.exitCode);
+  if (child.signalCode !== null) return Promise.resolve(`died before the stop: ${child.signalCode}`);
+  const killAfterMs = o.killAfterMs ?? 3000;
   return new Promise((resolve) => {
-    const t = setTimeout(() => child.kill('SIGKILL'), 3000);
-    child.once('exit', () => { clearTimeout(t); resolve(); });
-    child.kill('SIGTERM');
+    let killed = false;
+    const t = setTimeout(() => { killed = true; child.kill('SIGKILL'); }, killAfterMs);
+    child.once('exit', (code, signal) => { clearTimeout(t); resolve(code ?? (killed ? `SIGKILL after ${killAfterMs} ms` : String(signal))); });
+    child.kill(o.signal ?? 'SIGTERM');
   });
 }

@@ -35,6 +35,24 @@ const seeded = (n: number, seed: number): Buffer => Buffer.concat([...seededChun
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 const codeOf = (e: unknown): string => (e as NodeJS.ErrnoException).code ?? (e as Error).message;
 
+/**
+ * A flow's end, taken once: `cleanup(why)` runs, the flow is counted in `t` (a
+ * reason is a failure; `corrupt` is also counted as bad bytes), the flow's promise
+ * resolves. Later ends (a close after an error, the deadline after the end) are ignored.
+ */
+class FlowEnd {
+  done = false;
+  constructor(private readonly t: Tally, private readonly cleanup: (why?: string) => void, private readonly resolve: () => void) {}
+  readonly finish = (why?: string): void => {
+    if (this.done) return;
+    this.done = true;
+    this.cleanup(why);
+    if (why === 'corrupt') this.t.bad++;
+    if (why) fail(this.t, why); else this.t.ok++;
+    this.resolve();
+  };
+}
+
 interface Held { sock: net.Socket; seed: number; got: Buffer[]; gotBytes: number; broken?: string }
 const held = new Set<Held>();
 let nextSeed = 1;
@@ -51,26 +69,17 @@ function openOne(t: Tally): Promise<void> {
   return new Promise((resolve) => {
     const sock = net.connect({ host: values.tcp!, port: 80, allowHalfOpen: true });
     const h: Held = { sock, seed, got: [], gotBytes: 0 };
-    let done = false;
-    const finish = (why?: string): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      if (why) { fail(t, why); sock.destroy(); } else { t.ok++; held.add(h); }
-      resolve();
-    };
+    const end = new FlowEnd(t, (why) => { clearTimeout(timer); if (why) sock.destroy(); else held.add(h); }, resolve);
+    const { finish } = end;
     const timer = setTimeout(() => finish('timeout'), OPEN_TIMEOUT_MS);
     sock.on('connect', () => sock.write(seeded(FIRST, seed)));
     sock.on('data', (d: Buffer) => {
       h.got.push(d);
       h.gotBytes += d.length;
-      if (!done && h.gotBytes >= FIRST) {
-        if (!Buffer.concat(h.got).subarray(0, FIRST).equals(seeded(FIRST, seed))) { t.bad++; finish('corrupt'); return; }
-        finish();
-      }
+      if (!end.done && h.gotBytes >= FIRST) finish(Buffer.concat(h.got).subarray(0, FIRST).equals(seeded(FIRST, seed)) ? undefined : 'corrupt');
     });
-    sock.on('end', () => { if (!done) finish('eof'); else if (held.has(h) && !h.broken) h.broken = 'eof'; });
-    sock.on('error', (e) => { if (!done) finish(codeOf(e)); else if (held.has(h)) h.broken ??= codeOf(e); });
+    sock.on('end', () => { if (!end.done) finish('eof'); else if (held.has(h) && !h.broken) h.broken = 'eof'; });
+    sock.on('error', (e) => { if (!end.done) finish(codeOf(e)); else if (held.has(h)) h.broken ??= codeOf(e); });
     sock.on('close', () => { if (held.has(h) && !h.broken) h.broken = 'closed'; });
   });
 }
@@ -80,15 +89,7 @@ function closeOne(h: Held, t: Tally): Promise<void> {
   if (h.broken) { lostWhileHeld[h.broken] = (lostWhileHeld[h.broken] ?? 0) + 1; fail(t, `lost:${h.broken}`); return Promise.resolve(); }
   return new Promise((resolve) => {
     const want = sha(Buffer.concat([seeded(FIRST, h.seed), seeded(SECOND, h.seed + 1_000_000)]));
-    let done = false;
-    const finish = (why?: string): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      h.sock.destroy();
-      if (why === 'corrupt') { t.bad++; fail(t, why); } else if (why) fail(t, why); else t.ok++;
-      resolve();
-    };
+    const { finish } = new FlowEnd(t, () => { clearTimeout(timer); h.sock.destroy(); }, resolve);
     const timer = setTimeout(() => finish('timeout'), FLOW_TIMEOUT_MS);
     h.sock.removeAllListeners('end').removeAllListeners('error').removeAllListeners('close');
     h.sock.on('end', () => { const got = Buffer.concat(h.got); finish(sha(got) === want ? undefined : (verdict(got, Buffer.concat([seeded(FIRST, h.seed), seeded(SECOND, h.seed + 1_000_000)])) ?? 'corrupt')); });
@@ -103,15 +104,7 @@ function tcpFlow(seed: number, t: Tally): Promise<void> {
     const body = seeded(65_536, seed);
     const got: Buffer[] = [];
     const sock = net.connect({ host: values.tcp!, port: 80, allowHalfOpen: true });
-    let done = false;
-    const finish = (why?: string): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      sock.destroy();
-      if (why === 'corrupt') { t.bad++; fail(t, why); } else if (why) fail(t, why); else t.ok++;
-      resolve();
-    };
+    const { finish } = new FlowEnd(t, () => { clearTimeout(timer); sock.destroy(); }, resolve);
     const timer = setTimeout(() => finish('timeout'), FLOW_TIMEOUT_MS);
     sock.on('connect', () => sock.end(body));
     sock.on('data', (d: Buffer) => got.push(d));
@@ -136,15 +129,7 @@ function udpFlow(seed: number, t: Tally): Promise<void> {
     const msg = seeded(512, seed);
     const s = dgram.createSocket('udp4');
     let tries = 0;
-    let done = false;
-    const finish = (why?: string): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      s.close();
-      if (why === 'corrupt') { t.bad++; fail(t, why); } else if (why) fail(t, why); else t.ok++;
-      resolve();
-    };
+    const { finish } = new FlowEnd(t, () => { clearTimeout(timer); s.close(); }, resolve);
     // Literal address: no dns.lookup per send (see PITFALLS).
     const send = (): void => { tries++; s.send(msg, 53, values.udp!, (e) => { if (e) finish(codeOf(e)); }); };
     let timer = setTimeout(function retry() { if (tries >= 3) { finish('timeout'); return; } send(); timer = setTimeout(retry, 2000); }, 2000);
@@ -157,13 +142,7 @@ function udpFlow(seed: number, t: Tally): Promise<void> {
 function httpFlow(seed: number, t: Tally): Promise<void> {
   return new Promise((resolve) => {
     const body = seeded(16_384, seed);
-    let done = false;
-    const finish = (why?: string): void => {
-      if (done) return;
-      done = true;
-      if (why === 'corrupt') { t.bad++; fail(t, why); } else if (why) fail(t, why); else t.ok++;
-      resolve();
-    };
+    const { finish } = new FlowEnd(t, () => undefined, resolve);
     const req = http.request({ host: values.http!, port: 80, method: 'POST', path: '/', agent: false, timeout: FLOW_TIMEOUT_MS, headers: { 'content-length': body.length } }, (res) => {
       let text = '';
       res.setEncoding('latin1');

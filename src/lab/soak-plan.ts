@@ -5,6 +5,7 @@
  */
 import { join } from 'node:path';
 import { IP } from './topology.js';
+import { labCatalogYaml, type LabService } from './catalog-yaml.js';
 
 export type SoakHost = 'a1' | 'b1' | 'relay';
 export const PORT = 20006;
@@ -12,22 +13,8 @@ export const METRICS_PORT = 9464;
 export const SVC = { echo: '10.96.0.40', udp: '10.96.0.41', web: '10.96.0.42' } as const;
 
 export function soakCatalog(): string {
-  const svc = (name: string, ip: string, port: number, target: number, proto: 'TCP' | 'UDP'): string => `apiVersion: v1
-kind: Service
-metadata: { name: ${name}, namespace: soak }
-spec: { clusterIP: ${ip}, ports: [{ name: p, port: ${port}, targetPort: ${target}, protocol: ${proto} }] }
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: { name: ${name}-1, namespace: soak, labels: { kubernetes.io/service-name: ${name} } }
-addressType: IPv4
-ports: [{ name: p, port: ${target}, protocol: ${proto} }]
-endpoints: [{ addresses: [${IP.b1}], nodeName: b1 }]`;
-  const node = (name: string, ip: string): string => `apiVersion: v1
-kind: Node
-metadata: { name: ${name} }
-status: { addresses: [{ type: InternalIP, address: ${ip} }] }`;
-  return `${[node('a1', IP.a1), node('b1', IP.b1), svc('echo', SVC.echo, 80, 8080, 'TCP'), svc('udp', SVC.udp, 53, 8053, 'UDP'), svc('web', SVC.web, 80, 8081, 'TCP')].join('\n---\n')}\n`;
+  const svc = (name: string, clusterIP: string, port: number, targetPort: number, protocol: 'TCP' | 'UDP'): LabService => ({ name, namespace: 'soak', clusterIP, port, targetPort, protocol, on: 'b1' });
+  return labCatalogYaml(['a1', 'b1'], [svc('echo', SVC.echo, 80, 8080, 'TCP'), svc('udp', SVC.udp, 53, 8053, 'UDP'), svc('web', SVC.web, 80, 8081, 'TCP')]);
 }
 
 /**

@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { Lab, run, type NsProcess } from './netns.js';
+import { Lab, run, type ExitResult, type NsProcess } from './netns.js';
 import { buildTopology, IP } from './topology.js';
 import { soakCatalog, soakConfig, type SoakHost, METRICS_PORT, SVC } from './soak-plan.js';
 
@@ -77,7 +77,8 @@ export interface SoakReport {
   recoveryMs: number;
   after: { sample: Sample; metrics: Record<'a1' | 'b1', Metrics>; settledMs: number };
   samples: Sample[];
-  exitCodes: Record<string, number | null>;
+  /** On SIGTERM: the code, or the signal that ended it (netns.ts `stopChild`). */
+  exitCodes: Record<string, ExitResult>;
   /** Warn/error log lines of the agents and the relay; `expected` = refusals for lack of fds. */
   problems: { who: string; line: string; expected: boolean }[];
 }
@@ -255,8 +256,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
 
     client.stdin!.end();
     await new Promise((r) => (client!.exitCode !== null ? r(undefined) : client!.once('exit', r)));
-    const exitCodes: Record<string, number | null> = {};
-    for (const h of ['a1', 'b1', 'relay'] as const) exitCodes[h] = await stopCode(procs[h]!);
+    const exitCodes: Record<string, ExitResult> = {};
+    for (const h of ['a1', 'b1', 'relay'] as const) exitCodes[h] = await procs[h]!.exit(20_000);
     return { options: { flows: o.flows, extra: o.extra, holdMs: o.holdMs, churnEveryMs: o.churnEveryMs, churn: o.churn, fdTolerance: o.fdTolerance, ...(o.fdLimit ? { fdLimit: o.fdLimit } : {}) }, fdLimits, warmup, baseline, ramp, holdMix, past, atLimitCpu, atLimitMs, release, recovery, recoveryRounds, recoveryMs, after, samples, exitCodes, problems };
   } finally {
     if (client && client.exitCode === null) client.kill('SIGKILL');
@@ -282,14 +283,3 @@ async function waitReserved(dir: string, procs: Partial<Record<SoakHost, NsProce
     await new Promise((r) => setTimeout(r, 300));
   }
 }
-
-function stopCode(p: NsProcess): Promise<number | null> {
-  const c = p.child;
-  if (c.exitCode !== null || c.signalCode !== null) return Promise.resolve(c.exitCode);
-  return new Promise((resolve) => {
-    const t = setTimeout(() => c.kill('SIGKILL'), 20_000);
-    c.once('exit', (code) => { clearTimeout(t); resolve(code); });
-    c.kill('SIGTERM');
-  });
-}
-

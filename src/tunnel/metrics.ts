@@ -27,6 +27,8 @@ export interface TunnelMetrics {
   readonly peerIdleCloses: Counter;
   /** Rendezvous answers refused because the name is bound to another peer (first-use binding). */
   readonly bindingConflicts: Counter;
+  /** Node names resolved to a configured relay's peer id (refused: a relay is never a node). */
+  readonly relayClaims: Counter;
 }
 
 export function createTunnelMetrics(registry: Registry): TunnelMetrics {
@@ -52,5 +54,6 @@ export function createTunnelMetrics(registry: Registry): TunnelMetrics {
     channelHandovers: new Counter({ name: 'edgeway_tunnel_channel_handovers_total', help: 'Channel flows offered to the native EWC1 record pump, by side (client, server) and result (native, declined: the flow stayed on the JS codec)', labelNames: ['side', 'result'], registers: r }),
     peerIdleCloses: new Counter({ name: 'edgeway_tunnel_peer_idle_closes_total', help: 'Peer connections (libp2p connections and warm data channel connections) closed after tunnel.peerIdleMs without a flow', registers: r }),
     bindingConflicts: new Counter({ name: 'edgeway_tunnel_binding_conflicts_total', help: 'Peers claiming a node name bound to another peer id (refused)', registers: r }),
+    relayClaims: new Counter({ name: 'edgeway_tunnel_relay_claims_total', help: 'Node names that resolved to a configured relay\'s peer id (refused: a relay is never a node)', registers: r }),
   };
 }

@@ -6,7 +6,9 @@
  * or, without one, the persisted first-use binding (`bindings`, bindings.ts): a
  * record naming another peer id than the one first seen for that name is refused.
  * Authorisation of inbound streams lives here too: only peers that are a catalog
- * node are let in; a configured relay is a relay, never a node.
+ * node are let in. A configured relay is a relay, never a node, in either direction:
+ * a relay holding the PSK could register a node's name at the rendezvous, and the
+ * agent would then send that node's flows to the relay.
  */
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { PeerId } from '@libp2p/interface';
@@ -30,6 +32,8 @@ const NEGATIVE_TTL_MS = 2_000;
  * binding, so flows between known nodes go on. A different answer replaces it at once.
  */
 const STALE_MS = 10 * 60_000;
+/** Why resolve() refuses a peer id that is one of the configured relays. */
+const RELAY_CLAIM = 'the peer id named for this node is a configured relay (a relay relays, it is never a node)';
 /** Node address types that can carry tunnel traffic (Hostname is not an address). */
 const ADDRESS_TYPES = new Set(['InternalIP', 'ExternalIP']);
 
@@ -45,6 +49,52 @@ interface CacheEntry {
   staleUntil?: number;
   /** `record` is such a fallback: the rendezvous did not confirm it on the last ask. */
   stale?: boolean;
+  /** The last answer was refused because it named a configured relay (for resolve()'s error). */
+  relayClaim?: boolean;
+}
+
+/**
+ * The by-name cache with a reverse index (peer id → names whose cached record
+ * names it), kept on every set/delete, so a positive answer finds the names that
+ * pointed at its peer id without scanning every cached name.
+ */
+class NameCache extends Map<string, CacheEntry> {
+  private readonly names = new Map<string, Set<string>>();
+
+  override set(name: string, entry: CacheEntry): this {
+    this.unindex(name);
+    super.set(name, entry);
+    const id = entry.record?.peerId;
+    if (id !== undefined) {
+      let s = this.names.get(id);
+      if (!s) this.names.set(id, (s = new Set()));
+      s.add(name);
+    }
+    return this;
+  }
+
+  override delete(name: string): boolean {
+    this.unindex(name);
+    return super.delete(name);
+  }
+
+  override clear(): void {
+    this.names.clear();
+    super.clear();
+  }
+
+  /** Names whose cached record names `peerId` (usually at most one). */
+  namesOf(peerId: string): readonly string[] {
+    return [...(this.names.get(peerId) ?? [])];
+  }
+
+  private unindex(name: string): void {
+    const id = super.get(name)?.record?.peerId;
+    if (id === undefined) return;
+    const s = this.names.get(id);
+    s?.delete(name);
+    if (s?.size === 0) this.names.delete(id);
+  }
 }
 
 export interface PeerDirectoryOptions {
@@ -61,7 +111,7 @@ export interface PeerDirectoryOptions {
 }
 
 export class PeerDirectory {
-  private readonly byName = new Map<string, CacheEntry>();
+  private readonly byName = new NameCache();
   private readonly byPeer = new Map<string, CacheEntry>();
   private readonly now: () => number;
 
@@ -69,36 +119,55 @@ export class PeerDirectory {
     this.now = o.now ?? Date.now;
   }
 
-  /** Peer id of a node: catalog annotation first, else the rendezvous. */
+  /** Peer id of a node: catalog annotation first, else the rendezvous. Never a configured relay. */
   async resolve(nodeName: string): Promise<ResolvedPeer> {
     const node = this.o.snapshot().nodes.find((n) => n.name === nodeName);
-    if (node?.peerId) return { nodeName, peerId: peerIdFromString(node.peerId) };
-    const rec = await this.cached(this.byName, nodeName, () => this.o.relays.lookup({ nodeName }));
-    if (!rec) throw new PeerUnknownError(nodeName, node ? 'no edgeway.io/peer-id annotation and no rendezvous record' : 'not a catalog node');
+    if (node?.peerId) {
+      if (this.relayClaims(nodeName, node.peerId)) throw new PeerUnknownError(nodeName, RELAY_CLAIM);
+      return { nodeName, peerId: peerIdFromString(node.peerId) };
+    }
+    const entry = await this.cachedEntry(this.byName, nodeName, () => this.o.relays.lookup({ nodeName }));
+    const rec = entry?.record;
+    if (!rec) throw new PeerUnknownError(nodeName, entry?.relayClaim ? RELAY_CLAIM : node ? 'no edgeway.io/peer-id annotation and no rendezvous record' : 'not a catalog node');
+    // A relay learnt after its record was cached (relay ids are known once connected).
+    if (this.relayClaims(nodeName, rec.peerId)) throw new PeerUnknownError(nodeName, RELAY_CLAIM);
     if (!this.bound(nodeName, rec.peerId)) throw new PeerUnknownError(nodeName, 'the rendezvous names another peer than the one bound to this node (first-use binding)');
     return { nodeName, peerId: peerIdFromString(rec.peerId) };
   }
 
-  private lastConflictLog = 0;
+  /** When each kind of refusal was last logged (a hostile peer may retry at will). */
+  private readonly lastLog = new Map<string, number>();
+
+  /** One warning per kind per minute; the metrics count every case. */
+  private warnLimited(kind: string, fields: Record<string, unknown>, msg: string): void {
+    const now = this.now();
+    if (now - (this.lastLog.get(kind) ?? -Infinity) < 60_000) return;
+    this.lastLog.set(kind, now);
+    this.o.logger?.warn(fields, msg);
+  }
+
+  /** Is `peerId` a configured relay? Then it is refused as `nodeName`: counted and logged (rate-limited). */
+  private relayClaims(nodeName: string, peerId: string): boolean {
+    if (!this.o.relays.isRelay(peerId)) return false;
+    this.o.metrics?.relayClaims.inc();
+    this.warnLimited('relay-claim', { node: nodeName, claimedBy: peerId }, 'a configured relay is named as a catalog node: refused (a relay relays, it is never a node)');
+    return true;
+  }
 
   /** Does the first-use binding (when in force) let `peerId` be `nodeName`? Binds on first use. */
   private bound(nodeName: string, peerId: string): boolean {
     const b = this.o.bindings;
     if (!b || b.bind(nodeName, peerId) !== 'conflict') return true;
     this.o.metrics?.bindingConflicts.inc();
-    // A hostile peer may retry at will: one line per minute, the counter has the rest.
-    const now = this.now();
-    if (now - this.lastConflictLog >= 60_000) {
-      this.lastConflictLog = now;
-      this.o.logger?.warn({ node: nodeName, claimedBy: peerId, boundTo: b.bindings.get(nodeName), file: b.file }, 'a peer claims a node name bound to another peer id: refused (remove the entry from the file if the node really changed identity)');
-    }
+    this.warnLimited('binding-conflict', { node: nodeName, claimedBy: peerId, boundTo: b.bindings.get(nodeName), file: b.file }, 'a peer claims a node name bound to another peer id: refused (remove the entry from the file if the node really changed identity)');
     // Forget only what the impostor's answer brought; the bound peer's entry stays.
     if (this.byPeer.get(peerId)?.record?.nodeName === nodeName) this.byPeer.delete(peerId);
     return false;
   }
 
-  /** The node name a peer id belongs to (catalog, else rendezvous), if any. */
+  /** The node name a peer id belongs to (catalog, else rendezvous), if any; never for a configured relay. */
   async nodeNameOf(peerId: string): Promise<string | undefined> {
+    if (this.o.relays.isRelay(peerId)) return undefined;
     const snap = this.o.snapshot();
     const byAnnotation = snap.nodes.find((n) => n.peerId === peerId);
     if (byAnnotation) return byAnnotation.name;
@@ -177,10 +246,6 @@ export class PeerDirectory {
   /** Lookups in flight, so a burst of flows from a new peer asks the relays once. */
   private readonly inflight = new Map<string, Promise<CacheEntry | undefined>>();
 
-  private async cached(map: Map<string, CacheEntry>, key: string, fetch: () => Promise<PeerRecord[]>): Promise<PeerRecord | undefined> {
-    return (await this.cachedEntry(map, key, fetch))?.record;
-  }
-
   private cachedEntry(map: Map<string, CacheEntry>, key: string, fetch: () => Promise<PeerRecord[]>): Promise<CacheEntry | undefined> {
     const hit = map.get(key);
     if (hit && hit.expires > this.now()) return Promise.resolve(hit);
@@ -203,20 +268,26 @@ export class PeerDirectory {
     const recs = await fetch();
     let record = recs[0];
     const now = this.now();
-    if (record && this.conflicts(record)) {
+    let relayClaim = false;
+    // Checked before anything binds: a relay's claim must never take a name's first-use binding.
+    if (record && this.relayClaims(record.nodeName, record.peerId)) {
+      relayClaim = true;
+      record = undefined;
+    } else if (record && this.conflicts(record)) {
       // Counted and logged by bound(); an answer the binding refuses changes nothing here.
       this.bound(record.nodeName, record.peerId);
       record = undefined;
     }
     if (!record) {
       const prev = map.get(key);
+      // A refused answer changes nothing either: the last real answer stays the fallback.
       if (prev?.record && (prev.staleUntil ?? 0) > now) {
         // No answer is not a revocation (STALE_MS): keep it, ask again soon.
         const e: CacheEntry = { ...prev, expires: now + NEGATIVE_TTL_MS, stale: true };
         map.set(key, e);
         return e;
       }
-      const e: CacheEntry = { expires: now + NEGATIVE_TTL_MS };
+      const e: CacheEntry = { expires: now + NEGATIVE_TTL_MS, ...(relayClaim ? { relayClaim } : {}) };
       map.set(key, e);
       return e;
     }
@@ -224,7 +295,7 @@ export class PeerDirectory {
     const old = this.byName.get(record.nodeName)?.record;
     if (old && old.peerId !== record.peerId) this.byPeer.delete(old.peerId);
     // A peer id now answering another name: its old name no longer resolves to it.
-    for (const [name, e] of this.byName) if (name !== record.nodeName && e.record?.peerId === record.peerId) this.byName.delete(name);
+    for (const name of this.byName.namesOf(record.peerId)) if (name !== record.nodeName) this.byName.delete(name);
     const entry: CacheEntry = { record, expires: now + POSITIVE_TTL_MS, staleUntil: now + POSITIVE_TTL_MS + STALE_MS };
     map.set(key, entry);
     // Fill the other index as well.

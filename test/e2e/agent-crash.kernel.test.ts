@@ -26,6 +26,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, kernelSkipReason, run, type NsProcess } from '../helpers/netns.js';
 import { buildTopology, IP, type Topology } from '../helpers/topology.js';
+import { labCatalogYaml } from '../helpers/lab-catalog.js';
 import { requirement } from '../helpers/skip.js';
 import { findCgroup2Root } from '../../src/dataplane/ebpf/host.js';
 import { ensureObject } from '../ebpf/object.js';
@@ -38,29 +39,7 @@ const skip = requirement('agent crash e2e', kernelSkipReason(),
 const node = process.execPath;
 const PORT = 20006;
 
-const catalog = `
-apiVersion: v1
-kind: Node
-metadata: { name: a1 }
-status: { addresses: [{ type: InternalIP, address: ${IP.a1} }] }
----
-apiVersion: v1
-kind: Node
-metadata: { name: b1 }
-status: { addresses: [{ type: InternalIP, address: ${IP.b1} }] }
----
-apiVersion: v1
-kind: Service
-metadata: { name: web, namespace: default }
-spec: { clusterIP: 10.96.0.30, ports: [{ name: http, port: 80, targetPort: 8080 }] }
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: { name: web-1, namespace: default, labels: { kubernetes.io/service-name: web } }
-addressType: IPv4
-ports: [{ name: http, port: 8080 }]
-endpoints: [{ addresses: [${IP.b1}], nodeName: b1 }]
-`;
+const catalog = labCatalogYaml(['a1', 'b1'], [{ name: 'web', clusterIP: '10.96.0.30', port: 80, targetPort: 8080, portName: 'http', on: 'b1' }]);
 
 interface TunnelState { peerId: string; relays: { reserved?: boolean }[]; peers: { peerId: string; nodeName?: string; paths: string[] }[] }
 interface FlowLine { i: number; start: number; end: number; ok: boolean; err?: string }

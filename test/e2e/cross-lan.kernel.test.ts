@@ -17,47 +17,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, kernelSkipReason, type NsProcess } from '../helpers/netns.js';
 import { buildTopology, IP, type Topology } from '../helpers/topology.js';
+import { labCatalogYaml } from '../helpers/lab-catalog.js';
 
 const skip = kernelSkipReason() ?? (existsSync('dist/cli/main.js') ? undefined : 'dist/ missing: run `npm run build` first');
 if (skip) console.warn(`skipping cross-LAN e2e: ${skip}`);
 const node = process.execPath;
 const PORT = 20006;
 
-const catalog = `
-apiVersion: v1
-kind: Node
-metadata: { name: a1 }
-status: { addresses: [{ type: InternalIP, address: ${IP.a1} }] }
----
-apiVersion: v1
-kind: Node
-metadata: { name: b1 }
-status: { addresses: [{ type: InternalIP, address: ${IP.b1} }] }
----
-apiVersion: v1
-kind: Service
-metadata: { name: web, namespace: default }
-spec: { clusterIP: 10.96.0.30, ports: [{ name: http, port: 80, targetPort: 8080 }] }
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: { name: web-1, namespace: default, labels: { kubernetes.io/service-name: web } }
-addressType: IPv4
-ports: [{ name: http, port: 8080 }]
-endpoints: [{ addresses: [${IP.b1}], nodeName: b1 }]
----
-apiVersion: v1
-kind: Service
-metadata: { name: dns, namespace: default }
-spec: { clusterIP: 10.96.0.31, ports: [{ name: dns, port: 53, targetPort: 8080, protocol: UDP }] }
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: { name: dns-1, namespace: default, labels: { kubernetes.io/service-name: dns } }
-addressType: IPv4
-ports: [{ name: dns, port: 8080, protocol: UDP }]
-endpoints: [{ addresses: [${IP.b1}], nodeName: b1 }]
-`;
+const catalog = labCatalogYaml(['a1', 'b1'], [
+  { name: 'web', clusterIP: '10.96.0.30', port: 80, targetPort: 8080, portName: 'http', on: 'b1' },
+  { name: 'dns', clusterIP: '10.96.0.31', port: 53, targetPort: 8080, protocol: 'UDP', portName: 'dns', on: 'b1' },
+]);
 
 interface TunnelState { relays: { reserved?: boolean }[]; peers: { nodeName?: string; paths: string[] }[]; channels: { nodeName: string; path?: string }[] }
 

@@ -18,8 +18,9 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Lab, kernelSkipReason, type NsProcess } from '../helpers/netns.js';
+import { Lab, kernelSkipReason, type ExitResult, type NsProcess } from '../helpers/netns.js';
 import { buildTopology, IP, type NatMode, type Topology } from '../helpers/topology.js';
+import { labCatalogYaml } from '../helpers/lab-catalog.js';
 import { requirement } from '../helpers/skip.js';
 import { runCli } from '../helpers/agent-process.js';
 import { loadNative } from '../../src/native/addon.js';
@@ -38,29 +39,9 @@ const DATA_PORT = 20007;
  * publishes with the Kubernetes source), so a node's identity does not depend on
  * the relay's rendezvous once the relay is gone.
  */
-const catalog = (peer: Record<string, string>): string => `
-apiVersion: v1
-kind: Node
-metadata: { name: a1, annotations: { edgeway.io/peer-id: ${peer.a1} } }
-status: { addresses: [{ type: InternalIP, address: ${IP.a1} }] }
----
-apiVersion: v1
-kind: Node
-metadata: { name: b1, annotations: { edgeway.io/peer-id: ${peer.b1} } }
-status: { addresses: [{ type: InternalIP, address: ${IP.b1} }] }
----
-apiVersion: v1
-kind: Service
-metadata: { name: echo, namespace: default }
-spec: { clusterIP: 10.96.0.40, ports: [{ name: p, port: 80, targetPort: 8080 }] }
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: { name: echo-1, namespace: default, labels: { kubernetes.io/service-name: echo } }
-addressType: IPv4
-ports: [{ name: p, port: 8080 }]
-endpoints: [{ addresses: [${IP.b1}], nodeName: b1 }]
-`;
+const catalog = (peer: Record<string, string>): string => labCatalogYaml([{ name: 'a1', peerId: peer.a1! }, { name: 'b1', peerId: peer.b1! }], [
+  { name: 'echo', clusterIP: '10.96.0.40', port: 80, targetPort: 8080, on: 'b1' },
+]);
 
 interface Sha { sent: string; received: string; bytes: number; ms?: number }
 
@@ -117,16 +98,8 @@ function agentsLab(nat: NatMode): {
   };
 }
 
-/** SIGTERM and the exit code; a busy box gets 20 s before the lab's SIGKILL. */
-async function exitCode(p: NsProcess): Promise<number | null> {
-  if (p.child.exitCode === null && p.child.signalCode === null) {
-    const exited = new Promise((r) => p.child.once('exit', r));
-    p.child.kill('SIGTERM');
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000))]);
-  }
-  await p.stop();
-  return p.child.exitCode;
-}
+/** SIGTERM and how it ended (a busy box gets 20 s before SIGKILL). */
+const exitCode = (p: NsProcess): Promise<ExitResult> => p.exit(20_000);
 
 const channelTo = (s: TunnelState, node: string): string | undefined => s.channels.find((c) => c.nodeName === node)?.path;
 

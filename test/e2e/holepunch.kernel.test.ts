@@ -18,7 +18,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Lab, kernelSkipReason, type NsProcess } from '../helpers/netns.js';
+import { Lab, kernelSkipReason, type ExitResult, type NsProcess } from '../helpers/netns.js';
 import { buildTopology, IP, type Topology } from '../helpers/topology.js';
 import { prng } from '../helpers/prng.js';
 import { requirement } from '../helpers/skip.js';
@@ -37,16 +37,8 @@ type Event = Record<string, unknown>;
 const event = async (p: NsProcess, name: string, timeoutMs = 60_000): Promise<Event> =>
   JSON.parse((await p.waitFor(new RegExp(`^${name} `), timeoutMs)).slice(name.length + 1)) as Event;
 
-/** SIGTERM and the exit code; a busy box gets 20 s before the lab's SIGKILL. */
-async function exitCode(p: NsProcess): Promise<number | null> {
-  if (p.child.exitCode === null && p.child.signalCode === null) {
-    const exited = new Promise((r) => p.child.once('exit', r));
-    p.child.kill('SIGTERM');
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000))]);
-  }
-  await p.stop();
-  return p.child.exitCode;
-}
+/** SIGTERM and how it ended (a busy box gets 20 s before SIGKILL). */
+const exitCode = (p: NsProcess): Promise<ExitResult> => p.exit(20_000);
 
 describe.skipIf(!!skip)('TCP hole punching through two NATs', () => {
   const lab = new Lab();

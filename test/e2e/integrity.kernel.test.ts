@@ -39,9 +39,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { once } from 'node:events';
-import { Lab, kernelSkipReason, type NsProcess } from '../helpers/netns.js';
+import { Lab, kernelSkipReason, type ExitResult, type NsProcess } from '../helpers/netns.js';
 import { buildTopology, IP, type Topology } from '../helpers/topology.js';
+import { labCatalogYaml } from '../helpers/lab-catalog.js';
 
 const MIB = Number(process.env.EDGEWAY_INTEGRITY_MIB ?? 2);
 const FLOWS = Number(process.env.EDGEWAY_INTEGRITY_FLOWS ?? 16);
@@ -77,47 +77,20 @@ const TRANSPORTS: readonly Transport[] = [
   { name: 'data channel', tunnel: {}, channel: { a2: 'lan', b1: 'relayed' } },
 ];
 
-const svc = (name: string, ip: string, port: number, proto: 'TCP' | 'UDP', host: 'a2' | 'b1', target: number, epPortName: string): string => `
-apiVersion: v1
-kind: Service
-metadata: { name: ${name}, namespace: default }
-spec: { clusterIP: ${ip}, ports: [{ name: p, port: ${port}, targetPort: ${target}, protocol: ${proto} }] }
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: { name: ${name}-1, namespace: default, labels: { kubernetes.io/service-name: ${name} } }
-addressType: IPv4
-ports: [{ ${epPortName ? `name: ${epPortName}, ` : ''}port: ${target}, protocol: ${proto} }]
-endpoints: [{ addresses: [${IP[host]}], nodeName: ${host} }]
-`;
-const catalog = ['a1', 'a2', 'b1'].map((n) => `
-apiVersion: v1
-kind: Node
-metadata: { name: ${n} }
-status: { addresses: [{ type: InternalIP, address: ${IP[n as 'a1']} }] }
-`).join('---') + '---' + [
-  svc('integ-a2', '10.96.0.40', 80, 'TCP', 'a2', 9000, 'p'),
+const catalog = labCatalogYaml(['a1', 'a2', 'b1'], [
+  { name: 'integ-a2', clusterIP: '10.96.0.40', port: 80, targetPort: 9000, protocol: 'TCP', on: 'a2' },
   // An unnamed endpoint port under a named service port: the plan's single-port rule.
-  svc('integ-b1', '10.96.0.41', 80, 'TCP', 'b1', 9000, ''),
-  svc('udp-a2', '10.96.0.42', 53, 'UDP', 'a2', 9001, 'p'),
-  svc('udp-b1', '10.96.0.43', 53, 'UDP', 'b1', 9001, 'p'),
-].join('---');
+  { name: 'integ-b1', clusterIP: '10.96.0.41', port: 80, targetPort: 9000, protocol: 'TCP', on: 'b1', endpointPortName: '' },
+  { name: 'udp-a2', clusterIP: '10.96.0.42', port: 53, targetPort: 9001, protocol: 'UDP', on: 'a2' },
+  { name: 'udp-b1', clusterIP: '10.96.0.43', port: 53, targetPort: 9001, protocol: 'UDP', on: 'b1' },
+]);
 
 interface TcpResult { flows: number; ok: number; failures: { flow: number; kind: string; reason: string }[]; bytes: number; seconds: number }
 interface UdpResult { sent: number; received: number; lost: number; corrupted: number; reordered: number; duplicated: number }
 interface TunnelState { peerId: string; relays: { reserved?: boolean }[]; peers: { peerId: string; nodeName?: string; paths: string[]; everRelayed: boolean }[]; channels?: { peerId: string; nodeName: string; path?: string }[] }
 
-/** SIGTERM a process we started and return its exit code (SIGKILL after 15 s → fails the check). */
-async function stopExitCode(p: NsProcess): Promise<number | string> {
-  const c = p.child;
-  if (c.exitCode !== null) return c.exitCode;
-  const exited = once(c, 'exit') as Promise<[number | null, string | null]>;
-  c.kill('SIGTERM');
-  const t = setTimeout(() => c.kill('SIGKILL'), 15_000);
-  const [code, signal] = await exited;
-  clearTimeout(t);
-  return code ?? `signal ${signal}`;
-}
+/** SIGTERM a process we started: how it ended (SIGKILL after 15 s → names the signal, fails the check). */
+const stopExitCode = (p: NsProcess): Promise<ExitResult> => p.exit(15_000);
 
 describe.skipIf(!!skip).each(TRANSPORTS)('integrity through the real agents ($name)', (transport) => {
   const lab = new Lab();

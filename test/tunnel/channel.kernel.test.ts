@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kernelSkipReason, Lab, run, type NsProcess } from '../helpers/netns.js';
 import { buildTopology, IP, type Topology } from '../helpers/topology.js';
+import { labCatalogYaml } from '../helpers/lab-catalog.js';
 import type { TunnelState } from '../../src/tunnel/service.js';
 import { stateFiles } from './state-files.js';
 // @ts-expect-error -- a plain .mjs fixture (no types); tests share its generator
@@ -27,35 +28,8 @@ const node = process.execPath;
 const PORT = 20006;
 const BYTES = 8 * 1024 * 1024;
 
-const catalog = `
-apiVersion: v1
-kind: Node
-metadata: { name: a1 }
-status: { addresses: [{ type: InternalIP, address: ${IP.a1} }] }
----
-apiVersion: v1
-kind: Node
-metadata: { name: a2 }
-status: { addresses: [{ type: InternalIP, address: ${IP.a2} }] }
----
-apiVersion: v1
-kind: Node
-metadata: { name: b1 }
-status: { addresses: [{ type: InternalIP, address: ${IP.b1} }] }
-${[['echo', 'b1', IP.b1, 10, 8080], ['echo-a2', 'a2', IP.a2, 11, 8080], ['integ-b1', 'b1', IP.b1, 12, 9000], ['integ-a2', 'a2', IP.a2, 13, 9000]].map(([name, nodeName, ip, n, port]) => `
----
-apiVersion: v1
-kind: Service
-metadata: { name: ${name}, namespace: default }
-spec: { clusterIP: 10.96.0.${n}, ports: [{ name: p, port: 80, targetPort: ${port}, protocol: TCP }] }
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: { name: ${name}-1, namespace: default, labels: { kubernetes.io/service-name: ${name} } }
-addressType: IPv4
-ports: [{ name: p, port: ${port}, protocol: TCP }]
-endpoints: [{ addresses: [${ip}], nodeName: ${nodeName}, conditions: { ready: true } }]`).join('')}
-`;
+const catalog = labCatalogYaml(['a1', 'a2', 'b1'], ([['echo', 'b1', 10, 8080], ['echo-a2', 'a2', 11, 8080], ['integ-b1', 'b1', 12, 9000], ['integ-a2', 'a2', 13, 9000]] as const)
+  .map(([name, on, n, targetPort]) => ({ name, clusterIP: `10.96.0.${n}`, port: 80, targetPort, protocol: 'TCP', on, ready: true })));
 
 /** Offsets of plaintext windows that must not appear in the relay's capture. */
 function windows(plain: Buffer, size = 48, step = 8192): Buffer[] {

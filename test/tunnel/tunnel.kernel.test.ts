@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kernelSkipReason, Lab, run, type NsProcess } from '../helpers/netns.js';
 import { buildTopology, IP, type Topology } from '../helpers/topology.js';
+import { labCatalogYaml } from '../helpers/lab-catalog.js';
 import type { TunnelState } from '../../src/tunnel/service.js';
 import { stateFiles } from './state-files.js';
 
@@ -22,35 +23,11 @@ const skip = kernelSkipReason();
 const node = process.execPath;
 const PORT = 20006;
 
-const catalog = `
-apiVersion: v1
-kind: Node
-metadata: { name: a1 }
-status: { addresses: [{ type: InternalIP, address: ${IP.a1} }] }
----
-apiVersion: v1
-kind: Node
-metadata: { name: a2 }
-status: { addresses: [{ type: InternalIP, address: ${IP.a2} }] }
----
-apiVersion: v1
-kind: Node
-metadata: { name: b1 }
-status: { addresses: [{ type: InternalIP, address: ${IP.b1} }, { type: ExternalIP, address: ${IP.rbWan} }] }
-${[['echo', 'b1', IP.b1, 'TCP', 80], ['echo-a2', 'a2', IP.a2, 'TCP', 80], ['echo-udp', 'b1', IP.b1, 'UDP', 53]].map(([name, nodeName, ip, proto, port]) => `
----
-apiVersion: v1
-kind: Service
-metadata: { name: ${name}, namespace: default }
-spec: { clusterIP: 10.96.0.${port === 53 ? 53 : name === 'echo' ? 10 : 11}, ports: [{ name: p, port: ${port}, targetPort: 8080, protocol: ${proto} }] }
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: { name: ${name}-1, namespace: default, labels: { kubernetes.io/service-name: ${name} } }
-addressType: IPv4
-ports: [{ name: p, port: 8080, protocol: ${proto} }]
-endpoints: [{ addresses: [${ip}], nodeName: ${nodeName}, conditions: { ready: true } }]`).join('')}
-`;
+const catalog = labCatalogYaml(['a1', 'a2', { name: 'b1', externalIP: IP.rbWan }], [
+  { name: 'echo', clusterIP: '10.96.0.10', port: 80, targetPort: 8080, protocol: 'TCP', on: 'b1', ready: true },
+  { name: 'echo-a2', clusterIP: '10.96.0.11', port: 80, targetPort: 8080, protocol: 'TCP', on: 'a2', ready: true },
+  { name: 'echo-udp', clusterIP: '10.96.0.53', port: 53, targetPort: 8080, protocol: 'UDP', on: 'b1', ready: true },
+]);
 
 describe.skipIf(skip !== undefined)('tunnel across NATed LANs', () => {
   const lab = new Lab();
