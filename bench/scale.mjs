@@ -12,6 +12,7 @@
 // Env: NODES (100), LANS (10), RELAYS (1), PAIRS (3), PARTITION_S (30), RELAY_DOWN_S (10;
 // -1 = skip), AGENT_CRASH (1), START_BATCH (agents started at once; default 10 when
 // NODES > 30, else all: 2.5–4 CPU-s start-up each would otherwise swamp a small box),
+// IDLE_S (30: once all joined, the idle CPU of every agent and relay over this long; 0 = skip),
 // LOG_DIR (keep every agent's and relay's stderr there, at warn level).
 // Writes bench/results/scale.{json,md}.
 import { writeFileSync, mkdirSync } from 'node:fs';
@@ -27,6 +28,7 @@ const opts = {
   ...(env('RELAY_DOWN_S', 10) >= 0 ? { relayRestartMs: env('RELAY_DOWN_S', 10) * 1000 } : {}),
   agentCrash: env('AGENT_CRASH', 1) === 1,
   startBatch: env('START_BATCH', env('NODES', 100) > 30 ? 10 : env('NODES', 100)),
+  idleMs: env('IDLE_S', 30) * 1000,
 };
 const load = loadavg().map((x) => x.toFixed(2)).join(' ');
 const r = await runFleet({ ...opts, ...(process.env.LOG_DIR ? { logDir: process.env.LOG_DIR } : {}), log: (l) => console.error(`  ${new Date().toISOString().slice(11, 19)} ${l}`) });
@@ -52,6 +54,7 @@ const md = [
   `| flows reset after their pair had answered (then retried) | ${r.warmResets} |`,
   `| agent RSS MiB | ${f(spread(r.agents.map((a) => a.rssMiB)))} |`,
   `| agent CPU s (start + probes) | ${f(spread(r.agents.map((a) => a.cpuSeconds)), 2)} |`,
+  ...(r.idle ? [`| idle CPU, % of a core, over ${r.idle.ms / 1000} s once all joined: agent / relay total / relay per connected node | ${f(spread(r.idle.agentPct), 2)} / ${sum(r.idle.relayPct).toFixed(2)} / ${(sum(r.idle.relayPct) / opts.nodes).toFixed(3)} |`] : []),
   `| relay RSS MiB total / per connected node | ${relayRss.toFixed(1)} / ${(relayRss / opts.nodes).toFixed(2)} |`,
   `| relay CPU s total / per node | ${relayCpu.toFixed(2)} / ${(relayCpu / opts.nodes).toFixed(3)} |`,
   `| libp2p peer connections direct / relayed (all nodes) | ${direct} / ${relayed} (${direct + relayed ? ((100 * direct) / (direct + relayed)).toFixed(0) : 0} % direct) |`,

@@ -41,6 +41,11 @@ export interface FleetRunOptions extends FleetOptions {
    * 2.5–4 CPU-s per agent, so on a small box a batch keeps the load honest.
    */
   startBatch?: number;
+  /**
+   * Once every agent holds a reservation, measure this long with no traffic: each
+   * agent's and relay's CPU as a share of a core (what an idle fleet costs). 0 = skip.
+   */
+  idleMs?: number;
   log?: (line: string) => void;
   /** Agents' and relays' log level (default warn) and a directory to keep their logs in. */
   logLevel?: string;
@@ -72,6 +77,8 @@ export interface FleetReport {
   peersUsedPerNode: number[];
   /** From the first agent spawned until the last one held a relay reservation (batched start only). */
   allJoinedMs?: number;
+  /** Idle CPU, % of one core, over `idleMs` once all agents joined (no traffic). */
+  idle?: { ms: number; agentPct: number[]; relayPct: number[] };
   /** Data channels by path (lan / punched / relayed) over all nodes, from tunnel-state.json. */
   channelPaths: Record<string, number>;
   partition?: StepReport & { cutMs: number };
@@ -203,6 +210,16 @@ export async function runFleet(o: FleetRunOptions): Promise<FleetReport> {
       if (batch < plan.nodes.length) await joined(dir, names, 120_000);
     }
     const allJoinedMs = batch < plan.nodes.length ? Date.now() - t0 : undefined;
+    let idle: FleetReport['idle'];
+    if (o.idleMs) {
+      await joined(dir, plan.nodes.map((n) => n.name), 120_000);
+      log(`all joined; measuring ${o.idleMs / 1000} s of idle CPU`);
+      const cpu = (ps: NsProcess[]): number[] => ps.map((p) => procFigures(p.child.pid)?.cpuSeconds ?? NaN);
+      const [a0, r0] = [cpu(agents), cpu(relays)];
+      await new Promise((r) => setTimeout(r, o.idleMs));
+      const pct = (before: number[], after: number[]): number[] => after.map((x, i) => (100 * (x - before[i]!)) / (o.idleMs! / 1000)).filter(Number.isFinite);
+      idle = { ms: o.idleMs, agentPct: pct(a0, cpu(agents)), relayPct: pct(r0, cpu(relays)) };
+    }
     const pairs = samplePairs(plan, o.pairsPerNode, 7);
     log(`probing ${pairs.length} cross-LAN pairs (${o.bytes} bytes each, sha256 checked)`);
     const probeStart = Date.now();
@@ -233,6 +250,7 @@ export async function runFleet(o: FleetRunOptions): Promise<FleetReport> {
       connectionsPerNode: states.map((s) => (s.peers ?? []).length),
       channelPaths,
       ...(allJoinedMs !== undefined ? { allJoinedMs } : {}),
+      ...(idle ? { idle } : {}),
       // Inbound flows make peers too: a node's peers are the ones it dialled and the ones that dialled it.
       peersUsedPerNode: plan.nodes.map((n) => new Set([...(used.get(n.index) ?? [])].concat(pairs.filter(([, to]) => to === n.index).map(([from]) => from))).size),
       exitCodes: { agents: [], relays: [] },
