@@ -203,7 +203,8 @@ describe.each(modes)('%s: a forwarded pair costs the pool\'s fds only', (mode) =
     const seen = { eof: false, error: undefined as string | undefined };
     other.on('end', () => { seen.eof = true; });
     other.on('error', (e: NodeJS.ErrnoException) => { seen.error = e.code; });
-    const closed = new Promise<void>((r) => other.once('close', () => r()));
+    // allowHalfOpen: a FIN shows as 'end' without 'close'; either ends the wait.
+    const closed = new Promise<void>((r) => { other.once('close', () => r()); other.once('end', () => r()); });
     v.resetAndDestroy();
     await withTimeout(closed, 10_000, 'other side closed');
     expect(seen).toEqual({ eof: false, error: 'ECONNRESET' });
