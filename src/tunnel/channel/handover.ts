@@ -36,9 +36,9 @@ function flushed(sock: net.Socket): Promise<void> {
  * Move `plain` ⇄ `ewc` to the native pump, or undefined (nothing changed: the
  * caller keeps the JS codec) when the flow is not in a state the pump can take
  * — the far END already arrived, a side is closing, a write is in flight. The
- * promise is the flow's: it settles when the pump is done (both sockets
- * destroyed); on a failure half-way both sockets are reset, so the peers see a
- * reset, never a clean end with bytes missing.
+ * promise is the flow's: it settles when the pump is done (the pump owns both
+ * connections from the hand-over, when the JS sockets are destroyed; it resets
+ * both on an error), so the peers see a reset, never a clean end with bytes missing.
  */
 export function tryHandOver(plain: net.Socket, ewc: EwcSocket, fwd: AeadForwarder, opts: ForwardOptions = {}): Promise<ForwardResult> | undefined {
   const raw = ewc.raw;
