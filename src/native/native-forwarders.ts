@@ -103,7 +103,11 @@ export class NativeEngine {
     } catch (err) {
       // Bad keys or parameters are the caller's bug, not a refused hand-over.
       if (err instanceof TypeError) throw err;
-      throw new HandoverError(kind, `${kind} hand-over failed: ${(err as Error).message}`, { cause: err });
+      // The pool's dup()s need two fds: at the fd limit this is where a flow is
+      // refused (EMFILE), and callers count it as such (src/proxy isFdExhausted).
+      const n = (err as { errno?: unknown }).errno;
+      const errno = typeof n === 'number' ? errnoNames.get(n) : undefined;
+      throw new HandoverError(kind, `${kind} hand-over failed: ${(err as Error).message}`, { cause: err, ...(errno ? { errno } : {}) });
     }
     // The pool owns both sockets now. Node's fds go at once (close only: the pool's
     // copies keep the connections open); their 'close' events fire now, not when the

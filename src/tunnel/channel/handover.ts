@@ -18,7 +18,7 @@
 import type net from 'node:net';
 import type { AeadForwarder } from '../../native/aead-forwarder.js';
 import { prepareCipherHandover } from '../../native/aead-forwarder.js';
-import type { ForwardOptions, ForwardResult } from '../../native/forwarder.js';
+import { resetSocket, type ForwardOptions, type ForwardResult } from '../../native/forwarder.js';
 import type { EwcSocket } from './ewc-codec.js';
 
 /** The native pump when the agent's accelerator has it, else undefined (the JS codec carries the flow). */
@@ -58,8 +58,11 @@ export function tryHandOver(plain: net.Socket, ewc: EwcSocket, fwd: AeadForwarde
       const rxInitial = st.rxInitial.length === 0 ? early : Buffer.concat([st.rxInitial, early]);
       return await fwd.forward(plain, raw, { txKey: st.txKey, txIv: st.txIv, txSeq: st.txSeq, rxKey: st.rxKey, rxIv: st.rxIv, rxSeq: st.rxSeq, rxInitial }, opts);
     } catch (err) {
-      raw.destroy();
-      plain.destroy();
+      // Before the hand-over (a failed flush, EMFILE for the pool's fds) the sockets
+      // are still Node's: reset them, as the doc above promises — a FIN would end
+      // the client's flow as if it were complete. After it they are destroyed already.
+      resetSocket(raw);
+      resetSocket(plain);
       throw err;
     }
   })();
