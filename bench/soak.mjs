@@ -9,9 +9,9 @@
 // `npm run build`, root). Env: SOAK_MIN (20; total minutes, 3 for a short run),
 // FLOWS (9000), EXTRA (2500), CHURN (20 flows per kind per round), FD_LIMIT (unset:
 // the agent's own limit), SOAK_LOGS (a directory for every process's log; level
-// SOAK_LOG_LEVEL, default info), ACCEL=off (the agents forward in Node: 2 fds per flow
-// on a1 instead of the addon's 4, so 9,000 flows fit under 20,000). Writes
-// bench/results/soak.{json,md}.
+// SOAK_LOG_LEVEL, default info), ACCEL=off (the agents forward in Node; since the
+// addon's pool owns the sockets it forwards, a flow holds 2 fds on a1 either way, so
+// 9,000 flows fit under 20,000 with the addon too). Writes bench/results/soak.{json,md}.
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';

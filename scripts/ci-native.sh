@@ -22,10 +22,10 @@ for dir in native/build build; do
   fi
   node -e "
     const n = require('./$dir/Release/edgeway_native.node'), b = require('./$dir/Release/edgeway_bpf.node');
-    if (n.abi !== 2 || typeof n.Pool !== 'function' || typeof n.SockmapLink !== 'function' || typeof n.getOriginalDst !== 'function') process.exit(1);
+    if (n.abi !== 3 || typeof n.Pool !== 'function' || typeof n.SockmapLink !== 'function' || typeof n.getOriginalDst !== 'function') process.exit(1);
     // The EWC1 record pump finds Node's own OpenSSL (nothing links libcrypto).
     if (typeof n.Pool.prototype.aeadPair !== 'function' || n.aeadReason !== null) { console.error('ci-native: aead pump unusable:', n.aeadReason); process.exit(1); }
-    if (b.abi !== 2 || typeof b.Sockmap !== 'function' || typeof b.bpf?.mapOps !== 'function') process.exit(1);
+    if (b.abi !== 3 || typeof b.Sockmap !== 'function' || typeof b.bpf?.mapOps !== 'function') process.exit(1);
     console.log('ci-native: both addons load from $dir/Release')"
 done
 # edgeway_nft.node (libnftables in-process) is built by both builds where
@@ -39,7 +39,7 @@ if [[ -f /usr/include/nftables/libnftables.h ]]; then
     done
     node -e "
       const m = require('./$dir/Release/edgeway_nft.node');
-      if (m.abi !== 2 || typeof m.NftContext !== 'function') process.exit(1);
+      if (m.abi !== 3 || typeof m.NftContext !== 'function') process.exit(1);
       console.log('ci-native: edgeway_nft.node loads from $dir/Release')"
   done
 fi

@@ -9,7 +9,9 @@
 namespace edgeway {
 
 // ABI the TypeScript loader expects from each addon (src/native/addon.ts).
-constexpr int kAddonAbi = 2;
+// 3: the Pool owns a pair's sockets (JS closes its fds at the hand-over and relies
+// on the pool to reset them on an error); a 2 build would end failed pairs with FIN.
+constexpr int kAddonAbi = 3;
 
 // An Error with `errno` and code ERR_NATIVE_ERRNO; `err` may be negative.
 inline Napi::Error ErrnoError(Napi::Env env, int err, const std::string& what) {

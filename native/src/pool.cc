@@ -83,7 +83,7 @@ enum class Kind { kSplice, kSockmap, kAead };
 
 struct PairSpec {
   Kind kind;
-  int fd[2];  // dup'ed, owned by the pair
+  int fd[2];  // dup'ed, owned by the pair (closed by Finish, or by Submit when it fails)
   int pipe_size;
   std::shared_ptr<SockmapLink> sockmap;
   uint64_t cookie[2];
@@ -392,10 +392,15 @@ class Worker {
       c.bytes_ab = p->aead->bytes_tx();
       c.bytes_ba = p->aead->bytes_rx();
     }
+    // The pair holds the only fds left of both sockets (Node closed its copies at
+    // the hand-over), so this close is the last one and decides what the peers see.
+    // A failed pair must not look like a clean end: SO_LINGER {1, 0} turns the close
+    // into a RST instead of a FIN that would pass a cut stream for a whole one. A
+    // cancelled record stream resets too (it never sent END); a cancelled splice or
+    // sockmap pair closes normally.
+    const bool reset = err != 0 && (p->kind == Kind::kAead || err != ECANCELED);
     for (int s = 0; s < 2; s++) {
-      if (err && p->kind == Kind::kAead && p->fd[s] >= 0) {
-        // A failed or cancelled record stream must not look like a clean end to
-        // either peer: the last close of the socket sends RST instead of FIN.
+      if (reset && p->fd[s] >= 0) {
         linger l{1, 0};
         setsockopt(p->fd[s], SOL_SOCKET, SO_LINGER, &l, sizeof(l));
       }
@@ -440,6 +445,11 @@ void Pool::Close() {
 
 uint64_t Pool::Submit(PairSpec spec, int* err) {
   if (closed_ || workers_.empty()) {
+    // The pair owns its fds from the dup on: nobody else would close them.
+    if (spec.sockmap) spec.sockmap->Unlink(spec.cookie[0], spec.cookie[1]);
+    for (int fd : spec.fd) {
+      if (fd >= 0) close(fd);
+    }
     *err = EBADF;
     return 0;
   }
@@ -450,6 +460,9 @@ uint64_t Pool::Submit(PairSpec spec, int* err) {
   return id;
 }
 
+// The pool's own fds of both sockets: the caller closes its copies right after a
+// successful hand-over (close(), never shutdown(): that would end the shared
+// socket), so a forwarded pair costs exactly these two (+ the pipes of splice).
 static int DupPair(int fd_a, int fd_b, int out[2]) {
   out[0] = fcntl(fd_a, F_DUPFD_CLOEXEC, 0);
   if (out[0] < 0) return errno;

@@ -37,16 +37,24 @@ class Pool {
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
 
-  // Forwards between two connected TCP sockets with splice. The fds are dup'ed:
-  // the caller keeps its own and closes them after the completion. Returns the
-  // pair id, or 0 with *err set.
+  // Socket ownership (every kind): the pool dup()s both fds and from then on owns
+  // the sockets. The caller closes its own fds right after a successful call (a
+  // plain close(), never shutdown()), so a pair costs two fds (+ two pipes for
+  // splice). The pool closes its fds when the pair ends: normally on success, with
+  // SO_LINGER {1, 0} (RST, never a FIN) on an error, and on a cancel normally for
+  // splice / sockmap and with a reset for the record pump (it never sent END).
+  // On failure (0 returned, *err set) nothing changed: the caller's fds are as
+  // they were and the pool kept nothing.
+  //
+  // Forwards between two connected TCP sockets with splice. Returns the pair id.
   uint64_t Splice(int fd_a, int fd_b, int pipe_size, int* err);
-  // Links the pair into `sockmap` and watches it until both directions ended.
-  // Returns 0 with *err set when linking failed (nothing changed then).
+  // Links the pair into `sockmap` and watches it until both directions ended; the
+  // pair is unlinked when it ends (the sockets stay in the map while any fd holds
+  // them).
   uint64_t SockmapPair(std::shared_ptr<SockmapLink> sockmap, int fd_a, int fd_b, int* err);
-  // Forwards between a plaintext socket and an EWC1 record stream (fds dup'ed as for
-  // Splice). bytes_ab counts plaintext plain → cipher, bytes_ba cipher → plain.
-  // Returns 0 with *err set (ENOTSUP when OpenSSL could not be resolved).
+  // Forwards between a plaintext socket and an EWC1 record stream. bytes_ab counts
+  // plaintext plain → cipher, bytes_ba cipher → plain (ENOTSUP when OpenSSL could
+  // not be resolved).
   uint64_t AeadPair(int fd_plain, int fd_cipher, std::unique_ptr<AeadKeys> keys, int* err);
   // Stops forwarding the pair; its completion reports ECANCELED.
   void Cancel(uint64_t id);

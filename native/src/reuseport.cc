@@ -7,11 +7,14 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -78,9 +81,13 @@ std::string StringArg(const Napi::CallbackInfo& info, size_t i, const char* usag
   return info[i].As<Napi::String>().Utf8Value();
 }
 
+// An integer argument; fractions, NaN and values past int32 are a TypeError (they
+// used to be truncated: 0.5 became port 0).
 int IntArg(const Napi::CallbackInfo& info, size_t i, const char* usage) {
   if (info.Length() <= i || !info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), usage);
-  return info[i].As<Napi::Number>().Int32Value();
+  double d = info[i].As<Napi::Number>().DoubleValue();
+  if (!(d >= -2147483648.0 && d <= 2147483647.0) || d != double(int(d))) throw Napi::TypeError::New(info.Env(), usage);
+  return int(d);
 }
 
 // listenReusePort(host, port, backlog) → fd (listening, nonblocking).
@@ -110,7 +117,17 @@ Napi::Value ListenReusePortJs(const Napi::CallbackInfo& info) {
 // until the deadline (a simultaneous open may need a SYN retransmission or two),
 // and settles the promise through a threadsafe function (unref'd: a pending
 // connect does not keep the process alive). The fd reaches JS only when connected;
-// on any failure, or when the environment is gone, it is closed here.
+// on any failure it is closed here.
+//
+// Environment teardown (the process exits, or a worker ends, with a connect still
+// pending): Node deletes the threadsafe function in its own cleanup hook, and a
+// thread calling it afterwards aborted the process (uv_mutex_lock on freed memory;
+// found as "connectFrom with local port 0 aborts" — any pending connect did). So
+// each job registers a cleanup hook *after* creating its threadsafe function (hooks
+// run last-in first-out: ours runs first) that cancels the connect through an
+// eventfd and joins the thread; a thread that sees `closing` closes its fd and never
+// touches the threadsafe function. The thread is joined by Settle otherwise: no
+// thread outlives its environment.
 struct ConnectJob {
   sockaddr_storage local;
   sockaddr_storage remote;
@@ -121,6 +138,18 @@ struct ConnectJob {
   int err = 0;
   const char* what = "";
   Napi::Promise::Deferred deferred;
+  napi_env env = nullptr;
+  int cancel_fd = -1;  // eventfd: written by the cleanup hook
+  std::atomic<bool> closing{false};
+  bool hooked = false;
+  std::thread thread;
+
+  ConnectJob(const sockaddr_storage& l, socklen_t ll, const sockaddr_storage& r, socklen_t rl, int t, Napi::Env e)
+      : local(l), remote(r), llen(ll), rlen(rl), timeout_ms(t), deferred(Napi::Promise::Deferred::New(e)), env(e) {}
+  ~ConnectJob() {
+    if (thread.joinable()) thread.join();
+    if (cancel_fd >= 0) close(cancel_fd);
+  }
 };
 
 void RunConnect(ConnectJob* j) {
@@ -144,10 +173,11 @@ void RunConnect(ConnectJob* j) {
   for (;;) {
     int64_t left = deadline - NowMs();
     if (left <= 0) return fail(ETIMEDOUT, "connect");
-    pollfd p{fd, POLLOUT, 0};
-    int r = poll(&p, 1, int(left));
+    pollfd p[2] = {{fd, POLLOUT, 0}, {j->cancel_fd, POLLIN, 0}};
+    int r = poll(p, 2, int(left));
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) return fail(errno, "poll");
+    if (p[1].revents) return fail(ECANCELED, "connect");
     if (r == 0) continue;  // the deadline check above ends the loop
     int soerr = 0;
     socklen_t sl = sizeof(soerr);
@@ -158,13 +188,46 @@ void RunConnect(ConnectJob* j) {
   }
 }
 
+// The environment is going away: stop the connect and wait for the thread, which
+// then closes its fd without calling into the (soon deleted) threadsafe function.
+// The job itself is freed by Settle if it still runs, else left (teardown only).
+void CleanupConnect(void* arg) {
+  auto* j = static_cast<ConnectJob*>(arg);
+  j->hooked = false;  // Node drops the hook after running it
+  j->closing = true;
+  uint64_t one = 1;
+  ssize_t n = write(j->cancel_fd, &one, sizeof(one));
+  (void)n;
+  if (j->thread.joinable()) j->thread.join();
+}
+
+// Runs on the JS thread, and possibly while the environment is being torn down,
+// when no value can be created: an exception must never leave this callback then
+// (node-addon-api rethrows it, that fails too, and the second throw ends in
+// std::terminate). Whatever cannot be handed to JS is closed here.
 void Settle(Napi::Env env, Napi::Function, ConnectJob* j) {
-  if (j->err != 0) j->deferred.Reject(SockErrno(env, j->err, j->what).Value());
-  else j->deferred.Resolve(Napi::Number::New(env, j->fd));
-  delete j;
+  std::unique_ptr<ConnectJob> owned(j);
+  if (j->hooked) napi_remove_env_cleanup_hook(j->env, CleanupConnect, j);
+  j->hooked = false;
+  if (j->thread.joinable()) j->thread.join();  // it only has Release() left to do
+  bool delivered = false;
+  if (env != nullptr) {
+    try {
+      if (j->err != 0) {
+        j->deferred.Reject(SockErrno(env, j->err, j->what).Value());
+      } else {
+        j->deferred.Resolve(Napi::Number::New(env, j->fd));
+        delivered = true;
+      }
+    } catch (const Napi::Error&) {
+      // The environment is terminating: nobody is left to take the result.
+    }
+  }
+  if (!delivered && j->fd >= 0) close(j->fd);
 }
 
 // connectFrom(localHost, localPort, remoteHost, remotePort, timeoutMs) → Promise<fd>
+// localPort 0 binds an ephemeral port.
 Napi::Value ConnectFromJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* usage = "connectFrom(localHost: string, localPort: number, remoteHost: string, remotePort: number, timeoutMs: number)";
@@ -176,24 +239,34 @@ Napi::Value ConnectFromJs(const Napi::CallbackInfo& info) {
   if (timeout <= 0 || timeout > 120000) throw Napi::RangeError::New(env, "connectFrom: timeoutMs must be in 1..120000");
   sockaddr_storage remote, local;
   socklen_t rlen = 0, llen = 0;
-  if (rport == 0 || !ParseAddr(rhost, rport, AF_INET, &remote, &rlen)) throw Napi::TypeError::New(env, "connectFrom: bad remote address " + rhost);
-  if (!ParseAddr(lhost, lport, remote.ss_family, &local, &llen)) throw Napi::TypeError::New(env, "connectFrom: bad local address " + lhost);
+  if (rport == 0 || !ParseAddr(rhost, rport, AF_INET, &remote, &rlen)) throw Napi::TypeError::New(env, "connectFrom: bad remote address " + rhost + " port " + std::to_string(rport));
+  if (!ParseAddr(lhost, lport, remote.ss_family, &local, &llen)) throw Napi::TypeError::New(env, "connectFrom: bad local address " + lhost + " port " + std::to_string(lport));
   if (local.ss_family != remote.ss_family) throw SockErrno(env, EAFNOSUPPORT, "connect");
-  auto* job = new ConnectJob{local, remote, llen, rlen, timeout, -1, 0, "", Napi::Promise::Deferred::New(env)};
+  auto job = std::make_unique<ConnectJob>(local, llen, remote, rlen, timeout, env);
+  job->cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (job->cancel_fd < 0) throw SockErrno(env, errno, "eventfd");
   Napi::Promise p = job->deferred.Promise();
   auto tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), "edgeway-connect-from", 0, 1);
-  // A pending connect does not hold the process: a stopping agent abandons its punch
-  // (the thread finds the environment gone and closes the fd).
+  // A pending connect does not hold the process: a stopping agent abandons its punch.
   tsfn.Unref(env);
-  std::thread([job, tsfn]() mutable {
-    RunConnect(job);
-    if (tsfn.BlockingCall(job, Settle) != napi_ok) {
-      // The environment is shutting down: nobody will take the fd.
-      if (job->fd >= 0) close(job->fd);
-      delete job;
+  // After the threadsafe function: this hook runs before Node's hook deletes it.
+  if (napi_add_env_cleanup_hook(env, CleanupConnect, job.get()) != napi_ok) {
+    tsfn.Release();
+    throw Napi::Error::New(env, "napi_add_env_cleanup_hook failed");
+  }
+  job->hooked = true;
+  ConnectJob* j = job.release();  // owned by Settle from here on
+  j->thread = std::thread([j, tsfn]() mutable {
+    RunConnect(j);
+    if (j->closing || tsfn.BlockingCall(j, Settle) != napi_ok) {
+      // The environment is shutting down: nobody will take the fd. The job stays
+      // for the cleanup hook that is joining this thread (freed with the process).
+      if (j->fd >= 0) close(j->fd);
+      j->fd = -1;
+      return;
     }
     tsfn.Release();
-  }).detach();
+  });
   return p;
 }
 

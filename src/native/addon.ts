@@ -162,8 +162,12 @@ export interface NativeLoad {
   sockmapObject?: string;
 }
 
-/** ABI the TypeScript side speaks (native/src/napi-util.h kAddonAbi; both addons export `abi`). */
-export const NATIVE_ABI = 2;
+/**
+ * ABI the TypeScript side speaks (native/src/napi-util.h kAddonAbi; both addons export `abi`).
+ * 3: the pool owns a forwarded pair's sockets (native-forwarders.ts closes Node's fds at
+ * the hand-over); an ABI 2 pool would end a failed pair with FIN where a reset is due.
+ */
+export const NATIVE_ABI = 3;
 
 /** The package root: the nearest parent with our package.json (src/ and dist/src/ alike). */
 export function packageRoot(): string {

@@ -22,7 +22,7 @@ export type AeadState = AeadPairParams;
 export interface AeadForwarder {
   readonly kind: 'aead';
   /**
-   * Same contract as Forwarder.forward (both sockets destroyed when it settles),
+   * Same contract as Forwarder.forward (both JS sockets destroyed at the hand-over),
    * plain ↔ EWC1 records on `cipher`. `bytesIn` counts plaintext plain → cipher,
    * `bytesOut` plaintext cipher → plain. Rejects with ForwardError (errno EBADMSG on
    * an authentication or framing error, the socket errno otherwise), HandoverError
@@ -37,9 +37,9 @@ export interface AeadForwarder {
 
 /**
  * The record pump on the addon's epoll pool (native/src/aead-pump.cc): completion
- * and cleanup as for splice (the engine keeps both sockets referenced until the
- * native side is done, then destroys them; on an error or cancel both peers see a
- * reset, never a clean end).
+ * and ownership as for splice (the pool owns both sockets from the hand-over, when
+ * the engine destroys the JS sockets; on an error or cancel the pool resets both, so
+ * the peers never see a clean end).
  */
 export class NativeAeadForwarder implements AeadForwarder {
   readonly kind = 'aead' as const;

@@ -14,9 +14,12 @@ export class NativeUnavailableError extends Error {
  */
 export class HandoverError extends Error {
   readonly code = 'ERR_FORWARD_HANDOVER';
-  constructor(readonly kind: string, message: string, options?: { cause?: unknown }) {
+  /** errno name when the kernel refused (EMFILE: no fd left for the pool's copies). */
+  readonly errno?: string;
+  constructor(readonly kind: string, message: string, options?: { cause?: unknown; errno?: string }) {
     super(message, options);
     this.name = 'HandoverError';
+    if (options?.errno !== undefined) this.errno = options.errno;
   }
 }
 

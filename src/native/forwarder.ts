@@ -33,9 +33,15 @@ export interface Forwarder {
   readonly kind: ForwarderKind;
   /**
    * Resolves when both directions ended cleanly (both sockets are destroyed then);
-   * rejects with ForwardError (peer reset, …; both sockets destroyed), with
-   * HandoverError when an accelerator could not take the sockets (nothing moved,
-   * sockets untouched: try the next forwarder), or ForwardCancelledError.
+   * rejects with ForwardError (peer reset, …; both sockets destroyed, both peers
+   * reset), with HandoverError when an accelerator could not take the sockets
+   * (nothing moved, sockets untouched: try the next forwarder), or
+   * ForwardCancelledError.
+   *
+   * An accelerator destroys both JS sockets as soon as it took them (the native pool
+   * owns the connections, Node's fds are closed): their 'close' events fire at the
+   * hand-over, not at the end of the flow, and properties such as remoteAddress must
+   * be read before calling forward().
    */
   forward(client: net.Socket, upstream: net.Socket, opts?: ForwardOptions): Promise<ForwardResult>;
 }

@@ -1,13 +1,18 @@
 /**
- * splice, sockmap and EWC1 record pump (aead-forwarder.ts) forwarders on the addon's epoll thread pool. The JS socket
- * objects stay referenced here until the native side is done (a collected
- * net.Socket closes its fd under the pool's feet), and are destroyed after.
+ * splice, sockmap and EWC1 record pump (aead-forwarder.ts) forwarders on the addon's
+ * epoll thread pool. Socket ownership: the pool dup()s both fds of a pair and owns
+ * the sockets from then on; Node's copies are closed right after a successful
+ * hand-over (net.Socket.destroy(): a plain close() of Node's fd, which neither shuts
+ * the shared socket down nor resets it), so a forwarded pair costs the process two
+ * fds (+ two pipes for splice) instead of four. The pool itself ends the sockets:
+ * a FIN on success, a RST on an error (SO_LINGER 0), on a cancel as documented in
+ * native/src/pool.h.
  */
 import { constants as osConstants } from 'node:os';
 import type net from 'node:net';
 import type { AeadPairParams, BpfAddon, NativeAddon, NativePool, NativeSockmap, NativeSockmapLink } from './addon.js';
 import { ForwardCancelledError, ForwardError, HandoverError } from './errors.js';
-import { readEnded, resetSocket, socketFd, type ForwardOptions, type ForwardResult, type Forwarder } from './forwarder.js';
+import { readEnded, socketFd, type ForwardOptions, type ForwardResult, type Forwarder } from './forwarder.js';
 
 const ECANCELED = osConstants.errno.ECANCELED;
 const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
@@ -16,8 +21,6 @@ type EngineKind = 'splice' | 'sockmap' | 'aead';
 
 interface Pending {
   kind: EngineKind;
-  client: net.Socket;
-  upstream: net.Socket;
   resolve: (r: ForwardResult) => void;
   reject: (e: Error) => void;
   cleanup: () => void;
@@ -100,24 +103,29 @@ export class NativeEngine {
     } catch (err) {
       // Bad keys or parameters are the caller's bug, not a refused hand-over.
       if (err instanceof TypeError) throw err;
-      throw new HandoverError(kind, `${kind} hand-over failed: ${(err as Error).message}`, { cause: err });
+      // The pool's dup()s need two fds: at the fd limit this is where a flow is
+      // refused (EMFILE), and callers count it as such (src/proxy isFdExhausted).
+      const n = (err as { errno?: unknown }).errno;
+      const errno = typeof n === 'number' ? errnoNames.get(n) : undefined;
+      throw new HandoverError(kind, `${kind} hand-over failed: ${(err as Error).message}`, { cause: err, ...(errno ? { errno } : {}) });
     }
+    // The pool owns both sockets now. Node's fds go at once (close only: the pool's
+    // copies keep the connections open); their 'close' events fire now, not when the
+    // flow ends. Read what you need of a socket (remoteAddress, …) before forward().
+    client.destroy();
+    upstream.destroy();
     return new Promise<ForwardResult>((resolve, reject) => {
       const onAbort = (): void => this.pool.cancel(id);
       opts.signal?.addEventListener('abort', onAbort, { once: true });
-      // Node does not read these sockets any more, but must still hear about
-      // errors it may raise (none expected) rather than crash on them.
-      const swallow = (): void => undefined;
-      client.on('error', swallow);
-      upstream.on('error', swallow);
       this.pending.set(id, {
-        kind, client, upstream, resolve, reject,
+        kind, resolve, reject,
         cleanup: () => opts.signal?.removeEventListener('abort', onAbort),
       });
       if (opts.signal?.aborted) onAbort();
     });
   }
 
+  /** A pair ended; the pool has closed (or reset) its sockets already. */
   private done(id: number, ab: number, ba: number, errno: number, where: string | null): void {
     const p = this.pending.get(id);
     if (!p) return;
@@ -126,16 +134,10 @@ export class NativeEngine {
     const bytesIn = ab;
     const bytesOut = ba;
     if (errno === 0) {
-      p.client.destroy();
-      p.upstream.destroy();
       p.resolve({ kind: p.kind, bytesIn, bytesOut });
     } else if (errno === ECANCELED) {
-      p.client.destroy();
-      p.upstream.destroy();
       p.reject(new ForwardCancelledError(p.kind, bytesIn, bytesOut));
     } else {
-      resetSocket(p.client);
-      resetSocket(p.upstream);
       const name = errnoNames.get(errno) ?? `errno ${errno}`;
       p.reject(new ForwardError(p.kind, `${p.kind} ${where ?? ''}: ${name}`, bytesIn, bytesOut, name));
     }

@@ -224,7 +224,12 @@ function handleForwarded(rt: ServiceRuntime, client: Socket, s: TcpSettings, for
           untrack();
           native.then(
             (r) => { m.toEndpoint += r.bytesIn; m.toClient += r.bytesOut; d.release(); finish(); },
-            (err: unknown) => { d.release(); finish(err instanceof Error ? err : new Error(String(err))); },
+            (err: unknown) => {
+              // At the fd limit the pool's hand-over is where the flow is refused.
+              if (isFdExhausted(err)) { m.drop('emfile'); s.warnFdExhausted?.('handover'); }
+              d.release();
+              finish(err instanceof Error ? err : new Error(String(err)));
+            },
           );
           return;
         }

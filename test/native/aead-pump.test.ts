@@ -19,6 +19,7 @@ import { Accelerators } from '../../src/native/accelerator.js';
 import type { NativeAddon, NativePool } from '../../src/native/addon.js';
 import { ForwardCancelledError, ForwardError, HandoverError } from '../../src/native/errors.js';
 import { NativeEngine } from '../../src/native/native-forwarders.js';
+import { isFdExhausted } from '../../src/proxy/service.js';
 import { Ewc1Opener, Ewc1Sealer } from '../helpers/ewc1-codec.mjs';
 import { prng } from '../helpers/prng.js';
 import { requirement } from '../helpers/skip.js';
@@ -347,6 +348,21 @@ describe('EWC1 record pump unavailable', () => {
     const err = await fwd.forward(r.plain, r.cipher, keys(1)).then(() => undefined, (e: unknown) => e);
     expect(err).toBeInstanceOf(HandoverError);
     expect((err as Error).message).toMatch(reason);
+    expect([r.plain.destroyed, r.cipher.destroyed]).toEqual([false, false]);
+    for (const x of Object.values(r)) x.destroy();
+  });
+
+  // At the fd limit the pool's dup() fails: a HandoverError naming EMFILE, which the
+  // proxy counts as an fd-exhaustion drop (isFdExhausted), sockets untouched.
+  it('EMFILE from the pool: HandoverError with errno EMFILE, counted as fd exhaustion', async () => {
+    class PoolAtFdLimit extends PoolWithoutPump {
+      aeadPair(): number { throw Object.assign(new Error('aeadPair: Too many open files'), { errno: 24, code: 'ERR_NATIVE_ERRNO' }); }
+    }
+    const fwd = new NativeAeadForwarder(new NativeEngine(fake(PoolAtFdLimit, null)));
+    const r = await rig();
+    const err = await fwd.forward(r.plain, r.cipher, keys(2)).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(HandoverError);
+    expect([(err as HandoverError).errno, isFdExhausted(err)]).toEqual(['EMFILE', true]);
     expect([r.plain.destroyed, r.cipher.destroyed]).toEqual([false, false]);
     for (const x of Object.values(r)) x.destroy();
   });

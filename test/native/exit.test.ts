@@ -20,6 +20,7 @@ describe.skipIf(skip)('edgeway_native.node at a natural exit', () => {
     'pool collected before exit',
     'pool after a splice pair',
     'worker threads',
+    'connectFrom pending at exit',
     ...(native.addon?.aeadReason === null ? ['aead pair in flight, pool closed', 'aead pair in flight when a worker is terminated'] : []),
   ])('%s: exit 0', async (scenario) => {
     const end = await runScenario(scenario, native);

@@ -18,7 +18,7 @@
 import type net from 'node:net';
 import type { AeadForwarder } from '../../native/aead-forwarder.js';
 import { prepareCipherHandover } from '../../native/aead-forwarder.js';
-import type { ForwardOptions, ForwardResult } from '../../native/forwarder.js';
+import { resetSocket, type ForwardOptions, type ForwardResult } from '../../native/forwarder.js';
 import type { EwcSocket } from './ewc-codec.js';
 
 /** The native pump when the agent's accelerator has it, else undefined (the JS codec carries the flow). */
@@ -36,9 +36,9 @@ function flushed(sock: net.Socket): Promise<void> {
  * Move `plain` ⇄ `ewc` to the native pump, or undefined (nothing changed: the
  * caller keeps the JS codec) when the flow is not in a state the pump can take
  * — the far END already arrived, a side is closing, a write is in flight. The
- * promise is the flow's: it settles when the pump is done (both sockets
- * destroyed); on a failure half-way both sockets are reset, so the peers see a
- * reset, never a clean end with bytes missing.
+ * promise is the flow's: it settles when the pump is done (the pump owns both
+ * connections from the hand-over, when the JS sockets are destroyed; it resets
+ * both on an error), so the peers see a reset, never a clean end with bytes missing.
  */
 export function tryHandOver(plain: net.Socket, ewc: EwcSocket, fwd: AeadForwarder, opts: ForwardOptions = {}): Promise<ForwardResult> | undefined {
   const raw = ewc.raw;
@@ -58,8 +58,11 @@ export function tryHandOver(plain: net.Socket, ewc: EwcSocket, fwd: AeadForwarde
       const rxInitial = st.rxInitial.length === 0 ? early : Buffer.concat([st.rxInitial, early]);
       return await fwd.forward(plain, raw, { txKey: st.txKey, txIv: st.txIv, txSeq: st.txSeq, rxKey: st.rxKey, rxIv: st.rxIv, rxSeq: st.rxSeq, rxInitial }, opts);
     } catch (err) {
-      raw.destroy();
-      plain.destroy();
+      // Before the hand-over (a failed flush, EMFILE for the pool's fds) the sockets
+      // are still Node's: reset them, as the doc above promises — a FIN would end
+      // the client's flow as if it were complete. After it they are destroyed already.
+      resetSocket(raw);
+      resetSocket(plain);
       throw err;
     }
   })();
