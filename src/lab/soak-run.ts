@@ -38,9 +38,9 @@ export interface SoakOptions {
   /** How long a1's agent's CPU is sampled at the limit (default 10 s). */
   atLimitMs?: number;
   /**
-   * The agents' accelerator (default auto). A flow the addon forwards holds 4 fds on
-   * a1 (the pool dup()s both sockets; src/native/README.md), a Node-forwarded one 2:
-   * 9,000 flows fit under a 20,000 fd limit only with `off`.
+   * The agents' accelerator (default auto). A flow holds 2 fds on a1 either way (the
+   * addon's pool owns the sockets it forwards; src/native/README.md), so 9,000 flows
+   * fit under a 20,000 fd limit in both modes.
    */
   accelerator?: 'auto' | 'off';
   /** Lower a1's agent's fd limit (soft and hard) with prlimit; undefined = the process default. */
