@@ -29,6 +29,16 @@
 //    agent died of the uncaught exception (found by bench/soak). Fix: remember
 //    the last answer and use it while the call fails. Regression test:
 //    test/tunnel/netif-emfile.test.ts (a child at its fd limit).
+// 5. xsalsa20 (the PSK's stream cipher, WASM with one memory shared by every
+//    instance, maximum 64 MB): (a) when one instance grew the memory, every other
+//    instance kept a detached view (length 0) and, at its next update, grew the
+//    memory again by the whole used size instead of by nothing — with a few hundred
+//    PSK connections (a relay serving 100 nodes) one growth cascaded past the
+//    maximum and `WebAssembly.Memory.grow(): Maximum memory size exceeded`, thrown in
+//    an event handler, killed the relay (finalize() on such a view threw as well).
+//    Fix: refresh a detached view, grow only by what is missing. (b) @libp2p/pnet never finalized its two ciphers, so each PSK
+//    connection ever opened kept 128 bytes of that memory for the process's life:
+//    finalized when the connection closes. Regression test: test/tunnel/psk-memory.test.ts.
 import { readFileSync, writeFileSync, readdirSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,6 +48,56 @@ export const MARKER = 'edgeway-pipe-patch';
 export const BACKPRESSURE_MARKER = 'edgeway-relay-backpressure-patch';
 export const PNET_MARKER = 'edgeway-pnet-chunks-patch';
 export const NETIF_MARKER = 'edgeway-netif-emfile-patch';
+export const XSALSA_MARKER = 'edgeway-xsalsa20-memory-patch';
+export const PNET_FINALIZE_MARKER = 'edgeway-pnet-finalize-patch';
+
+const ORIGINAL_XSALSA = `WASM.prototype.realloc = function (size) {
+  xsalsa20.memory.grow(Math.ceil(Math.abs(size - this._memory.length) / 65536))
+  this._memory = new Uint8Array(xsalsa20.memory.buffer)
+}
+
+WASM.prototype.update = function (input, output) {
+  var len = this._overflow + input.length
+  var start = head + this._overflow
+
+  top = head + len
+  if (top >= this._memory.length) this.realloc(top)`;
+
+const PATCHED_XSALSA = `WASM.prototype.realloc = function (size) {
+  // ${XSALSA_MARKER}: grow by what is missing from the memory's real size.
+  var have = xsalsa20.memory.buffer.byteLength
+  if (size >= have) xsalsa20.memory.grow(Math.ceil((size + 1 - have) / 65536))
+  this._memory = new Uint8Array(xsalsa20.memory.buffer)
+}
+
+WASM.prototype.update = function (input, output) {
+  var len = this._overflow + input.length
+  var start = head + this._overflow
+
+  top = head + len
+  // Another instance's grow() detached this view (length 0): refresh it, never grow for it.
+  if (this._memory.buffer !== xsalsa20.memory.buffer) this._memory = new Uint8Array(xsalsa20.memory.buffer)
+  if (top >= this._memory.length) this.realloc(top)`;
+
+const ORIGINAL_XSALSA_FINAL = `WASM.prototype.finalize = function () {
+  this._memory.fill(0, this._pointer, this._key + 32)`;
+
+const PATCHED_XSALSA_FINAL = `WASM.prototype.finalize = function () {
+  // ${XSALSA_MARKER}-final: a view detached by another instance's grow() throws in fill().
+  if (this._memory.buffer !== xsalsa20.memory.buffer) this._memory = new Uint8Array(xsalsa20.memory.buffer)
+  this._memory.fill(0, this._pointer, this._key + 32)`;
+
+const ORIGINAL_PNET_CLOSE = `        this.maConn.addEventListener('close', (evt) => {
+            if (evt.error != null) {`;
+
+const PATCHED_PNET_CLOSE = `        this.maConn.addEventListener('close', (evt) => {
+            // ${PNET_FINALIZE_MARKER}: give both ciphers' slots back to xsalsa20's
+            // shared WASM memory; anything after the close is dropped, never decrypted.
+            const spent = { update: () => new Uint8Array(0) };
+            for (const x of [this.inboundXor, this.outboundXor]) if (x !== spent && typeof x.finalize === 'function') x.finalize();
+            this.inboundXor = spent;
+            this.outboundXor = spent;
+            if (evt.error != null) {`;
 
 const ORIGINAL_NETIF = `function getNetworkAddrs(family) {
     const addresses = [];
@@ -104,6 +164,7 @@ const PATCHED = `export function pipe(...input) {
 const STREAM_UTILS = join('@libp2p', 'utils', 'dist', 'src', 'stream-utils.js');
 const PNET_CRYPTO = join('@libp2p', 'pnet', 'dist', 'src', 'crypto.js');
 const THIN_WAIST = join('@libp2p', 'utils', 'dist', 'src', 'get-thin-waist-addresses.js');
+const XSALSA = join('xsalsa20', 'index.js');
 
 /** Every installed copy of `rel` (a file inside a package) under `dir`. */
 function findCopies(dir, rel = STREAM_UTILS, depth = 0, out = []) {
@@ -307,8 +368,13 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   }
   for (const f of findCopies(join(root, 'node_modules'), PNET_CRYPTO)) {
     let r;
-    try { r = patchFile(f, [[PNET_MARKER, ORIGINAL_PNET, PATCHED_PNET]]); } catch (err) { r = `error: ${err.message}`; }
-    console.log(`edgeway: @libp2p/pnet chunked encryption fix: ${r} (${f.slice(root.length + 1)})`);
+    try { r = patchFile(f, [[PNET_MARKER, ORIGINAL_PNET, PATCHED_PNET], [PNET_FINALIZE_MARKER, ORIGINAL_PNET_CLOSE, PATCHED_PNET_CLOSE]]); } catch (err) { r = `error: ${err.message}`; }
+    console.log(`edgeway: @libp2p/pnet chunked encryption + ciphers finalized at close: ${r} (${f.slice(root.length + 1)})`);
+  }
+  for (const f of findCopies(join(root, 'node_modules'), XSALSA)) {
+    let r;
+    try { r = patchFile(f, [[XSALSA_MARKER, ORIGINAL_XSALSA, PATCHED_XSALSA], [`${XSALSA_MARKER}-final`, ORIGINAL_XSALSA_FINAL, PATCHED_XSALSA_FINAL]]); } catch (err) { r = `error: ${err.message}`; }
+    console.log(`edgeway: xsalsa20 shared WASM memory growth: ${r} (${f.slice(root.length + 1)})`);
   }
   for (const f of findCopies(join(root, 'node_modules'), THIN_WAIST)) {
     let r;
