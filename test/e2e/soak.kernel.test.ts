@@ -24,9 +24,9 @@ if (skip) console.warn(`skipping soak e2e: ${skip}`);
 
 const FLOWS = Number(process.env.EDGEWAY_SOAK_FLOWS ?? 1000);
 // fds a held flow costs a1's agent: the client socket and its data channel
-// connection, each twice with the addon (its record pump dup()s both sockets while
-// Node keeps the originals; see the README of src/native).
-const FDS_PER_FLOW = existsSync('native/build/Release/edgeway_native.node') ? 4 : 2;
+// connection, with or without the addon (the pool owns the sockets it forwards; see
+// "File descriptors per flow" in src/native/README.md).
+const FDS_PER_FLOW = 2;
 const FD_TOLERANCE = 150;
 
 describe.skipIf(!!skip)('soak (CI size): held flows, past the fd limit, recovery, nothing leaked', () => {
