@@ -44,7 +44,7 @@ export class ProxyMetrics {
     this.retries = new Counter({ name: 'edgeway_proxy_retries_total', help: 'Connect attempts retried on another endpoint', labelNames: ['service'], registers });
     this.drops = new Counter({ name: 'edgeway_proxy_drops_total', help: 'Flows or datagrams dropped, by reason', labelNames: ['service', 'reason'], registers });
     this.acceptErrors = new Counter({ name: 'edgeway_proxy_accept_errors_total', help: 'accept() failures (EMFILE: fd limit reached)', labelNames: ['code'], registers });
-    this.fdExhausted = new Counter({ name: 'edgeway_proxy_fd_exhausted_seconds_total', help: 'Seconds (1 s probes) in which the process had no file descriptor left: new connections are refused, and libuv drops them before the proxy sees them', registers });
+    this.fdExhausted = new Counter({ name: 'edgeway_proxy_fd_exhausted_seconds_total', help: 'Seconds (probed every 100 ms, counted once a second) in which the process had no file descriptor left: new connections are refused, and libuv drops them before the proxy sees them', registers });
     this.listeners = new Gauge({ name: 'edgeway_proxy_listeners', help: 'Listening sockets (TCP and UDP) of the proxy', registers });
   }
 

@@ -91,15 +91,23 @@ export function fdWarner(log: Logger, everyMs = 10_000): (where: string) => void
 /**
  * At the fd limit libuv accepts pending connections and closes them at once (its
  * reserve-fd trick) without telling anyone: those refusals never reach JS, so no
- * accept error counts them. A probe once a second (open and close /dev/null) finds
- * the condition itself; `onExhausted` counts it. Returns the stop function.
+ * accept error counts them. A probe (open and close /dev/null) finds the condition
+ * itself; `onExhausted` counts it at most once per `windowMs` (so the counter stays
+ * "seconds at the limit"). Probing every 100 ms, not every second: with 2 fds per
+ * forwarded flow a burst can sit at the limit for well under a second, and a 1 s
+ * probe missed a whole burst of refusals in CI. Returns the stop function.
  */
-export function fdProbe(onExhausted: () => void, everyMs = 1000): () => void {
+export function fdProbe(onExhausted: () => void, everyMs = 100, windowMs = 1000): () => void {
+  let lastCounted = -Infinity;
   const t = setInterval(() => {
     try {
       closeSync(openSync('/dev/null', 'r'));
     } catch (err) {
-      if (isFdExhausted(err)) onExhausted();
+      const now = Date.now();
+      if (isFdExhausted(err) && now - lastCounted >= windowMs) {
+        lastCounted = now;
+        onExhausted();
+      }
     }
   }, everyMs);
   t.unref();

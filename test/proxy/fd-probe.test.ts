@@ -16,7 +16,7 @@ const child = `
 import { openSync, closeSync } from 'node:fs';
 import { fdProbe } from './dist/proxy/tcp.js';
 let n = 0;
-const stop = fdProbe(() => { n++; }, 50);
+const stop = fdProbe(() => { n++; }, 50, 100);
 const keep = setInterval(() => undefined, 1000);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 await sleep(300);
