@@ -4,11 +4,10 @@
  * state tick, the gauges, the relay status and the channel's relayed paths asked
  * several times a second: with the connection monitor's pings, most of an idle
  * agent's CPU (2 % of a core per agent: 100 agents filled this machine's two cores
- * doing nothing). Dropped
- * when libp2p says its addresses changed (a reservation made or lost adds or
- * removes a circuit listener), and at most `ttlMs` old otherwise: a new interface
- * address raises no event (30 s: a few ms per rebuild, so a rebuild each second was
- * most of the tick).
+ * doing nothing). Dropped when libp2p says its addresses changed (a reservation
+ * made or lost adds or removes a circuit listener), and at most `ttlMs` old
+ * otherwise: a new interface address raises no event (30 s: a few ms per rebuild,
+ * so a rebuild each second was most of the tick).
  */
 import type { Multiaddr } from '@multiformats/multiaddr';
 
